@@ -1,0 +1,90 @@
+"""Command line: `jaxlm train` (and `python train.py`, which is the same)."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from typing import Optional, Sequence
+
+from jaxlm.errors import JaxlmError
+
+EPILOG = """\
+overrides:
+  Any config key can be set after the options as dotted key=value pairs, e.g.
+    python train.py model.n_layers=6 optim.lr=3e-4 data.corpus=tfds:lm1b
+  Unknown keys and values of the wrong type are errors that name the key.
+
+examples:
+  python train.py                                   # quickstart: small GPT on the stdlib corpus
+  python train.py --config configs/lstm_small.yaml  # LSTM language model
+  python train.py --workdir runs/exp1 train.steps=5000 data.corpus=~/texts/
+  Re-running a command on an existing --workdir resumes from its newest checkpoint.
+"""
+
+
+def _train_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (default: the built-in quickstart config)")
+    p.add_argument("--workdir", help="run directory (default: runs/<config name>); an existing "
+                   "one is resumed")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxlm", description="Train and study language models with JAX and Flax.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    train_p = sub.add_parser(
+        "train", help="train a model (default command)", epilog=EPILOG,
+        description="Train a language model; resumes when --workdir already holds a run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _train_parser(train_p)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from jaxlm.config import load_config, to_yaml
+
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    from jaxlm.train.loop import train
+
+    name = pathlib.Path(args.config).stem if args.config else "quickstart"
+    workdir = args.workdir or str(pathlib.Path("runs") / name)
+    result = train(cfg, workdir, quiet=args.quiet)
+    e = result.eval
+    print(f"\nfinished step {result.final_step} in {result.wall_time:.0f}s "
+          f"({result.tokens_per_sec:,.0f} tokens/s): eval loss {e['eval_loss']:.4f}, "
+          f"perplexity {e['eval_perplexity']:.2f}, bits per byte {e['eval_bpb']:.4f}")
+    for i, s in enumerate(result.samples):
+        print(f"\n--- sample {i + 1} ---\n{s}")
+    print(f"\nrun directory: {result.workdir}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in ("train", "-h", "--help"):
+        argv = ["train", *argv]  # `python train.py key=value` means `jaxlm train key=value`
+    args = parser.parse_args(argv)
+    try:
+        return cmd_train(args)
+    except JaxlmError as e:
+        print(f"jaxlm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxlm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Typed run configuration: frozen dataclass schemas, YAML + dotted-override loading, validation.
+
+OmegaConf does the parsing, merging and type conversion against the schemas (so an unknown key
+or a value of the wrong type is rejected with the key's full dotted name); `validate` adds the
+cross-field rules a type system cannot express. Everything raises `JaxlmError` with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Optional, Sequence
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf import errors as oc_errors
+
+from jaxlm.errors import JaxlmError
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    family: str = "transformer"  # transformer | lstm
+    vocab_size: Optional[int] = None  # None: the tokenizer's vocabulary size
+    d_model: int = 256  # LSTM: embedding and hidden size
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: Optional[int] = None  # None: n_heads (multi-head); fewer: grouped-query attention
+    d_ff: Optional[int] = None  # None: 4*d_model (gelu) or 8/3*d_model rounded to 64 (swiglu)
+    max_seq_len: int = 1024  # learned positions / longest sequence the model accepts
+    position: str = "learned"  # learned | rope
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"  # gelu | swiglu
+    tie_embeddings: bool = True
+    use_bias: bool = True
+    dropout: float = 0.0
+    init_std: float = 0.02
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"
+    attention_impl: str = "auto"  # auto | xla | cudnn (jax.nn.dot_product_attention)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    corpus: str = "stdlib"  # stdlib | a text file, directory or glob | tfds:NAME
+    text_key: str = "text"  # feature holding the text in tfds datasets
+    train_split: str = "train"  # tfds only
+    eval_split: str = "validation"  # tfds only
+    validation_fraction: float = 0.05  # stdlib / local text: share of files held out
+    tfds_data_dir: Optional[str] = None
+    tfds_download: bool = False  # allow tfds to download a registered dataset
+    cache_dir: Optional[str] = None  # where local text is prepared; None: ~/.cache/jaxlm
+    seq_len: int = 256
+    tokenizer: str = "byte"  # byte | sentencepiece
+    sp_model: Optional[str] = None  # an existing SentencePiece .model file (else trained)
+    sp_vocab_size: int = 4096
+    sp_model_type: str = "bpe"  # bpe | unigram
+    sp_train_chars: int = 5_000_000  # characters sampled from the train split to train it
+    seed: int = 0  # shuffle order
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    name: str = "adamw"  # adamw | adafactor | lion | sgd
+    lr: float = 1e-3  # peak learning rate
+    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # final lr = min_lr_ratio * lr
+    weight_decay: float = 0.1  # applied to matrices only, not biases, norms or vectors
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    momentum: float = 0.9  # sgd
+    grad_clip: float = 1.0  # global-norm clipping; 0 disables
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 32  # global, in sequences
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 200  # 0: only at the end
+    eval_batches: int = 20  # batches per periodic eval; the final eval uses final_eval_batches
+    final_eval_batches: int = 100  # 0: the whole eval split
+    checkpoint_every: int = 500  # 0: only at the end
+    keep_checkpoints: int = 3
+    samples: int = 3  # generated samples printed at the end
+    sample_prompt: str = "def "
+    sample_tokens: int = 200
+    sample_temperature: float = 0.8
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    data: int = -1  # -1: all devices not used by the other axes
+    fsdp: int = 1
+    tensor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+
+
+def _oc_error(e: oc_errors.OmegaConfBaseException, source: str) -> JaxlmError:
+    key = getattr(e, "full_key", None)
+    msg = str(getattr(e, "msg", e)).splitlines()[0]
+    where = f" (in {source})" if source else ""
+    if isinstance(e, oc_errors.ConfigKeyError):
+        return JaxlmError(f"unknown config key '{key}'{where}: {msg}")
+    return JaxlmError(f"bad value for config key '{key}'{where}: {msg}")
+
+
+def _read_yaml(path: str) -> dict:
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise JaxlmError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise JaxlmError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise JaxlmError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def _parse_overrides(overrides: Sequence[str]) -> Any:
+    for o in overrides:
+        if "=" not in o or o.startswith("="):
+            raise JaxlmError(f"override '{o}' is not of the form key.sub=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except oc_errors.OmegaConfBaseException as e:
+        raise JaxlmError(f"could not parse overrides {list(overrides)}: {e}") from None
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Builds a validated RunConfig from defaults, an optional YAML file and `a.b=value` overrides."""
+    cfg = OmegaConf.structured(RunConfig)
+    OmegaConf.set_readonly(cfg, False)
+    layers = []
+    if path:
+        layers.append((OmegaConf.create(_read_yaml(path)), path))
+    if overrides:
+        layers.append((_parse_overrides(overrides), "command-line overrides"))
+    for layer, source in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except oc_errors.OmegaConfBaseException as e:
+            raise _oc_error(e, source) from None
+    try:
+        run = OmegaConf.to_object(cfg)
+    except oc_errors.OmegaConfBaseException as e:
+        raise _oc_error(e, "") from None
+    validate(run)
+    return run
+
+
+def from_dict(data: dict) -> RunConfig:
+    """A validated RunConfig from a nested dict (e.g. a saved config.yaml)."""
+    cfg = OmegaConf.structured(RunConfig)
+    OmegaConf.set_readonly(cfg, False)
+    try:
+        run = OmegaConf.to_object(OmegaConf.merge(cfg, OmegaConf.create(data)))
+    except oc_errors.OmegaConfBaseException as e:
+        raise _oc_error(e, "") from None
+    validate(run)
+    return run
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """dataclasses.replace over dotted keys: replace(run, **{'model.vocab_size': 259})."""
+    nested: dict[str, dict] = {}
+    flat = {}
+    for k, v in changes.items():
+        head, _, rest = k.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = v
+        else:
+            flat[k] = v
+    for head, sub in nested.items():
+        flat[head] = replace(getattr(cfg, head), **sub)
+    return dataclasses.replace(cfg, **flat)
+
+
+def _choice(key: str, value: str, options: Sequence[str]) -> None:
+    if value not in options:
+        raise JaxlmError(f"config key '{key}' must be one of {', '.join(options)}; got '{value}'")
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise JaxlmError(f"config key '{key}' must be {bound}; got {value}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks; raises JaxlmError naming the first offending key."""
+    m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
+    _choice("model.family", m.family, ("transformer", "lstm"))
+    _choice("model.position", m.position, ("learned", "rope"))
+    _choice("model.norm", m.norm, ("layernorm", "rmsnorm"))
+    _choice("model.mlp", m.mlp, ("gelu", "swiglu"))
+    _choice("model.dtype", m.dtype, DTYPES)
+    _choice("model.param_dtype", m.param_dtype, DTYPES)
+    _choice("model.attention_impl", m.attention_impl, ("auto", "xla", "cudnn"))
+    for key in ("d_model", "n_layers", "n_heads", "max_seq_len", "rope_theta", "norm_eps"):
+        _positive(f"model.{key}", getattr(m, key))
+    for key in ("vocab_size", "n_kv_heads", "d_ff"):
+        if getattr(m, key) is not None:
+            _positive(f"model.{key}", getattr(m, key))
+    _positive("model.init_std", m.init_std)
+    if not 0.0 <= m.dropout < 1.0:
+        raise JaxlmError(f"config key 'model.dropout' must be in [0, 1); got {m.dropout}")
+    if m.family == "transformer":
+        if m.d_model % m.n_heads:
+            raise JaxlmError(
+                f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}"
+            )
+        kv = m.n_kv_heads or m.n_heads
+        if m.n_heads % kv:
+            raise JaxlmError(
+                f"model.n_heads={m.n_heads} is not divisible by model.n_kv_heads={kv}"
+            )
+        if m.position == "rope" and (m.d_model // m.n_heads) % 2:
+            raise JaxlmError(
+                f"model.position=rope needs an even head size; d_model/n_heads = "
+                f"{m.d_model // m.n_heads}"
+            )
+    if d.seq_len > m.max_seq_len:
+        raise JaxlmError(
+            f"data.seq_len={d.seq_len} is longer than the model's maximum, "
+            f"model.max_seq_len={m.max_seq_len}"
+        )
+
+    if not d.corpus:
+        raise JaxlmError("config key 'data.corpus' is empty")
+    _choice("data.tokenizer", d.tokenizer, ("byte", "sentencepiece"))
+    _choice("data.sp_model_type", d.sp_model_type, ("bpe", "unigram"))
+    _positive("data.seq_len", d.seq_len)
+    _positive("data.sp_vocab_size", d.sp_vocab_size)
+    _positive("data.sp_train_chars", d.sp_train_chars)
+    if not 0.0 < d.validation_fraction < 1.0:
+        raise JaxlmError(
+            f"config key 'data.validation_fraction' must be in (0, 1); got {d.validation_fraction}"
+        )
+
+    _choice("optim.name", o.name, ("adamw", "adafactor", "lion", "sgd"))
+    _choice("optim.schedule", o.schedule, ("cosine", "linear", "constant"))
+    _positive("optim.lr", o.lr)
+    _positive("optim.warmup_steps", o.warmup_steps, allow_zero=True)
+    _positive("optim.weight_decay", o.weight_decay, allow_zero=True)
+    _positive("optim.grad_clip", o.grad_clip, allow_zero=True)
+    if not 0.0 <= o.min_lr_ratio <= 1.0:
+        raise JaxlmError(f"config key 'optim.min_lr_ratio' must be in [0, 1]; got {o.min_lr_ratio}")
+    if o.warmup_steps >= t.steps:
+        raise JaxlmError(
+            f"optim.warmup_steps={o.warmup_steps} must be smaller than train.steps={t.steps}"
+        )
+
+    for key in ("steps", "batch_size", "log_every", "keep_checkpoints", "sample_tokens"):
+        _positive(f"train.{key}", getattr(t, key))
+    for key in ("eval_every", "eval_batches", "final_eval_batches", "checkpoint_every", "samples"):
+        _positive(f"train.{key}", getattr(t, key), allow_zero=True)
+    _positive("train.sample_temperature", t.sample_temperature, allow_zero=True)
+
+    for key in ("data", "fsdp", "tensor"):
+        v = getattr(cfg.mesh, key)
+        if v == 0 or v < -1:
+            raise JaxlmError(f"config key 'mesh.{key}' must be a positive size or -1; got {v}")

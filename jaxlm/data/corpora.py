@@ -1,0 +1,200 @@
+"""Text corpora as random-access sequences of documents (str), split into train / eval.
+
+- `stdlib`: the running Python's standard library source (.py files, sorted), present on every
+  machine with no download. A file is held out for eval when the hash of its relative path falls
+  below `validation_fraction`, so the split is the same on every run and machine.
+- a local file, directory or glob: prepared once by a tensorflow-datasets builder into
+  ArrayRecord (cached under `cache_dir`, keyed by the files' paths, sizes and mtimes) and read
+  with tfds's data source, no TensorFlow needed. Files split as above; a single file gives its
+  last `validation_fraction` of lines to eval.
+- `tfds:NAME`: a registered tfds dataset read through `tfds.data_source`, text from `text_key`.
+Undecodable bytes are replaced with U+FFFD, never fatal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob as globlib
+import hashlib
+import os
+import pathlib
+import sysconfig
+from typing import Any, Optional, Sequence
+
+from jaxlm.errors import JaxlmError
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    name: str
+    train: Sequence[str]
+    eval: Sequence[str]
+
+
+class _Files(Sequence[str]):
+    """Documents read lazily from a list of files."""
+
+    def __init__(self, paths: Sequence[pathlib.Path]):
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.paths[i].read_bytes().decode("utf-8", errors="replace")
+
+
+class _TextView(Sequence[str]):
+    """The text feature of a tfds data source, as str."""
+
+    def __init__(self, source: Any, key: str):
+        self.source, self.key = source, key
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        value = self.source[i][self.key]
+        return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def is_validation(relpath: str, fraction: float) -> bool:
+    digest = hashlib.sha256(relpath.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _split_paths(paths: Sequence[pathlib.Path], root: pathlib.Path, fraction: float):
+    train, val = [], []
+    for p in paths:
+        (val if is_validation(p.relative_to(root).as_posix(), fraction) else train).append(p)
+    if not val or not train:  # tiny directories: keep both splits non-empty, deterministically
+        val, train = list(paths[-1:]), list(paths[:-1])
+    return train, val
+
+
+def stdlib_files() -> tuple[pathlib.Path, list[pathlib.Path]]:
+    root = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "__pycache__"}
+    files = sorted(
+        p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts)
+    )
+    return root, files
+
+
+def stdlib_corpus(validation_fraction: float) -> Corpus:
+    root, files = stdlib_files()
+    if not files:
+        raise JaxlmError(f"no .py files found in the Python standard library at {root}")
+    train, val = _split_paths(files, root, validation_fraction)
+    return Corpus(f"stdlib:{root}", _Files(train), _Files(val))
+
+
+def _local_files(spec: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
+    path = pathlib.Path(spec).expanduser()
+    if path.is_file():
+        return path.parent, [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        root = path
+    elif any(ch in spec for ch in "*?["):
+        files = sorted(pathlib.Path(p) for p in globlib.glob(os.path.expanduser(spec), recursive=True))
+        files = [p for p in files if p.is_file()]
+        root = pathlib.Path(os.path.commonpath([str(p.parent) for p in files])) if files else path
+    else:
+        raise JaxlmError(f"data.corpus: no such file or directory: {spec}")
+    if not files:
+        raise JaxlmError(f"data.corpus: no files found at {spec}")
+    for p in files:
+        if not os.access(p, os.R_OK):
+            raise JaxlmError(f"data.corpus: cannot read {p}")
+    if all(p.stat().st_size == 0 for p in files):
+        raise JaxlmError(f"data.corpus: every file at {spec} is empty")
+    return root, files
+
+
+def _corpus_key(train: Sequence[pathlib.Path], val: Sequence[pathlib.Path], single: float) -> str:
+    h = hashlib.sha256(f"single={single}".encode())
+    for tag, paths in (("train", train), ("val", val)):
+        for p in paths:
+            st = p.stat()
+            h.update(f"{tag}\0{p.absolute()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "c" + h.hexdigest()[:16]
+
+
+def local_corpus(spec: str, validation_fraction: float, cache_dir: Optional[str]) -> Corpus:
+    from jaxlm.data import local_tfds
+
+    root, files = _local_files(spec)
+    if len(files) == 1:
+        train, val, single = files, [], validation_fraction
+    else:
+        (train, val), single = _split_paths(files, root, validation_fraction), 0.0
+    data_dir = pathlib.Path(cache_dir or "~/.cache/jaxlm/tfds").expanduser()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise JaxlmError(f"data.cache_dir: cannot create {data_dir}: {e.strerror}") from None
+    builder = local_tfds.LocalTextCorpus(
+        train_files=[str(p) for p in train], validation_files=[str(p) for p in val],
+        single_file_validation=single, key=_corpus_key(train, val, single), data_dir=str(data_dir),
+    )
+    if not builder.is_prepared():
+        import tensorflow_datasets as tfds
+
+        print(f"jaxlm: preparing {len(files)} local file(s) as ArrayRecord in {builder.data_dir} "
+              "(once)", flush=True)
+        tfds.display_progress_bar(False)
+        builder.download_and_prepare()
+    return Corpus(
+        f"local:{spec}",
+        _TextView(builder.as_data_source(split="train"), "text"),
+        _TextView(builder.as_data_source(split="validation"), "text"),
+    )
+
+
+def tfds_corpus(
+    name: str, *, text_key: str, train_split: str, eval_split: str,
+    data_dir: Optional[str], download: bool,
+) -> Corpus:
+    import tensorflow_datasets as tfds
+
+    def source(split: str, key: str) -> Any:
+        try:
+            return tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+        except tfds.core.registered.DatasetNotFoundError:
+            raise JaxlmError(f"data.corpus: tfds has no dataset named '{name}'") from None
+        except (AssertionError, FileNotFoundError, NotImplementedError) as e:
+            hint = "" if download else "; prepare it first or set data.tfds_download=true"
+            raise JaxlmError(
+                f"data.corpus: tfds dataset '{name}' is not prepared in "
+                f"{data_dir or '~/tensorflow_datasets'}{hint} ({str(e).splitlines()[0][:200]})"
+            ) from None
+        except ValueError as e:
+            raise JaxlmError(f"data.{key}='{split}' for tfds:{name}: {str(e).splitlines()[0]}") from None
+
+    train, ev = source(train_split, "train_split"), source(eval_split, "eval_split")
+    if len(train) == 0:
+        raise JaxlmError(f"data.corpus: tfds:{name} split '{train_split}' is empty")
+    keys = list(train[0].keys()) if hasattr(train[0], "keys") else []
+    if text_key not in keys:
+        raise JaxlmError(
+            f"data.text_key='{text_key}' is not a feature of tfds:{name} (features: {keys})"
+        )
+    return Corpus(f"tfds:{name}", _TextView(train, text_key), _TextView(ev, text_key))
+
+
+def load_corpus(
+    corpus: str, *, validation_fraction: float = 0.05, text_key: str = "text",
+    train_split: str = "train", eval_split: str = "validation",
+    tfds_data_dir: Optional[str] = None, tfds_download: bool = False,
+    cache_dir: Optional[str] = None,
+) -> Corpus:
+    """The corpus named by `data.corpus`: 'stdlib', a path / directory / glob, or 'tfds:NAME'."""
+    if corpus == "stdlib":
+        return stdlib_corpus(validation_fraction)
+    if corpus.startswith("tfds:"):
+        return tfds_corpus(
+            corpus[len("tfds:"):], text_key=text_key, train_split=train_split,
+            eval_split=eval_split, data_dir=tfds_data_dir, download=tfds_download,
+        )
+    return local_corpus(corpus, validation_fraction, cache_dir)

@@ -1,0 +1,87 @@
+"""Grain input pipeline: shuffle -> tokenize (+EOS) -> pack -> batch, per-process slice.
+
+Documents are packed back to back, separated by EOS, into rows of seq_len + 1 tokens
+(grain's concat-then-split); a row gives inputs = row[:-1] and targets = row[1:]. Attention
+may cross document boundaries inside a row, as in GPT-2 / nanoGPT training. Each process reads
+only its own slice of the documents and yields its share of the global batch.
+The train iterator is a grain `DatasetIterator`: `get_state()` / `set_state()` checkpoint it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import grain
+import numpy as np
+from grain.experimental import ConcatThenSplitIterDataset
+
+from jaxlm.data.tokenizers import Tokenizer
+from jaxlm.errors import JaxlmError
+
+Batch = dict[str, np.ndarray]  # inputs, targets (b, t) int32; mask (b, t) bool
+
+
+def _tokenized(texts: Sequence[str], tokenizer: Tokenizer) -> grain.MapDataset:
+    eos = np.asarray([tokenizer.eos_id], np.int32)
+    return grain.MapDataset.source(texts).map(
+        lambda text: {"tokens": np.concatenate([tokenizer.encode(text), eos])}
+    )
+
+
+def _to_model_batch(row: dict) -> Batch:
+    tokens, seg = row["tokens"], row["tokens_segment_ids"]
+    return {
+        "inputs": tokens[..., :-1].astype(np.int32),
+        "targets": tokens[..., 1:].astype(np.int32),
+        "mask": seg[..., 1:] > 0,
+    }
+
+
+def _process_batch(global_batch: int, process_count: int) -> int:
+    if global_batch % process_count:
+        raise JaxlmError(
+            f"train.batch_size={global_batch} does not divide over {process_count} processes"
+        )
+    return global_batch // process_count
+
+
+def train_iterator(
+    texts: Sequence[str], tokenizer: Tokenizer, *, seq_len: int, global_batch: int, seed: int,
+    process_index: int = 0, process_count: int = 1,
+) -> grain.DatasetIterator:
+    """Endless, reshuffled each epoch, checkpointable. Yields Batch of (global_batch/procs, seq_len)."""
+    if len(texts) == 0:
+        raise JaxlmError("the training split has no documents")
+    ds = grain.MapDataset.source(texts)[process_index::process_count]
+    ds = _tokenized(ds, tokenizer).shuffle(seed=seed).repeat(None)
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
+    it_ds = ConcatThenSplitIterDataset(it_ds, length_struct={"tokens": seq_len + 1})
+    it_ds = it_ds.batch(_process_batch(global_batch, process_count), drop_remainder=True)
+    return iter(it_ds.map(_to_model_batch))
+
+
+def eval_batches(
+    texts: Sequence[str], tokenizer: Tokenizer, *, seq_len: int, global_batch: int,
+    max_batches: int = 0, process_index: int = 0, process_count: int = 1,
+) -> Iterator[Batch]:
+    """The eval split once, in order; the last batch is padded with masked rows to full size.
+
+    max_batches > 0 stops after that many batches (the same ones every time).
+    """
+    if len(texts) == 0:
+        raise JaxlmError("the evaluation split has no documents")
+    per_proc = _process_batch(global_batch, process_count)
+    ds = _tokenized(grain.MapDataset.source(texts)[process_index::process_count], tokenizer)
+    it_ds = ConcatThenSplitIterDataset(
+        ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64)),
+        length_struct={"tokens": seq_len + 1},
+    )
+    it_ds = it_ds.batch(per_proc, drop_remainder=False).map(_to_model_batch)
+    for i, batch in enumerate(it_ds):
+        if max_batches and i >= max_batches:
+            return
+        short = per_proc - batch["inputs"].shape[0]
+        if short:
+            batch = {k: np.concatenate([v, np.zeros((short,) + v.shape[1:], v.dtype)])
+                     for k, v in batch.items()}
+        yield batch

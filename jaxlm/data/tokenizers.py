@@ -1,0 +1,159 @@
+"""Tokenizers: byte-level (default, nothing to train) and SentencePiece (BPE / unigram).
+
+Both share special ids pad=0 and eos=1, and expose `token_bytes`: for every id, how many UTF-8
+bytes of text it stands for (0 for specials). Summing it over evaluated targets gives the exact
+byte count behind bits-per-byte, whatever the tokenizer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+import random
+from typing import Iterable, Protocol, Sequence
+
+import numpy as np
+
+from jaxlm.errors import JaxlmError
+
+PAD_ID = 0
+EOS_ID = 1
+TOKENIZER_JSON = "tokenizer.json"
+SP_MODEL_FILE = "tokenizer.model"
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+    pad_id: int
+    eos_id: int
+
+    def encode(self, text: str) -> np.ndarray: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def token_bytes(self) -> np.ndarray: ...
+
+    def save(self, directory: pathlib.Path) -> None: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes shifted past the specials: <pad>=0, <eos>=1, <mask>=2, byte b -> b + 3."""
+
+    specials = ("<pad>", "<eos>", "<mask>")
+    offset = len(specials)
+    vocab_size = 256 + offset
+    pad_id, eos_id, mask_id = PAD_ID, EOS_ID, 2
+
+    def encode(self, text: str) -> np.ndarray:
+        raw = np.frombuffer(text.encode("utf-8", errors="replace"), dtype=np.uint8)
+        return raw.astype(np.int32) + self.offset
+
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = np.asarray(ids, dtype=np.int64)
+        raw = (ids[ids >= self.offset] - self.offset).astype(np.uint8).tobytes()
+        return raw.decode("utf-8", errors="replace")
+
+    def token_bytes(self) -> np.ndarray:
+        out = np.ones(self.vocab_size, np.int32)
+        out[: self.offset] = 0
+        return out
+
+    def save(self, directory: pathlib.Path) -> None:
+        (pathlib.Path(directory) / TOKENIZER_JSON).write_text(json.dumps({"type": "byte"}) + "\n")
+
+
+class SentencePieceTokenizer:
+    """A SentencePiece model with pad=0, eos=1, unk=2, no BOS, byte fallback, no normalization."""
+
+    def __init__(self, model_proto: bytes, source: str = "<memory>"):
+        import sentencepiece as spm
+
+        self._proto = model_proto
+        try:
+            self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        except Exception as e:  # sentencepiece raises bare RuntimeError/OSError
+            raise JaxlmError(f"cannot load SentencePiece model {source}: {e}") from None
+        self.vocab_size = self._sp.get_piece_size()
+        self.pad_id = self._sp.pad_id()
+        self.eos_id = self._sp.eos_id()
+        if self.pad_id < 0 or self.eos_id < 0:
+            raise JaxlmError(f"SentencePiece model {source} needs pad and eos pieces")
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path) -> "SentencePieceTokenizer":
+        p = pathlib.Path(path)
+        if not p.is_file():
+            raise JaxlmError(f"SentencePiece model not found: {path}")
+        return cls(p.read_bytes(), source=str(p))
+
+    @classmethod
+    def train(
+        cls, texts: Iterable[str], vocab_size: int, model_type: str = "bpe",
+        max_chars: int = 5_000_000, seed: int = 0,
+    ) -> "SentencePieceTokenizer":
+        """Trains on a seeded sample of lines (up to `max_chars` characters) from `texts`."""
+        import sentencepiece as spm
+
+        lines = [line for t in texts for line in t.split("\n") if line.strip()]
+        random.Random(seed).shuffle(lines)
+        sample, total = [], 0
+        for line in lines:
+            if total >= max_chars:
+                break
+            sample.append(line)
+            total += len(line)
+        if not sample:
+            raise JaxlmError("cannot train a SentencePiece model: the training text is empty")
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(sample), model_writer=model, vocab_size=vocab_size,
+                model_type=model_type, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=2, bos_id=-1,
+                byte_fallback=True, normalization_rule_name="identity",
+                remove_extra_whitespaces=False, add_dummy_prefix=False,
+                allow_whitespace_only_pieces=True, split_digits=True,
+                user_defined_symbols=["\n", "\t"], max_sentence_length=1 << 16,
+                num_threads=2, minloglevel=2,
+            )
+        except RuntimeError as e:
+            raise JaxlmError(f"SentencePiece training failed: {str(e).splitlines()[0]}") from None
+        return cls(model.getvalue(), source="<trained>")
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self._sp.encode(text), dtype=np.int32)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = [int(i) for i in ids if int(i) not in (self.pad_id, self.eos_id)]
+        return self._sp.decode(ids)
+
+    def token_bytes(self) -> np.ndarray:
+        out = np.zeros(self.vocab_size, np.int32)
+        for i in range(self.vocab_size):
+            if self._sp.is_control(i) or self._sp.is_unknown(i):
+                continue
+            if self._sp.is_byte(i):
+                out[i] = 1
+            else:
+                out[i] = len(self._sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
+        return out
+
+    def save(self, directory: pathlib.Path) -> None:
+        directory = pathlib.Path(directory)
+        (directory / SP_MODEL_FILE).write_bytes(self._proto)
+        (directory / TOKENIZER_JSON).write_text(
+            json.dumps({"type": "sentencepiece", "model": SP_MODEL_FILE}) + "\n"
+        )
+
+
+def load_tokenizer(directory: str | pathlib.Path) -> Tokenizer:
+    """Loads the tokenizer a run saved into `directory`."""
+    meta_path = pathlib.Path(directory) / TOKENIZER_JSON
+    if not meta_path.is_file():
+        raise JaxlmError(f"no tokenizer in {directory} (missing {TOKENIZER_JSON})")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("type") == "byte":
+        return ByteTokenizer()
+    if meta.get("type") == "sentencepiece":
+        return SentencePieceTokenizer.load(pathlib.Path(directory) / meta["model"])
+    raise JaxlmError(f"{meta_path}: unknown tokenizer type {meta.get('type')!r}")

@@ -1,0 +1,141 @@
+"""Building blocks with logical axis names on every parameter.
+
+Logical names (`batch`, `length`, `embed`, `heads`, `kv_heads`, `head_dim`, `mlp`, `vocab`) are
+mapped to mesh axes by one rules table in `jaxlm.sharding`. Layers take explicit dims and dtypes.
+Shape letters: b batch, t length, d embed, n heads, k kv heads, h head_dim, f mlp, v vocab.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def dtype_of(name: str) -> Dtype:
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+
+
+def normal(std: float, axes: tuple[Optional[str], ...]) -> Callable:
+    return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+
+
+def zeros(axes: tuple[Optional[str], ...]) -> Callable:
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def ones(axes: tuple[Optional[str], ...]) -> Callable:
+    return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
+
+
+class Norm(nn.Module):
+    """LayerNorm (GPT-2) or RMSNorm over the last axis; statistics in float32."""
+
+    kind: str  # layernorm | rmsnorm
+    eps: float
+    use_bias: bool
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x_btd: jax.Array) -> jax.Array:
+        if self.kind == "rmsnorm":
+            return nn.RMSNorm(
+                epsilon=self.eps, dtype=self.dtype, param_dtype=self.param_dtype,
+                scale_init=ones(("embed",)), name="norm",
+            )(x_btd)
+        return nn.LayerNorm(
+            epsilon=self.eps, use_bias=self.use_bias, dtype=self.dtype,
+            param_dtype=self.param_dtype, scale_init=ones(("embed",)),
+            bias_init=zeros(("embed",)), name="norm",
+        )(x_btd)
+
+
+def rope(x_btnh: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding (rotate-half form, as in GPT-NeoX / LLaMA)."""
+    h = x_btnh.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+    angles_bth = positions_bt[..., None].astype(jnp.float32) * inv_freq  # (b, t, h/2)
+    sin = jnp.sin(angles_bth)[:, :, None, :]
+    cos = jnp.cos(angles_bth)[:, :, None, :]
+    x1, x2 = jnp.split(x_btnh.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_btnh.dtype)
+
+
+class Attention(nn.Module):
+    """Causal multi-head / grouped-query self-attention via jax.nn.dot_product_attention."""
+
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    use_bias: bool
+    use_rope: bool
+    rope_theta: float
+    init_std: float
+    out_init_std: float
+    dtype: Dtype
+    param_dtype: Dtype
+    implementation: Optional[str] = None  # None lets JAX choose (XLA on CPU)
+
+    @nn.compact
+    def __call__(self, x_btd: jax.Array, positions_bt: jax.Array) -> jax.Array:
+        d = x_btd.shape[-1]
+
+        def proj(name: str, heads: int, head_axis: str) -> jax.Array:
+            return nn.DenseGeneral(
+                features=(heads, self.head_dim), axis=-1, use_bias=self.use_bias,
+                dtype=self.dtype, param_dtype=self.param_dtype,
+                kernel_init=normal(self.init_std, ("embed", head_axis, "head_dim")),
+                bias_init=zeros((head_axis, "head_dim")), name=name,
+            )(x_btd)
+
+        q_btnh = proj("query", self.n_heads, "heads")
+        k_btkh = proj("key", self.n_kv_heads, "kv_heads")
+        v_btkh = proj("value", self.n_kv_heads, "kv_heads")
+        if self.use_rope:
+            q_btnh = rope(q_btnh, positions_bt, self.rope_theta)
+            k_btkh = rope(k_btkh, positions_bt, self.rope_theta)
+        out_btnh = jax.nn.dot_product_attention(
+            q_btnh, k_btkh, v_btkh, is_causal=True, implementation=self.implementation
+        )
+        return nn.DenseGeneral(
+            features=d, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=normal(self.out_init_std, ("heads", "head_dim", "embed")),
+            bias_init=zeros(("embed",)), name="out",
+        )(out_btnh)
+
+
+class Mlp(nn.Module):
+    """GPT-2 MLP (tanh-approximated GELU) or SwiGLU."""
+
+    d_ff: int
+    kind: str  # gelu | swiglu
+    use_bias: bool
+    init_std: float
+    out_init_std: float
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x_btd: jax.Array) -> jax.Array:
+        d = x_btd.shape[-1]
+
+        def dense(name: str, features: int, axes: tuple[str, str], std: float) -> nn.Dense:
+            return nn.Dense(
+                features, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+                kernel_init=normal(std, axes), bias_init=zeros((axes[1],)), name=name,
+            )
+
+        if self.kind == "swiglu":
+            gate_btf = dense("gate", self.d_ff, ("embed", "mlp"), self.init_std)(x_btd)
+            up_btf = dense("up", self.d_ff, ("embed", "mlp"), self.init_std)(x_btd)
+            h_btf = nn.silu(gate_btf) * up_btf
+        else:
+            h_btf = nn.gelu(dense("up", self.d_ff, ("embed", "mlp"), self.init_std)(x_btd))
+        return dense("down", d, ("mlp", "embed"), self.out_init_std)(h_btf)

@@ -1,0 +1,93 @@
+"""Stacked LSTM language model (the classic recipe): embedding -> LSTM layers -> linear head.
+
+Weights follow torch.nn.LSTM's layout so PyTorch checkpoints map one to one: per layer a fused
+input kernel (d_in, 4h), a recurrent kernel (h, 4h) and two biases, gate order i, f, g, o,
+initialized U(-1/sqrt(h), 1/sqrt(h)). The input projection for all time steps is one matmul;
+only the recurrent part runs in a `lax.scan` over time.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxlm.config import ModelConfig
+from jaxlm.models.layers import dtype_of, normal
+
+
+def _uniform(scale: float, axes: tuple[Optional[str], ...]):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -scale, scale)
+
+    return nn.with_logical_partitioning(init, axes)
+
+
+class LSTMLayer(nn.Module):
+    """x (b, t, d_in) -> (outputs (b, t, h), final carry (c, h) each (b, h))."""
+
+    hidden: int
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(
+        self, x_btd: jax.Array, carry: Optional[tuple[jax.Array, jax.Array]] = None
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        h, d_in = self.hidden, x_btd.shape[-1]
+        scale = 1.0 / h**0.5
+        w_ih = self.param("w_ih", _uniform(scale, ("embed", "mlp")), (d_in, 4 * h), self.param_dtype)
+        w_hh = self.param("w_hh", _uniform(scale, ("embed", "mlp")), (h, 4 * h), self.param_dtype)
+        b_ih = self.param("b_ih", _uniform(scale, ("mlp",)), (4 * h,), self.param_dtype)
+        b_hh = self.param("b_hh", _uniform(scale, ("mlp",)), (4 * h,), self.param_dtype)
+        b = x_btd.shape[0]
+        gates_in_btg = (x_btd.astype(self.dtype) @ w_ih.astype(self.dtype)) + (b_ih + b_hh).astype(
+            self.dtype
+        )
+        if carry is None:
+            carry = (jnp.zeros((b, h), jnp.float32), jnp.zeros((b, h), jnp.float32))
+        w_hh_c = w_hh.astype(self.dtype)
+
+        def step(carry, g_in_bg):
+            c_bh, h_bh = carry
+            g_bg = (g_in_bg + h_bh.astype(self.dtype) @ w_hh_c).astype(jnp.float32)
+            i, f, g, o = jnp.split(g_bg, 4, axis=-1)
+            c_bh = jax.nn.sigmoid(f) * c_bh + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h_bh = jax.nn.sigmoid(o) * jnp.tanh(c_bh)
+            return (c_bh, h_bh), h_bh
+
+        carry, out_tbh = jax.lax.scan(step, carry, jnp.swapaxes(gates_in_btg, 0, 1))
+        return jnp.swapaxes(out_tbh, 0, 1).astype(self.dtype), carry
+
+
+class LSTMLM(nn.Module):
+    """tokens (b, t) int32 -> logits (b, t, vocab) float32."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens_bt: jax.Array, *, train: bool = False, positions_bt=None) -> jax.Array:
+        del positions_bt  # recurrent: position is implicit
+        c = self.cfg
+        dtype, pdtype = dtype_of(c.dtype), dtype_of(c.param_dtype)
+        embed = nn.Embed(
+            c.vocab_size, c.d_model, dtype=dtype, param_dtype=pdtype,
+            embedding_init=_uniform(0.1, ("vocab", "embed")), name="embed",
+        )
+        x_btd = self.perturb("embeddings", embed(tokens_bt))
+        x_btd = nn.Dropout(c.dropout)(x_btd, deterministic=not train)
+        for i in range(c.n_layers):
+            x_btd, _ = LSTMLayer(c.d_model, dtype, pdtype, name=f"lstm_{i}")(x_btd)
+            x_btd = nn.Dropout(c.dropout)(x_btd, deterministic=not train)
+        if c.tie_embeddings:
+            logits_btv = embed.attend(x_btd)
+        else:
+            logits_btv = nn.Dense(
+                c.vocab_size, dtype=dtype, param_dtype=pdtype,
+                kernel_init=normal(c.init_std, ("embed", "vocab")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",)),
+                name="head",
+            )(x_btd)
+        return logits_btv.astype(jnp.float32)

@@ -1,0 +1,90 @@
+"""Run records: metrics.jsonl, TensorBoard event files and the progress bar (this module only).
+
+Only process 0 writes; other processes get a writer that does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+from typing import Any, Optional
+
+from tqdm.auto import tqdm
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _clean(v: Any) -> Any:
+    v = float(v) if hasattr(v, "__float__") and not isinstance(v, (bool, int, str)) else v
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
+    return v
+
+
+class MetricsWriter:
+    def __init__(self, workdir: pathlib.Path, enabled: bool = True):
+        self.enabled = enabled
+        self.path = pathlib.Path(workdir) / METRICS_FILE
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drops step records past `step` (written after the checkpoint a resume starts from)."""
+        if not self.enabled or not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+            if "step" not in rec or rec["step"] <= step:
+                keep.append(line)
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(k + "\n" for k in keep))
+        tmp.replace(self.path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Appends one JSON line; numeric fields of step records also go to TensorBoard."""
+        if not self.enabled:
+            return
+        record = {k: _clean(v) for k, v in record.items()}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        step = record.get("step")
+        if self._tb is not None and isinstance(step, int):
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def progress(total: int, initial: int = 0, desc: str = "train", enabled: bool = True,
+             unit: str = "step") -> tqdm:
+    """A tqdm bar on stderr (plain lines when stderr is not a terminal)."""
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,
+                dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+
+
+def log(msg: str, enabled: bool = True) -> None:
+    """A status line that does not break the progress bar."""
+    if enabled:
+        tqdm.write(msg, file=sys.stderr)
+
+
+def load_metrics(workdir: str | pathlib.Path) -> list[dict]:
+    path = pathlib.Path(workdir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+__all__ = ["MetricsWriter", "progress", "log", "load_metrics", "METRICS_FILE", "Optional"]

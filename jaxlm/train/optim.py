@@ -1,0 +1,55 @@
+"""Optax optimizer + learning-rate schedule from an OptimConfig."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from jaxlm.config import OptimConfig
+
+
+def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Linear warmup to cfg.lr, then cosine / linear decay to min_lr_ratio * lr, or constant."""
+    end = cfg.lr * cfg.min_lr_ratio
+    decay_steps = max(total_steps - cfg.warmup_steps, 1)
+    warmup = optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1))
+    if cfg.schedule == "cosine":
+        decay = optax.cosine_decay_schedule(cfg.lr, decay_steps, alpha=cfg.min_lr_ratio)
+    elif cfg.schedule == "linear":
+        decay = optax.linear_schedule(cfg.lr, end, decay_steps)
+    else:
+        decay = optax.constant_schedule(cfg.lr)
+    if cfg.warmup_steps == 0:
+        return decay
+    return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
+
+
+def _decay_mask(params):
+    """Weight decay on matrices only (GPT-2/nanoGPT practice): not on biases, norms, vectors."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def build_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    lr = schedule(cfg, total_steps)
+    if cfg.name == "adamw":
+        opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                          weight_decay=cfg.weight_decay, mask=_decay_mask)
+    elif cfg.name == "lion":
+        opt = optax.lion(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=_decay_mask)
+    elif cfg.name == "adafactor":
+        # Composed by hand: optax.adafactor adds weight decay after the lr scale, so a decay of
+        # 0.1 would shrink every matrix by 10% per step. Here decay is lr-scaled, as in AdamW.
+        opt = optax.chain(
+            optax.scale_by_factored_rms(),
+            optax.clip_by_block_rms(1.0),
+            optax.add_decayed_weights(cfg.weight_decay, _decay_mask),
+            optax.scale_by_learning_rate(lr),
+        )
+    elif cfg.name == "sgd":
+        opt = optax.chain(optax.add_decayed_weights(cfg.weight_decay, _decay_mask),
+                          optax.sgd(lr, momentum=cfg.momentum))
+    else:
+        raise ValueError(f"unknown optimizer {cfg.name}")  # validate() rules this out
+    if cfg.grad_clip > 0:
+        opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
+    return opt
