@@ -1,4 +1,4 @@
-"""Typed run configuration: frozen dataclass schemas, YAML + dotted-override loading, validation.
+"""Typed run configuration (the defaults are the quickstart run, configs/quickstart.yaml): frozen dataclass schemas, YAML + dotted-override loading, validation.
 
 OmegaConf does the parsing, merging and type conversion against the schemas (so an unknown key
 or a value of the wrong type is rejected with the key's full dotted name); `validate` adds the
@@ -24,12 +24,12 @@ DTYPES = ("float32", "bfloat16", "float16")
 class ModelConfig:
     family: str = "transformer"  # transformer | lstm
     vocab_size: Optional[int] = None  # None: the tokenizer's vocabulary size
-    d_model: int = 256  # LSTM: embedding and hidden size
+    d_model: int = 128  # LSTM: embedding and hidden size
     n_layers: int = 4
     n_heads: int = 4
     n_kv_heads: Optional[int] = None  # None: n_heads (multi-head); fewer: grouped-query attention
     d_ff: Optional[int] = None  # None: 4*d_model (gelu) or 8/3*d_model rounded to 64 (swiglu)
-    max_seq_len: int = 1024  # learned positions / longest sequence the model accepts
+    max_seq_len: int = 256  # learned positions / longest sequence the model accepts
     position: str = "learned"  # learned | rope
     rope_theta: float = 10000.0
     norm: str = "layernorm"  # layernorm | rmsnorm
@@ -61,14 +61,15 @@ class DataConfig:
     sp_model_type: str = "bpe"  # bpe | unigram
     sp_train_chars: int = 5_000_000  # characters sampled from the train split to train it
     seed: int = 0  # shuffle order
+    shuffle_window: int = 1024  # packed rows shuffled together (mixes long documents); 0: off
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     name: str = "adamw"  # adamw | adafactor | lion | sgd
-    lr: float = 1e-3  # peak learning rate
+    lr: float = 2e-3  # peak learning rate
     schedule: str = "cosine"  # cosine | linear | constant (after warmup)
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     min_lr_ratio: float = 0.1  # final lr = min_lr_ratio * lr
     weight_decay: float = 0.1  # applied to matrices only, not biases, norms or vectors
     b1: float = 0.9
@@ -80,14 +81,14 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 32  # global, in sequences
+    steps: int = 900
+    batch_size: int = 16  # global, in sequences
     seed: int = 0
     log_every: int = 10
-    eval_every: int = 200  # 0: only at the end
-    eval_batches: int = 20  # batches per periodic eval; the final eval uses final_eval_batches
+    eval_every: int = 300  # 0: only at the end
+    eval_batches: int = 10  # batches per periodic eval; the final eval uses final_eval_batches
     final_eval_batches: int = 100  # 0: the whole eval split
-    checkpoint_every: int = 500  # 0: only at the end
+    checkpoint_every: int = 300  # 0: only at the end
     keep_checkpoints: int = 3
     samples: int = 3  # generated samples printed at the end
     sample_prompt: str = "def "
@@ -259,6 +260,7 @@ def validate(cfg: RunConfig) -> None:
     _positive("data.seq_len", d.seq_len)
     _positive("data.sp_vocab_size", d.sp_vocab_size)
     _positive("data.sp_train_chars", d.sp_train_chars)
+    _positive("data.shuffle_window", d.shuffle_window, allow_zero=True)
     if not 0.0 < d.validation_fraction < 1.0:
         raise JaxlmError(
             f"config key 'data.validation_fraction' must be in (0, 1); got {d.validation_fraction}"

@@ -8,6 +8,8 @@ from typing import Any, Callable, Iterable
 import jax
 import numpy as np
 
+from jaxlm.errors import JaxlmError
+
 
 def summarize(nats: float, tokens: float, n_bytes: float) -> dict[str, float]:
     """eval_loss (nats/token), eval_perplexity, eval_bpb = nats / (ln 2 * UTF-8 bytes)."""
@@ -33,4 +35,6 @@ def evaluate(
     if totals is None:
         raise ValueError("no evaluation batches")
     totals = jax.device_get(totals)
+    if float(totals["tokens"]) == 0:
+        raise JaxlmError("the evaluation split holds no text to evaluate")
     return summarize(float(totals["nats"]), float(totals["tokens"]), float(totals["bytes"]))

@@ -92,8 +92,8 @@ def stdlib_corpus(validation_fraction: float) -> Corpus:
 def _local_files(spec: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
     path = pathlib.Path(spec).expanduser()
     if path.is_file():
-        return path.parent, [path]
-    if path.is_dir():
+        root, files = path.parent, [path]
+    elif path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         root = path
     elif any(ch in spec for ch in "*?["):
@@ -109,6 +109,8 @@ def _local_files(spec: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
             raise JaxlmError(f"data.corpus: cannot read {p}")
     if all(p.stat().st_size == 0 for p in files):
         raise JaxlmError(f"data.corpus: every file at {spec} is empty")
+    if len(files) == 1 and files[0].stat().st_size < 2:
+        raise JaxlmError(f"data.corpus: {files[0]} is too short to split into train and eval text")
     return root, files
 
 

@@ -21,7 +21,7 @@ class LocalTextConfig(tfds.core.BuilderConfig):
 
 
 class LocalTextCorpus(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.0.1")  # 1.0.1: one-line files split by characters
     BUILDER_CONFIGS: list = []
 
     @tfds.core.utils.classproperty
@@ -59,7 +59,10 @@ class LocalTextCorpus(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 "train": self._files(c.train_files),
                 "validation": self._files(c.validation_files),
             }
-        lines = _read(c.train_files[0]).splitlines(keepends=True)
+        text = _read(c.train_files[0])
+        lines = text.splitlines(keepends=True)
+        if len(lines) < 2:  # one line: split by characters instead
+            lines = list(text)
         cut = max(1, min(len(lines) - 1, round(len(lines) * (1 - c.single_file_validation))))
         return {
             "train": iter([(0, {"text": "".join(lines[:cut])})]),

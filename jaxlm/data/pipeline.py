@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import grain
 import numpy as np
-from grain.experimental import ConcatThenSplitIterDataset
+from grain.experimental import ConcatThenSplitIterDataset, WindowShuffleIterDataset
 
 from jaxlm.data.tokenizers import Tokenizer
 from jaxlm.errors import JaxlmError
@@ -47,15 +47,21 @@ def _process_batch(global_batch: int, process_count: int) -> int:
 
 def train_iterator(
     texts: Sequence[str], tokenizer: Tokenizer, *, seq_len: int, global_batch: int, seed: int,
-    process_index: int = 0, process_count: int = 1,
+    shuffle_window: int = 1024, process_index: int = 0, process_count: int = 1,
 ) -> grain.DatasetIterator:
-    """Endless, reshuffled each epoch, checkpointable. Yields Batch of (global_batch/procs, seq_len)."""
+    """Endless, reshuffled each epoch, checkpointable. Yields Batch of (global_batch/procs, seq_len).
+
+    Packed rows are shuffled again within windows of `shuffle_window` rows: a long document
+    otherwise fills whole batches with consecutive chunks of itself (0 turns this off).
+    """
     if len(texts) == 0:
         raise JaxlmError("the training split has no documents")
     ds = grain.MapDataset.source(texts)[process_index::process_count]
     ds = _tokenized(ds, tokenizer).shuffle(seed=seed).repeat(None)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
     it_ds = ConcatThenSplitIterDataset(it_ds, length_struct={"tokens": seq_len + 1})
+    if shuffle_window > 1:
+        it_ds = WindowShuffleIterDataset(it_ds, window_size=shuffle_window, seed=seed + 1)
     it_ds = it_ds.batch(_process_batch(global_batch, process_count), drop_remainder=True)
     return iter(it_ds.map(_to_model_batch))
 

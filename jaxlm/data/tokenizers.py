@@ -21,6 +21,7 @@ PAD_ID = 0
 EOS_ID = 1
 TOKENIZER_JSON = "tokenizer.json"
 SP_MODEL_FILE = "tokenizer.model"
+_META = "\u2581"  # SentencePiece's whitespace marker
 
 
 class Tokenizer(Protocol):
@@ -79,6 +80,11 @@ class SentencePieceTokenizer:
         self.eos_id = self._sp.eos_id()
         if self.pad_id < 0 or self.eos_id < 0:
             raise JaxlmError(f"SentencePiece model {source} needs pad and eos pieces")
+        # SentencePiece reads a literal U+2581 in text as its whitespace marker (a space); encode
+        # it as its three UTF-8 byte pieces instead so it round-trips.
+        self._meta_ids = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in _META.encode("utf-8")]
+        if any(self._sp.is_unknown(i) for i in self._meta_ids):
+            self._meta_ids = []  # no byte fallback: the marker cannot be kept
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> "SentencePieceTokenizer":
@@ -121,7 +127,15 @@ class SentencePieceTokenizer:
         return cls(model.getvalue(), source="<trained>")
 
     def encode(self, text: str) -> np.ndarray:
-        return np.asarray(self._sp.encode(text), dtype=np.int32)
+        if _META not in text or not self._meta_ids:
+            return np.asarray(self._sp.encode(text), dtype=np.int32)
+        ids: list[int] = []
+        for i, part in enumerate(text.split(_META)):
+            if i:
+                ids.extend(self._meta_ids)
+            if part:
+                ids.extend(self._sp.encode(part))
+        return np.asarray(ids, dtype=np.int32)
 
     def decode(self, ids: Sequence[int]) -> str:
         ids = [int(i) for i in ids if int(i) not in (self.pad_id, self.eos_id)]
@@ -135,7 +149,7 @@ class SentencePieceTokenizer:
             if self._sp.is_byte(i):
                 out[i] = 1
             else:
-                out[i] = len(self._sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
+                out[i] = len(self._sp.id_to_piece(i).replace(_META, " ").encode("utf-8"))
         return out
 
     def save(self, directory: pathlib.Path) -> None:

@@ -2,7 +2,7 @@
 
 A checkpoint step directory holds `state` (params, optimizer state, step, RNG: restored onto
 the abstract sharded state, so any mesh the parameters fit works) and `data` (the Grain
-iterator state). Saves are asynchronous; Orbax commits each step atomically.
+iterator state, as JSON). Saves are asynchronous; Orbax commits each step atomically.
 """
 
 from __future__ import annotations
@@ -10,11 +10,24 @@ from __future__ import annotations
 import pathlib
 from typing import Any, Optional
 
-import grain
 import jax
 import orbax.checkpoint as ocp
 
 from jaxlm.errors import JaxlmError
+
+
+def grain_state_from_json(state: Any) -> Any:
+    """Undoes JSON's tuple -> list: grain compares `remainder_slices` entries with tuples
+    (`sl != (-1, -1)`), so a list there silently resumes the data at the wrong position."""
+    if isinstance(state, dict):
+        return {
+            k: ({kk: tuple(vv) if isinstance(vv, list) else vv for kk, vv in v.items()}
+                if k == "remainder_slices" and isinstance(v, dict) else grain_state_from_json(v))
+            for k, v in state.items()
+        }
+    if isinstance(state, list):
+        return [grain_state_from_json(v) for v in state]
+    return state
 
 
 class Checkpointer:
@@ -25,7 +38,7 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
             item_handlers={
                 "state": ocp.StandardCheckpointHandler(),
-                "data": grain.checkpoint.CheckpointHandler(),
+                "data": ocp.JsonCheckpointHandler(),
             },
         )
 
@@ -36,7 +49,7 @@ class Checkpointer:
         """Starts an asynchronous save of `state` (and the data iterator's position)."""
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+            items["data"] = ocp.args.JsonSave(data_iterator.get_state())
         self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def restore(
@@ -48,13 +61,15 @@ class Checkpointer:
         )
         items = {"state": ocp.args.StandardRestore(target)}
         if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+            items["data"] = ocp.args.JsonRestore()
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         except (ValueError, KeyError, FileNotFoundError) as e:
             raise JaxlmError(
                 f"cannot restore checkpoint {self.directory / str(step)}: {str(e).splitlines()[0]}"
             ) from None
+        if data_iterator is not None:
+            data_iterator.set_state(grain_state_from_json(restored["data"]))
         return restored["state"]
 
     def wait(self) -> None:

@@ -161,7 +161,8 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
 
     proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
     train_it = pipeline.train_iterator(
-        corpus.train, tokenizer, seq_len=d.seq_len, global_batch=t.batch_size, seed=d.seed, **proc
+        corpus.train, tokenizer, seq_len=d.seq_len, global_batch=t.batch_size, seed=d.seed,
+        shuffle_window=d.shuffle_window, **proc,
     )
     batch_sh = sharding.batch_sharding(mesh)
 

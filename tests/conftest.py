@@ -1,0 +1,53 @@
+"""Shared fixtures for the jaxlm test suite. Everything runs on CPU with tiny models, offline."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports JAX: CPU only, no accelerator probing, quiet TF/absl logs.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TFDS_DISABLE_GCS", "1")
+# Tiny models: XLA's backend optimizations cost far more compile time than they save.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
+import pathlib  # noqa: E402
+import random  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> pathlib.Path:
+    return REPO_ROOT
+
+
+def synthetic_text(n_lines: int = 600, seed: int = 0) -> list[str]:
+    """Lines of pseudo-words (plus some non-ASCII words): enough distinct pieces to train a
+    SentencePiece model of a few hundred pieces, fully deterministic."""
+    rng = random.Random(seed)
+    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "be", "du", "fo", "gi", "ha",
+                 "je", "pu", "qui", "ro", "st", "tr", "ch", "sh", "th", "ing", "er", "on"]
+    vocab = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(300)]
+    vocab += ["café", "naïve", "données", "日本語", "テキスト", "größe", "🎉", "def", "return"]
+    lines = []
+    for i in range(n_lines):
+        words = [rng.choice(vocab) for _ in range(rng.randint(3, 12))]
+        line = " ".join(words)
+        if i % 7 == 0:
+            line = "\t" + line
+        if i % 11 == 0:
+            line += "   " + rng.choice(vocab)
+        lines.append(line)
+    return lines
+
+
+@pytest.fixture(scope="session")
+def synthetic_docs() -> list[str]:
+    """20 documents of 30 lines each."""
+    lines = synthetic_text()
+    return ["\n".join(lines[i:i + 30]) + "\n" for i in range(0, len(lines), 30)]

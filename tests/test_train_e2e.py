@@ -1,0 +1,326 @@
+"""End to end through the command line: `python train.py ...` as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from jaxlm.config import from_dict, load_config, replace
+from jaxlm.data.tokenizers import load_tokenizer
+
+from conftest import REPO_ROOT
+
+TINY = [
+    "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_seq_len=32",
+    "data.seq_len=32", "train.batch_size=4", "optim.warmup_steps=1", "train.log_every=2",
+    "train.eval_every=3", "train.eval_batches=1", "train.final_eval_batches=2",
+    "train.checkpoint_every=3", "train.samples=1", "train.sample_tokens=8",
+]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, str(REPO_ROOT / "train.py"), *args]
+
+
+def run_train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(_cmd(*args), cwd=REPO_ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _fail_msg(proc) -> str:
+    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-5000:]}"
+
+
+def _records(workdir: pathlib.Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
+            if line.strip()]
+
+
+def _step_records(workdir: pathlib.Path) -> list[dict]:
+    return [r for r in _records(workdir) if "event" not in r]
+
+
+def _ckpt_steps(workdir: pathlib.Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def _snapshot(root: pathlib.Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------
+# a tiny GPT on the default (stdlib) corpus: run, resume, continue
+
+
+@pytest.fixture(scope="module")
+def gpt_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e") / "gpt"
+    proc = run_train("--workdir", str(workdir), *TINY, "train.steps=6")
+    assert proc.returncode == 0, _fail_msg(proc)
+    return workdir, proc, _snapshot(workdir)
+
+
+@pytest.mark.slow
+def test_run_dir_contents(gpt_run):
+    workdir, proc, _ = gpt_run
+    assert "Traceback" not in proc.stderr
+    assert "finished step 6" in proc.stdout
+    for name in ("config.yaml", "metrics.jsonl", "tokenizer.json", "samples.txt"):
+        assert (workdir / name).is_file(), name
+    events = list((workdir / "tensorboard").glob("events.out.tfevents*"))
+    assert events and all(e.stat().st_size > 0 for e in events)
+    assert 6 in _ckpt_steps(workdir) and 3 in _ckpt_steps(workdir)
+    samples = (workdir / "samples.txt").read_text()
+    assert samples.count("--- sample ") == 1
+    assert "--- sample 1 ---\ndef " in samples  # the default prompt starts the sample
+
+
+@pytest.mark.slow
+def test_saved_config_is_resolved(gpt_run):
+    workdir, _, _ = gpt_run
+    saved = yaml.safe_load((workdir / "config.yaml").read_text())
+    assert saved["model"]["vocab_size"] == 259
+    expected = replace(load_config(None, TINY + ["train.steps=6"]), **{"model.vocab_size": 259})
+    assert from_dict(saved) == expected
+    assert json.loads((workdir / "tokenizer.json").read_text())["type"] == "byte"
+
+
+@pytest.mark.slow
+def test_metrics_records(gpt_run):
+    workdir, _, _ = gpt_run
+    records = _records(workdir)
+    steps = _step_records(workdir)
+    assert [r["step"] for r in steps] == [2, 3, 4, 6]  # log_every=2, eval at 3, the last step
+    for r in steps:
+        for key in ("step", "loss", "learning_rate", "tokens_per_sec"):
+            assert isinstance(r[key], (int, float)), (key, r)
+        assert r["loss"] > 0 and r["tokens_per_sec"] > 0
+    evals = [r for r in steps if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [3]
+    for key in ("eval_loss", "eval_perplexity", "eval_bpb"):
+        assert evals[0][key] > 0
+    # a byte model: bits per byte = loss / ln 2
+    assert evals[0]["eval_bpb"] == pytest.approx(evals[0]["eval_loss"] / 0.6931471805599453,
+                                                 rel=1e-5)
+    finals = [r for r in records if r.get("event") == "final"]
+    assert len(finals) == 1 and finals[0]["step"] == 6
+    for key in ("eval_loss", "eval_perplexity", "eval_bpb"):
+        assert finals[0][key] > 0
+    assert records[0].get("event") == "start" and records[0]["vocab_size"] == 259
+
+
+@pytest.fixture(scope="module")
+def resumed_run(gpt_run):
+    workdir, _, _ = gpt_run
+    proc = run_train("--workdir", str(workdir), *TINY, "train.steps=6")
+    assert proc.returncode == 0, _fail_msg(proc)
+    return workdir, proc
+
+
+@pytest.mark.slow
+def test_rerun_resumes(resumed_run):
+    workdir, proc = resumed_run
+    assert "Traceback" not in proc.stderr
+    assert "resum" in (proc.stdout + proc.stderr).lower()
+    steps = [r["step"] for r in _step_records(workdir)]
+    assert steps == [2, 3, 4, 6]  # no step trained or logged twice
+    assert "compiled" not in [r.get("event") for r in _records(workdir)[-3:]]  # nothing trained
+    starts = [r for r in _records(workdir) if r.get("event") == "start"]
+    assert [r["start_step"] for r in starts] == [0, 6]
+
+
+@pytest.fixture(scope="module")
+def continued_run(resumed_run):
+    workdir, _ = resumed_run
+    proc = run_train("--workdir", str(workdir), *TINY, "train.steps=8")
+    assert proc.returncode == 0, _fail_msg(proc)
+    return workdir, proc
+
+
+@pytest.mark.slow
+def test_continue_to_more_steps(continued_run):
+    workdir, proc = continued_run
+    assert "Traceback" not in proc.stderr
+    assert "finished step 8" in proc.stdout
+    steps = [r["step"] for r in _step_records(workdir)]
+    assert steps == sorted(set(steps))  # increasing, no duplicates
+    assert steps[-1] == 8 and 6 in steps
+    compiled = [r for r in _records(workdir) if r.get("event") == "compiled"]
+    assert compiled[-1]["step"] == 7  # training picked up at step 7, not 1
+    finals = [r for r in _records(workdir) if r.get("event") == "final"]
+    assert finals[-1]["step"] == 8
+    assert _ckpt_steps(workdir)[-1] == 8
+    saved = yaml.safe_load((workdir / "config.yaml").read_text())
+    assert saved["train"]["steps"] == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM with a trained SentencePiece tokenizer on a local text corpus
+
+
+@pytest.fixture(scope="module")
+def lstm_run(tmp_path_factory, synthetic_docs):
+    base = tmp_path_factory.mktemp("lstm")
+    corpus = base / "corpus"
+    corpus.mkdir()
+    for i, doc in enumerate(synthetic_docs):
+        (corpus / f"doc{i:02d}.txt").write_text(doc, encoding="utf-8")
+    workdir = base / "run"
+    args = ["--workdir", str(workdir), *TINY, "train.steps=6", "model.family=lstm",
+            f"data.corpus={corpus}", "data.tokenizer=sentencepiece", "data.sp_vocab_size=300",
+            f"data.cache_dir={base / 'cache'}", "data.validation_fraction=0.2"]
+    proc = run_train(*args)
+    assert proc.returncode == 0, _fail_msg(proc)
+    return workdir, proc, args, base
+
+
+@pytest.mark.slow
+def test_lstm_sentencepiece_run(lstm_run):
+    workdir, proc, _, base = lstm_run
+    assert "Traceback" not in proc.stderr
+    assert "finished step 6" in proc.stdout
+    assert (workdir / "tokenizer.model").is_file()
+    meta = json.loads((workdir / "tokenizer.json").read_text())
+    assert meta["type"] == "sentencepiece"
+    saved = yaml.safe_load((workdir / "config.yaml").read_text())
+    assert saved["model"]["family"] == "lstm"
+    assert saved["model"]["vocab_size"] == 300
+    tok = load_tokenizer(workdir)
+    assert tok.vocab_size == 300
+    assert tok.decode(tok.encode("café 日本語\tx  y")) == "café 日本語\tx  y"
+    finals = [r for r in _records(workdir) if r.get("event") == "final"]
+    assert len(finals) == 1 and finals[0]["eval_bpb"] > 0
+    # bytes, not tokens, behind bpb: a SentencePiece token covers more than one byte on average
+    assert finals[0]["eval_bytes"] > finals[0]["eval_tokens"]
+    assert _ckpt_steps(workdir)[-1] == 6
+    assert list((base / "cache").rglob("*.array_record*")), "the corpus was prepared in cache_dir"
+    assert (workdir / "samples.txt").read_text().startswith("--- sample 1 ---")
+
+
+@pytest.mark.slow
+def test_lstm_resume_reuses_tokenizer(lstm_run):
+    workdir, _, args, _ = lstm_run
+    model_bytes = (workdir / "tokenizer.model").read_bytes()
+    proc = run_train(*[a if a != "train.steps=6" else "train.steps=7" for a in args])
+    assert proc.returncode == 0, _fail_msg(proc)
+    assert "resum" in proc.stderr.lower()
+    assert "training a SentencePiece" not in proc.stderr
+    assert (workdir / "tokenizer.model").read_bytes() == model_bytes
+    assert [r["step"] for r in _step_records(workdir)][-1] == 7
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one clear line, exit 2, nothing damaged. All processes run at once (start-up
+# dominates each).
+
+
+def _bad_cases(gpt_dir: pathlib.Path, tmp: pathlib.Path) -> dict[str, tuple[list[str], list[str]]]:
+    """name -> (argv, strings the error line must contain)."""
+    wd = lambda name: ["--workdir", str(tmp / name)]  # noqa: E731
+    bad_yaml = tmp / "bad.yaml"
+    bad_yaml.write_text("model: [unclosed\n")
+    missing_cfg = tmp / "missing_config.yaml"
+    missing_corpus = tmp / "no_such_corpus_dir"
+    return {
+        "unknown_key": (wd("a") + TINY + ["model.foo=1"], ["model.foo"]),
+        "wrong_type": (wd("b") + TINY + ["model.d_model=abc"], ["model.d_model"]),
+        "heads": (wd("c") + TINY + ["model.d_model=33"], ["model.d_model", "model.n_heads"]),
+        "seq_len": (wd("d") + TINY + ["data.seq_len=64"], ["data.seq_len", "model.max_seq_len"]),
+        "missing_corpus": (wd("e") + TINY + [f"data.corpus={missing_corpus}"],
+                           [str(missing_corpus)]),
+        "missing_config": (wd("f") + ["--config", str(missing_cfg)] + TINY, [str(missing_cfg)]),
+        "invalid_yaml": (wd("g") + ["--config", str(bad_yaml)] + TINY, [str(bad_yaml)]),
+        "no_equals": (wd("h") + TINY + ["model.d_model"], ["model.d_model"]),
+        "changed_resume": (["--workdir", str(gpt_dir)] + TINY + ["train.steps=6",
+                                                                   "model.d_model=64"],
+                           ["model.d_model", str(gpt_dir)]),
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_runs(gpt_run, tmp_path_factory):
+    gpt_dir = gpt_run[0]
+    tmp = tmp_path_factory.mktemp("bad")
+    cases = _bad_cases(gpt_dir, tmp)
+    before = _snapshot(gpt_dir)
+    procs = {
+        name: subprocess.Popen(_cmd(*argv), cwd=REPO_ROOT, env=_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for name, (argv, _) in cases.items()
+    }
+    results = {}
+    for name, p in procs.items():
+        out, err = p.communicate(timeout=300)
+        results[name] = (p.returncode, out, err)
+    after = _snapshot(gpt_dir)
+    return cases, results, before, after, tmp
+
+
+BAD = ["unknown_key", "wrong_type", "heads", "seq_len", "missing_corpus", "missing_config",
+       "invalid_yaml", "no_equals", "changed_resume"]
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_input_one_line_error(name, bad_runs):
+    cases, results, *_ = bad_runs
+    code, out, err = results[name]
+    must = cases[name][1]
+    assert code == 2, (code, err[-3000:])
+    assert "Traceback" not in err, err[-3000:]
+    ours = [line for line in err.splitlines() if line.startswith("jaxlm:")]
+    assert len(ours) == 1, err[-3000:]
+    assert ours[0].startswith("jaxlm: error: ")
+    for s in must:
+        assert s in ours[0], (s, ours[0])
+
+
+@pytest.mark.parametrize("name", ["unknown_key", "wrong_type", "heads", "seq_len",
+                                  "missing_config", "invalid_yaml", "no_equals"])
+def test_config_errors_write_nothing(name, bad_runs):
+    cases, _, _, _, tmp = bad_runs
+    workdir = pathlib.Path(cases[name][0][1])
+    assert not workdir.exists(), f"{name}: {workdir} was created for a run that cannot start"
+
+
+def test_changed_config_resume_leaves_run_untouched(bad_runs):
+    _, results, before, after, _ = bad_runs
+    assert results["changed_resume"][0] == 2
+    assert set(after) == set(before)
+    changed = [k for k in before if before[k] != after[k]]
+    assert not changed, changed
+
+
+def _run_quick(*args):
+    return subprocess.run(_cmd(*args), cwd=REPO_ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_help():
+    proc = _run_quick("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "overrides" in proc.stdout
+    assert "key=value" in proc.stdout
+    assert "--workdir" in proc.stdout and "--config" in proc.stdout
+
+
+def test_print_config(tmp_path):
+    proc = _run_quick("--workdir", str(tmp_path / "w"), "--print-config", "model.n_layers=3",
+                      "optim.lr=3e-4")
+    assert proc.returncode == 0, proc.stderr
+    cfg = from_dict(yaml.safe_load(proc.stdout))
+    assert cfg.model.n_layers == 3 and cfg.optim.lr == pytest.approx(3e-4)
+    assert not (tmp_path / "w").exists()
