@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 from flax.traverse_util import flatten_dict
 
 from jaxlm.config import ModelConfig
@@ -36,4 +35,4 @@ def flops_per_token(cfg: ModelConfig, non_embedding_params: int, seq_len: int) -
     return flops
 
 
-__all__ = ["param_counts", "flops_per_token", "jax"]
+__all__ = ["param_counts", "flops_per_token"]

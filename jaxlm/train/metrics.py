@@ -9,7 +9,7 @@ import json
 import math
 import pathlib
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -87,4 +87,4 @@ def load_metrics(workdir: str | pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-__all__ = ["MetricsWriter", "progress", "log", "load_metrics", "METRICS_FILE", "Optional"]
+__all__ = ["MetricsWriter", "progress", "log", "load_metrics", "METRICS_FILE"]
