@@ -123,12 +123,16 @@ def test_metrics_records(gpt_run):
     assert records[0].get("event") == "start" and records[0]["vocab_size"] == 259
 
 
-@pytest.fixture(scope="module")
-def resumed_run(gpt_run):
-    workdir, _, _ = gpt_run
-    proc = run_train("--workdir", str(workdir), *TINY, "train.steps=6")
+def _rerun(workdir, steps: int):
+    """The same command again on an existing run directory, with train.steps=`steps`."""
+    proc = run_train("--workdir", str(workdir), *TINY, f"train.steps={steps}")
     assert proc.returncode == 0, _fail_msg(proc)
     return workdir, proc
+
+
+@pytest.fixture(scope="module")
+def resumed_run(gpt_run):
+    return _rerun(gpt_run[0], 6)
 
 
 @pytest.mark.slow
@@ -145,10 +149,7 @@ def test_rerun_resumes(resumed_run):
 
 @pytest.fixture(scope="module")
 def continued_run(resumed_run):
-    workdir, _ = resumed_run
-    proc = run_train("--workdir", str(workdir), *TINY, "train.steps=8")
-    assert proc.returncode == 0, _fail_msg(proc)
-    return workdir, proc
+    return _rerun(resumed_run[0], 8)
 
 
 @pytest.mark.slow
