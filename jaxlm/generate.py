@@ -1,52 +1,310 @@
-"""Sampling from a trained model; the whole decoding loop is one compiled `lax.fori_loop`.
+"""Text generation: a preallocated KV cache (Transformer) or carried (c, h) state (LSTM), with the
+whole decoding loop compiled as one `jax.jit` (prefill, then a `lax.while_loop` of one-token
+steps; static shapes, so one compile per prompt-length bucket and `max_new_tokens`).
 
-This version recomputes the full (fixed-length, causal) forward pass at each step, which is
-exact for both families and fine for short samples; a KV-cache decoder replaces it later.
+Prompts of different lengths share a batch by left padding: padding sits at negative positions,
+which the attention mask and the LSTM state update skip, so every row computes exactly what it
+would alone. Sampling: greedy (`temperature=0`), temperature, top-k, top-p (nucleus), applied in
+that order as in Hugging Face `generate`; `eos_id` stops a row; the same seed gives the same
+samples.
+
+    from jaxlm.generate import TextGenerator
+    gen = TextGenerator.from_workdir("runs/quickstart")
+    print(gen("def ", max_new_tokens=100, temperature=0.8, top_p=0.95)[0])
 """
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
-from typing import Any
+from typing import Any, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxlm.errors import JaxlmError
+
+PROMPT_BUCKET = 16  # prompt lengths are padded up to a multiple of this (fewer recompiles)
+DEFAULT_MAX_NEW_TOKENS = 64
+
+# ---------------------------------------------------------------------------------------------
+# sampling math (pure)
 
 
-def _filter_top_k(logits_bv: jax.Array, top_k: int) -> jax.Array:
+def filter_top_k(logits_bv: jax.Array, top_k: int) -> jax.Array:
+    """Keeps the `top_k` largest logits of each row (ties with the k-th too); -inf elsewhere.
+    `top_k` <= 0 or >= vocab: unchanged."""
     if top_k <= 0 or top_k >= logits_bv.shape[-1]:
         return logits_bv
-    kth = jax.lax.top_k(logits_bv, top_k)[0][:, -1:]
-    return jnp.where(logits_bv < kth, -jnp.inf, logits_bv)
+    kth_b1 = jax.lax.top_k(logits_bv, top_k)[0][:, -1:]
+    return jnp.where(logits_bv < kth_b1, -jnp.inf, logits_bv)
 
 
-@partial(jax.jit, static_argnames=("model", "prompt_len", "total_len", "top_k"))
-def _sample(model: nn.Module, params: Any, buf_bt: jax.Array, rng: jax.Array, temperature,
-            *, prompt_len: int, total_len: int, top_k: int) -> jax.Array:
-    def body(i, carry):
-        buf_bt, rng = carry
-        rng, key = jax.random.split(rng)
-        logits_bv = model.apply({"params": params}, buf_bt)[:, i - 1, :]
-        greedy = jnp.argmax(logits_bv, axis=-1)
-        scaled = _filter_top_k(logits_bv / jnp.maximum(temperature, 1e-6), top_k)
-        sampled = jax.random.categorical(key, scaled, axis=-1)
-        token = jnp.where(temperature > 0, sampled, greedy).astype(buf_bt.dtype)
-        return buf_bt.at[:, i].set(token), rng
+def filter_top_p(logits_bv: jax.Array, top_p: jax.Array | float) -> jax.Array:
+    """Nucleus filtering: keeps the smallest set of most likely tokens whose probability reaches
+    `top_p` (the most likely token always stays); -inf elsewhere. top_p in (0, 1]."""
+    sorted_bv = -jnp.sort(-logits_bv, axis=-1)  # descending
+    probs_bv = jax.nn.softmax(sorted_bv, axis=-1)
+    mass_before_bv = jnp.cumsum(probs_bv, axis=-1) - probs_bv
+    keep_bv = (mass_before_bv < top_p).at[:, 0].set(True)
+    threshold_b1 = jnp.min(jnp.where(keep_bv, sorted_bv, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(logits_bv < threshold_b1, -jnp.inf, logits_bv)
 
-    buf_bt, _ = jax.lax.fori_loop(prompt_len, total_len, body, (buf_bt, rng))
-    return buf_bt
+
+def sample_logits(
+    key: jax.Array, logits_bv: jax.Array, temperature: jax.Array | float, top_k: int = 0,
+    top_p: Optional[jax.Array | float] = None,
+) -> jax.Array:
+    """One token id per row from logits / temperature, after top-k then top-p filtering."""
+    logits_bv = logits_bv.astype(jnp.float32) / temperature
+    logits_bv = filter_top_k(logits_bv, top_k)
+    if top_p is not None:
+        logits_bv = filter_top_p(logits_bv, top_p)
+    return jax.random.categorical(key, logits_bv, axis=-1).astype(jnp.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model's decode path
+
+
+def init_cache(model: nn.Module, batch: int, length: int) -> Any:
+    """Zeroed decoding state for `batch` rows of up to `length` tokens (no compute)."""
+    tokens = jnp.zeros((batch, length), jnp.int32)
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), tokens, positions_bt=tokens, decode=True)
+    )["cache"]
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def decode_step(
+    model: nn.Module, params: Any, cache: Any, tokens_bt: jax.Array, positions_bt: jax.Array
+) -> tuple[jax.Array, Any]:
+    """Feeds tokens (b, t) at absolute positions (b, t) after the cached ones:
+    (logits (b, t, vocab), the updated cache). Negative positions are left padding."""
+    logits, mutated = model.apply(
+        {"params": params, "cache": cache}, tokens_bt, positions_bt=positions_bt, decode=True,
+        mutable=["cache"],
+    )
+    return logits, mutated["cache"]
+
+
+@partial(jax.jit, static_argnames=(
+    "model", "max_new_tokens", "top_k", "greedy", "use_top_p", "eos_id", "pad_id",
+    "return_logits"))
+def _generate(model, params, prompt_bp, pad_b, rng, temperature, top_p, *, max_new_tokens: int,
+              top_k: int, greedy: bool, use_top_p: bool, eos_id: Optional[int], pad_id: int,
+              return_logits: bool):
+    b, p = prompt_bp.shape
+    n = max_new_tokens
+    cache = init_cache(model, b, p + n - 1)  # the last new token is never fed back
+    positions_bp = jnp.arange(p, dtype=jnp.int32)[None, :] - pad_b[:, None]
+    logits_bpv, cache = decode_step(model, params, cache, prompt_bp, positions_bp)  # prefill
+    lengths_b = p - pad_b
+
+    def pick(i, logits_bv, done_b):
+        if greedy:
+            tok_b = jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
+        else:
+            tok_b = sample_logits(jax.random.fold_in(rng, i), logits_bv, temperature, top_k,
+                                  top_p if use_top_p else None)
+        tok_b = jnp.where(done_b, pad_id, tok_b)
+        if eos_id is not None:
+            done_b = done_b | (tok_b == eos_id)
+        return tok_b, done_b
+
+    logits_bv = logits_bpv[:, -1]
+    tok_b, done_b = pick(0, logits_bv, jnp.zeros((b,), bool))
+    out_bn = jnp.full((b, n), pad_id, jnp.int32).at[:, 0].set(tok_b)
+    scores_bnv = None
+    if return_logits:
+        scores_bnv = jnp.zeros((b, n, logits_bv.shape[-1]), jnp.float32).at[:, 0].set(logits_bv)
+
+    def cond(state):
+        i, _, done_b, *_ = state
+        return (i < n) & ~jnp.all(done_b)
+
+    def body(state):
+        i, tok_b, done_b, cache, out_bn, scores_bnv = state
+        positions_b1 = (lengths_b + i - 1)[:, None]
+        logits_b1v, cache = decode_step(model, params, cache, tok_b[:, None], positions_b1)
+        logits_bv = logits_b1v[:, 0]
+        tok_b, done_b = pick(i, logits_bv, done_b)
+        out_bn = jax.lax.dynamic_update_index_in_dim(out_bn, tok_b, i, axis=1)
+        if scores_bnv is not None:
+            scores_bnv = jax.lax.dynamic_update_index_in_dim(scores_bnv, logits_bv, i, axis=1)
+        return i + 1, tok_b, done_b, cache, out_bn, scores_bnv
+
+    state = (jnp.int32(1), tok_b, done_b, cache, out_bn, scores_bnv)
+    _, _, done_b, _, out_bn, scores_bnv = jax.lax.while_loop(cond, body, state)
+    return out_bn, done_b, scores_bnv
+
+
+# ---------------------------------------------------------------------------------------------
+# the public entry points
+
+
+@dataclasses.dataclass
+class GenerationOutput:
+    """One entry per sample, prompt-major: prompt 0's `num_return_sequences` samples first."""
+
+    sequences: list[list[int]]  # prompt + new tokens (EOS not included)
+    new_tokens: list[list[int]]  # the generated tokens only (EOS not included)
+    finished: list[bool]  # the sample ended with EOS (else it ran to max_new_tokens)
+    # (samples, max_new_tokens, vocab) float32: the raw logits each new token was chosen from
+    # (only with return_logits=True; zeros after a row's EOS)
+    logits: Optional[np.ndarray] = None
+
+
+PromptIds = Union[Sequence[int], Sequence[Sequence[int]], np.ndarray, jax.Array]
+
+
+def _as_prompts(prompts: PromptIds) -> list[list[int]]:
+    if isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts
+                                    and isinstance(prompts[0], str)):
+        raise JaxlmError("generate() takes token ids; for text use TextGenerator (or encode it "
+                         "with the run's tokenizer)")
+    if isinstance(prompts, (np.ndarray, jax.Array)):
+        a = np.asarray(prompts)
+        if a.ndim not in (1, 2):
+            raise JaxlmError(f"prompt ids must be 1-D or 2-D; got shape {a.shape}")
+        return [a.astype(np.int64).tolist()] if a.ndim == 1 else [r.tolist() for r in a]
+    prompts = list(prompts)
+    if not prompts:
+        raise JaxlmError("no prompts given")
+    if all(isinstance(x, (int, np.integer)) for x in prompts):
+        return [[int(x) for x in prompts]]
+    return [[int(x) for x in np.asarray(p).reshape(-1)] for p in prompts]
+
+
+def generate(
+    model: nn.Module, params: Any, prompts: PromptIds, *,
+    max_new_tokens: Optional[int] = None, max_length: Optional[int] = None,
+    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_return_sequences: int = 1,
+    eos_id: Optional[int] = None, pad_id: int = 0, seed: int = 0, return_logits: bool = False,
+) -> GenerationOutput:
+    """Generates continuations of one prompt (a list of token ids) or a batch of prompts.
+
+    max_new_tokens: new tokens per sample (default 64); or max_length: prompt + new tokens
+    (the longest prompt's length counts, as in Hugging Face). The Transformer's context,
+    `model.max_seq_len`, must hold prompt + new tokens. temperature 0 is greedy decoding;
+    top_k 0 and top_p 1.0 disable those filters. eos_id: a row stops after emitting it.
+    """
+    rows = _as_prompts(prompts)
+    cfg = model.cfg
+    for i, r in enumerate(rows):
+        if not r:
+            raise JaxlmError(f"prompt {i} is empty: give at least one token (e.g. the EOS id "
+                             "as a start token)")
+        bad = [x for x in r if not 0 <= x < cfg.vocab_size]
+        if bad:
+            raise JaxlmError(f"prompt {i} has token id {bad[0]} outside the model's vocabulary "
+                             f"[0, {cfg.vocab_size})")
+    longest = max(len(r) for r in rows)
+    if max_new_tokens is None:
+        max_new_tokens = max_length - longest if max_length is not None else DEFAULT_MAX_NEW_TOKENS
+        if max_length is not None and max_new_tokens < 1:
+            raise JaxlmError(f"max_length={max_length} leaves no room after the prompt of "
+                             f"{longest} tokens")
+    if max_new_tokens < 1:
+        raise JaxlmError(f"max_new_tokens must be >= 1; got {max_new_tokens}")
+    if cfg.family == "transformer" and longest + max_new_tokens > cfg.max_seq_len:
+        raise JaxlmError(
+            f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) is longer than the "
+            f"model's context, model.max_seq_len={cfg.max_seq_len}"
+        )
+    if temperature < 0:
+        raise JaxlmError(f"temperature must be >= 0 (0 is greedy); got {temperature}")
+    if top_k < 0:
+        raise JaxlmError(f"top_k must be >= 0 (0 disables it); got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        raise JaxlmError(f"top_p must be in (0, 1] (1 disables it); got {top_p}")
+    if num_return_sequences < 1:
+        raise JaxlmError(f"num_return_sequences must be >= 1; got {num_return_sequences}")
+
+    rows = [r for r in rows for _ in range(num_return_sequences)]
+    p = -(-longest // PROMPT_BUCKET) * PROMPT_BUCKET
+    prompt = np.full((len(rows), p), pad_id, np.int32)
+    for i, r in enumerate(rows):
+        prompt[i, p - len(r):] = r
+    pad = np.asarray([p - len(r) for r in rows], np.int32)
+    out, done, logits = _generate(
+        model, params, jnp.asarray(prompt), jnp.asarray(pad), jax.random.PRNGKey(seed),
+        jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), max_new_tokens=max_new_tokens,
+        top_k=top_k, greedy=temperature == 0, use_top_p=top_p < 1.0, eos_id=eos_id,
+        pad_id=pad_id, return_logits=return_logits,
+    )
+    out, done = np.asarray(out), np.asarray(done)
+    new = []
+    for row, d in zip(out.tolist(), done):
+        new.append(row[: row.index(eos_id)] if d else row)
+    return GenerationOutput(
+        sequences=[r + n for r, n in zip(rows, new)], new_tokens=new,
+        finished=[bool(d) for d in done],
+        logits=None if logits is None else np.asarray(logits),
+    )
 
 
 def sample_tokens(
-    model: nn.Module, params: Any, prompt_ids: list[int], *, num_samples: int, max_new_tokens: int,
-    max_len: int, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
-) -> jax.Array:
-    """(num_samples, prompt + new) token ids; the total is capped at `max_len` positions."""
-    prompt_len = max(len(prompt_ids), 1)
-    total = min(prompt_len + max_new_tokens, max_len)
-    buf = jnp.zeros((num_samples, total), jnp.int32)
-    if prompt_ids:
-        buf = buf.at[:, : len(prompt_ids)].set(jnp.asarray(prompt_ids[:total], jnp.int32))
-    return _sample(model, params, buf, jax.random.PRNGKey(seed), jnp.float32(temperature),
-                   prompt_len=min(prompt_len, total), total_len=total, top_k=top_k)
+    model: nn.Module, params: Any, prompt_ids: Sequence[int], *, num_samples: int,
+    max_new_tokens: int, max_len: int, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
+) -> np.ndarray:
+    """The earlier API, kept for callers: (num_samples, prompt + new) token ids with the total
+    capped at `max_len`; no EOS stop. New code: `generate`."""
+    prompt = [int(i) for i in prompt_ids][:max_len - 1]
+    out = generate(model, params, prompt, max_new_tokens=min(max_new_tokens, max_len - len(prompt)),
+                   num_return_sequences=num_samples, temperature=temperature, top_k=top_k,
+                   seed=seed)
+    return np.asarray(out.sequences, np.int32)
+
+
+class TextGenerator:
+    """Text in, text out, like a `pipeline("text-generation")`:
+
+        gen = TextGenerator.from_workdir("runs/quickstart")   # newest checkpoint of a run
+        gen("def ", max_new_tokens=100)                       # -> [text]
+        gen(["import ", "class "], num_return_sequences=2)    # -> [[text, text], [text, text]]
+
+    An empty prompt starts from the EOS token (the document separator). Texts include the prompt
+    unless return_full_text=False.
+    """
+
+    def __init__(self, model_config: Any, params: Any, tokenizer: Any):
+        from jaxlm.models import build_model
+
+        self.config = model_config
+        self.model = build_model(model_config)
+        self.params = params
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_workdir(cls, workdir: str, step: Optional[int] = None) -> "TextGenerator":
+        from jaxlm.interop.rundir import load_run
+
+        run = load_run(workdir, step=step)
+        if run.tokenizer is None:
+            raise JaxlmError(f"{workdir} has no tokenizer (tokenizer.json): it can only be "
+                             "sampled from token ids (jaxlm.generate.generate)")
+        return cls(run.config.model, run.params, run.tokenizer)
+
+    def __call__(
+        self, prompt: Union[str, Sequence[str]], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+        num_return_sequences: int = 1, seed: int = 0, stop_at_eos: bool = True,
+        return_full_text: bool = True,
+    ) -> Union[list[str], list[list[str]]]:
+        single = isinstance(prompt, str)
+        texts = [prompt] if single else list(prompt)
+        tok = self.tokenizer
+        ids = [[int(i) for i in tok.encode(t)] or [tok.eos_id] for t in texts]
+        out = generate(
+            self.model, self.params, ids, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_k=top_k, top_p=top_p, num_return_sequences=num_return_sequences,
+            eos_id=tok.eos_id if stop_at_eos else None, pad_id=tok.pad_id, seed=seed,
+        )
+        seqs = out.sequences if return_full_text else out.new_tokens
+        decoded = [tok.decode(s) for s in seqs]
+        k = num_return_sequences
+        grouped = [decoded[i * k:(i + 1) * k] for i in range(len(texts))]
+        return grouped[0] if single else grouped
