@@ -7,7 +7,8 @@ import pathlib
 import sys
 from typing import Optional, Sequence
 
-from jaxlm.errors import JaxlmError
+from jaxlm import cli_generate
+from jaxlm.errors import JaxlmError, NonFiniteError
 
 EPILOG = """\
 overrides:
@@ -20,6 +21,10 @@ examples:
   python train.py --config configs/lstm_small.yaml  # LSTM language model
   python train.py --workdir runs/exp1 train.steps=5000 data.corpus=~/texts/
   Re-running a command on an existing --workdir resumes from its newest checkpoint.
+
+exit status:
+  0 finished; 2 bad input (one line on stderr); 3 halted on a non-finite loss
+  (train.nonfinite=halt); 75 stopped by SIGTERM/SIGINT after saving a checkpoint: re-run to resume.
 """
 
 
@@ -45,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _train_parser(train_p)
+    cli_generate.add_parsers(sub)  # generate, convert
     return parser
 
 
@@ -60,6 +66,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     name = pathlib.Path(args.config).stem if args.config else "quickstart"
     workdir = args.workdir or str(pathlib.Path("runs") / name)
     result = train(cfg, workdir, quiet=args.quiet)
+    if result.preempted:  # checkpointed and stopped by SIGTERM/SIGINT; the loop said how to resume
+        from jaxlm.train.preemption import EXIT_PREEMPTED
+
+        return EXIT_PREEMPTED
+    import jax  # after train(): it initializes jax.distributed before any device is touched
+
+    if jax.process_index() != 0:  # multi-host: one summary, from process 0
+        return 0
     e = result.eval
     print(f"\nfinished step {result.final_step} in {result.wall_time:.0f}s "
           f"({result.tokens_per_sec:,.0f} tokens/s): eval loss {e['eval_loss']:.4f}, "
@@ -73,14 +87,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if not argv or argv[0] not in ("train", "-h", "--help"):
+    if not argv or argv[0] not in ("train", *cli_generate.COMMANDS, "-h", "--help"):
         argv = ["train", *argv]  # `python train.py key=value` means `jaxlm train key=value`
     args = parser.parse_args(argv)
     try:
-        return cmd_train(args)
+        return args.func(args) if hasattr(args, "func") else cmd_train(args)
     except JaxlmError as e:
         print(f"jaxlm: error: {e}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(e, NonFiniteError) else 2  # 3: diverged (train.nonfinite=halt)
     except KeyboardInterrupt:
         print("jaxlm: interrupted", file=sys.stderr)
         return 130

@@ -18,6 +18,7 @@ from omegaconf import errors as oc_errors
 from jaxlm.errors import JaxlmError
 
 DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICIES = ("none", "full", "dots_saveable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,8 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     attention_impl: str = "auto"  # auto | xla | cudnn (jax.nn.dot_product_attention)
+    remat: str = "none"  # none | full | dots_saveable: recompute block activations in backward
+    scan_layers: bool = False  # transformer: one nn.scan over stacked layers (flat compile time)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +92,13 @@ class TrainConfig:
     eval_batches: int = 10  # batches per periodic eval; the final eval uses final_eval_batches
     final_eval_batches: int = 100  # 0: the whole eval split
     checkpoint_every: int = 300  # 0: only at the end
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # the newest ones; the one with the best eval loss is kept too
+    nonfinite: str = "skip"  # skip | halt: on a non-finite loss or gradient norm
+    debug_nan_steps: list[int] = dataclasses.field(default_factory=list)  # testing: NaN there
+    grad_accum: int = 1  # microbatches per update (batch_size is the whole update's batch)
+    # fine-tuning: a fresh run starts from these weights, a Hugging Face GPT-2 folder or a jaxlm
+    # run directory (its model must match model.*); ignored when resuming
+    init_from: Optional[str] = None
     samples: int = 3  # generated samples printed at the end
     sample_prompt: str = "def "
     sample_tokens: int = 200
@@ -104,12 +113,24 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """Multi-host: all unset = auto-detect (TPU pod slices, SLURM, Open MPI) or single process."""
+
+    coordinator_address: Optional[str] = None  # host:port of process 0
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
+    auto: bool = True  # initialize when a multi-host cluster is detected and nothing is set
+    initialization_timeout: int = 300  # seconds to wait for all processes
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
 
 def _oc_error(e: oc_errors.OmegaConfBaseException, source: str) -> JaxlmError:
@@ -224,6 +245,9 @@ def validate(cfg: RunConfig) -> None:
     _choice("model.dtype", m.dtype, DTYPES)
     _choice("model.param_dtype", m.param_dtype, DTYPES)
     _choice("model.attention_impl", m.attention_impl, ("auto", "xla", "cudnn"))
+    _choice("model.remat", m.remat, REMAT_POLICIES)
+    if m.scan_layers and m.family != "transformer":
+        raise JaxlmError("config key 'model.scan_layers' applies to the transformer family only")
     for key in ("d_model", "n_layers", "n_heads", "max_seq_len", "rope_theta", "norm_eps"):
         _positive(f"model.{key}", getattr(m, key))
     for key in ("vocab_size", "n_kv_heads", "d_ff"):
@@ -279,13 +303,41 @@ def validate(cfg: RunConfig) -> None:
             f"optim.warmup_steps={o.warmup_steps} must be smaller than train.steps={t.steps}"
         )
 
-    for key in ("steps", "batch_size", "log_every", "keep_checkpoints", "sample_tokens"):
+    for key in ("steps", "batch_size", "log_every", "keep_checkpoints", "sample_tokens",
+                "grad_accum"):
         _positive(f"train.{key}", getattr(t, key))
     for key in ("eval_every", "eval_batches", "final_eval_batches", "checkpoint_every", "samples"):
         _positive(f"train.{key}", getattr(t, key), allow_zero=True)
     _positive("train.sample_temperature", t.sample_temperature, allow_zero=True)
+    _choice("train.nonfinite", t.nonfinite, ("skip", "halt"))
+    for s in t.debug_nan_steps:
+        if s < 1:
+            raise JaxlmError(
+                f"config key 'train.debug_nan_steps' lists step {s}; steps count from 1")
+    if t.batch_size % t.grad_accum:
+        raise JaxlmError(
+            f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}"
+        )
 
     for key in ("data", "fsdp", "tensor"):
         v = getattr(cfg.mesh, key)
         if v == 0 or v < -1:
             raise JaxlmError(f"config key 'mesh.{key}' must be a positive size or -1; got {v}")
+
+    dist = cfg.distributed
+    given = [k for k in ("coordinator_address", "num_processes", "process_id")
+             if getattr(dist, k) is not None]
+    if given and len(given) < 3:
+        missing = sorted({"coordinator_address", "num_processes", "process_id"} - set(given))
+        raise JaxlmError(
+            f"distributed.{given[0]} is set but {', '.join('distributed.' + k for k in missing)} "
+            f"is not: set all three, or none to auto-detect"
+        )
+    if dist.num_processes is not None:
+        _positive("distributed.num_processes", dist.num_processes)
+        if not 0 <= dist.process_id < dist.num_processes:
+            raise JaxlmError(
+                f"distributed.process_id={dist.process_id} must be in [0, "
+                f"distributed.num_processes={dist.num_processes})"
+            )
+    _positive("distributed.initialization_timeout", dist.initialization_timeout)

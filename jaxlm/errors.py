@@ -3,3 +3,7 @@
 
 class JaxlmError(Exception):
     """A problem with the user's input (config, paths, data) rather than a bug in jaxlm."""
+
+
+class NonFiniteError(JaxlmError):
+    """Training produced a non-finite loss or gradient norm and `train.nonfinite=halt`."""

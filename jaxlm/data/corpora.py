@@ -104,9 +104,12 @@ def _local_files(spec: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
         raise JaxlmError(f"data.corpus: no such file or directory: {spec}")
     if not files:
         raise JaxlmError(f"data.corpus: no files found at {spec}")
-    for p in files:
-        if not os.access(p, os.R_OK):
-            raise JaxlmError(f"data.corpus: cannot read {p}")
+    for p in files:  # open, not os.access: root passes access() for files it cannot read
+        try:
+            with open(p, "rb") as f:
+                f.read(1)
+        except OSError as e:
+            raise JaxlmError(f"data.corpus: cannot read {p}: {e.strerror}") from None
     if all(p.stat().st_size == 0 for p in files):
         raise JaxlmError(f"data.corpus: every file at {spec} is empty")
     if len(files) == 1 and files[0].stat().st_size < 2:

@@ -3,6 +3,12 @@
 Sets up the run directory (resolved config, tokenizer), data, mesh and sharded state, resumes
 from the newest checkpoint when there is one, then trains with no host sync per step: step t is
 dispatched before step t-1's metrics are fetched, and metrics are fetched only at log steps.
+
+Faults: the newest whole checkpoint is found before anything in the run directory is written
+(damaged ones are reported and moved aside by the Checkpointer); SIGTERM/SIGINT checkpoint the
+step reached and stop (`RunResult.preempted`); a step with a non-finite loss or gradient norm
+leaves the state as it was (inside the jitted step) and is counted, or halts the run
+(`train.nonfinite=halt`, NonFiniteError).
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from jaxlm.data.corpora import Corpus, load_corpus
 from jaxlm.data.tokenizers import (
     TOKENIZER_JSON, ByteTokenizer, SentencePieceTokenizer, Tokenizer, load_tokenizer,
 )
-from jaxlm.errors import JaxlmError
+from jaxlm.errors import JaxlmError, NonFiniteError
 from jaxlm.evaluate import evaluate
-from jaxlm.generate import sample_tokens
+from jaxlm.generate import generate
 from jaxlm.models import build_model
 from jaxlm.train import metrics as metrics_lib
 from jaxlm.train.checkpoint import Checkpointer
+from jaxlm.train.preemption import StopSignals
 from jaxlm.train.optim import build_optimizer, schedule
 from jaxlm.train.state import init_state, state_shardings
 from jaxlm.train.step import compile_steps
@@ -40,12 +47,14 @@ SAMPLES_FILE = "samples.txt"
 # Keys that must not change when resuming: they change what the checkpoint means.
 _RESUME_FIXED = ("model", "data.tokenizer", "data.sp_model", "data.sp_vocab_size",
                  "data.sp_model_type", "data.seq_len")
+# model keys that change how the same parameters are computed with, not what they mean
+_RESUME_FREE = ("vocab_size", "remat", "attention_impl", "dtype")
 
 
 def _prepare_workdir(workdir: pathlib.Path) -> None:
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_test"
+        probe = workdir / f".write_test.{os.getpid()}"  # per process: hosts share workdirs
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
@@ -63,9 +72,9 @@ def _check_resume_compatible(cfg: RunConfig, saved_path: pathlib.Path) -> None:
     new = config_lib.to_dict(cfg)
     for key in _RESUME_FIXED:
         old_v, new_v = _get(saved, key), _get(new, key)
-        if key == "model":  # vocab_size is resolved later; compare everything else
-            old_v = {k: v for k, v in old_v.items() if k != "vocab_size"}
-            new_v = {k: v for k, v in new_v.items() if k != "vocab_size"}
+        if key == "model":  # vocab_size is resolved later; how it computes may change
+            old_v = {k: v for k, v in old_v.items() if k not in _RESUME_FREE}
+            new_v = {k: v for k, v in new_v.items() if k not in _RESUME_FREE}
         if old_v != new_v:
             changed = key
             if isinstance(old_v, dict):
@@ -112,12 +121,15 @@ class RunResult:
     wall_time: float
     tokens_per_sec: float
     params: Any = dataclasses.field(repr=False, default=None)
+    preempted: bool = False  # stopped by SIGTERM/SIGINT after checkpointing: re-run to resume
+    skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient norm
 
 
 def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) -> RunResult:
     """Trains (or resumes) the run in `workdir` to `cfg.train.steps`; evaluates and samples."""
     t_start = time.time()
     workdir = pathlib.Path(workdir)
+    distributed = sharding.initialize_distributed(cfg.distributed)  # before any device is touched
     main = jax.process_index() == 0
     show = main and not quiet
     log = lambda msg: metrics_lib.log(msg, show)  # noqa: E731
@@ -127,6 +139,9 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
     resuming = (workdir / CONFIG_FILE).exists() and ckpt_dir.exists() and any(ckpt_dir.iterdir())
     if resuming:
         _check_resume_compatible(cfg, workdir / CONFIG_FILE)
+    elif (workdir / "params").is_dir() and not cfg.train.init_from:  # made by `jaxlm convert`
+        raise JaxlmError(f"{workdir} holds imported weights (params/): set "
+                         f"train.init_from={workdir} to train from them, or use a new --workdir")
 
     d, t = cfg.data, cfg.train
     corpus = load_corpus(
@@ -142,65 +157,86 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
             f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
             f"{tokenizer.vocab_size} tokens"
         )
-    if main:
-        (workdir / CONFIG_FILE).write_text(config_lib.to_yaml(cfg))
-        tokenizer.save(workdir)
 
     mesh = sharding.make_mesh(cfg.mesh)
     dp = sharding.data_parallel_size(mesh)
-    if t.batch_size % dp:
+    if t.batch_size % (dp * t.grad_accum):
+        accum = f" x train.grad_accum={t.grad_accum} microbatches" if t.grad_accum > 1 else ""
         raise JaxlmError(
             f"train.batch_size={t.batch_size} does not divide over the {dp}-way data-parallel "
-            f"mesh (mesh.data x mesh.fsdp)"
+            f"mesh (mesh.data x mesh.fsdp){accum}"
         )
     model = build_model(cfg.model)
     optimizer = build_optimizer(cfg.optim, t.steps)
     lr_schedule = schedule(cfg.optim, t.steps)
     abstract, shardings = state_shardings(model, optimizer, d.seq_len, mesh)
-    train_step, eval_step = compile_steps(model, optimizer, lr_schedule, shardings, mesh)
+    train_step, eval_step = compile_steps(model, optimizer, lr_schedule, shardings, mesh,
+                                          grad_accum=t.grad_accum,
+                                          debug_nan_steps=t.debug_nan_steps)
 
-    proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    rows = sharding.local_rows(mesh, t.batch_size)  # this process's rows of each global batch
     train_it = pipeline.train_iterator(
         corpus.train, tokenizer, seq_len=d.seq_len, global_batch=t.batch_size, seed=d.seed,
-        shuffle_window=d.shuffle_window, **proc,
+        shuffle_window=d.shuffle_window, local_rows=rows,
     )
     batch_sh = sharding.batch_sharding(mesh)
 
     def put(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        return {k: jax.make_array_from_process_local_data(batch_sh, v) for k, v in batch.items()}
+        """This process's rows -> global (batch_size, seq_len) arrays sharded over the mesh."""
+        return {k: jax.make_array_from_process_local_data(batch_sh, v, (t.batch_size,) + v.shape[1:])
+                for k, v in batch.items()}
 
     def eval_batches(n: int):
         return pipeline.eval_batches(corpus.eval, tokenizer, seq_len=d.seq_len,
-                                     global_batch=t.batch_size, max_batches=n, **proc)
+                                     global_batch=t.batch_size, max_batches=n, local_rows=rows)
 
     token_bytes = jax.device_put(tokenizer.token_bytes().astype(np.float32),
                                  sharding.replicated(mesh))
-    writer = metrics_lib.MetricsWriter(workdir, enabled=main)
+    warn = lambda msg: metrics_lib.log(msg, main)  # noqa: E731 - shown even when quiet
     ckpt = Checkpointer(ckpt_dir, keep=t.keep_checkpoints)
-    start_step = ckpt.latest_step()
-    if start_step is not None:
-        state = ckpt.restore(start_step, abstract, shardings, train_it)
-        writer.truncate_after(start_step)
+    # the newest whole checkpoint (damaged newer ones are reported and moved aside; if all are
+    # damaged this raises before anything in the run directory is touched)
+    restored = ckpt.restore_latest(abstract, shardings, train_it, log=warn)
+    if main:
+        (workdir / CONFIG_FILE).write_text(config_lib.to_yaml(cfg))
+        tokenizer.save(workdir)
+    writer = metrics_lib.MetricsWriter(workdir, enabled=main)
+    if restored is not None:
+        state, start_step = restored.state, restored.step
+        skipped = int(restored.meta.get("skipped_steps", 0))
         log(f"resuming {workdir} from the checkpoint at step {start_step}")
     else:
+        if resuming:
+            warn(f"jaxlm: no complete checkpoint in {ckpt_dir}; starting from step 0")
         state, _ = init_state(model, optimizer, seed=t.seed, seq_len=d.seq_len, mesh=mesh)
-        start_step = 0
+        if t.init_from:
+            state = _init_from(t.init_from, cfg.model, state, optimizer, shardings, log)
+        start_step, skipped = 0, 0
+    writer.truncate_after(start_step)  # step records past the checkpoint are about to be redone
 
     total_params, non_embed = flops.param_counts(state.params)
     fpt = flops.flops_per_token(cfg.model, non_embed, d.seq_len)
+    m = cfg.model
     header = {
         "event": "start", "devices": f"{jax.device_count()}x {jax.devices()[0].device_kind}",
-        "processes": jax.process_count(), "mesh": dict(mesh.shape), "family": cfg.model.family,
-        "params": total_params, "params_non_embedding": non_embed, "flops_per_token": fpt,
-        "compute_dtype": cfg.model.dtype, "attention": cfg.model.attention_impl,
-        "vocab_size": cfg.model.vocab_size, "corpus": corpus.name, "train_docs": len(corpus.train),
-        "eval_docs": len(corpus.eval), "start_step": start_step,
+        "platform": jax.devices()[0].platform, "processes": jax.process_count(),
+        "distributed": distributed or "single process", "mesh": dict(mesh.shape),
+        "rules": sharding.rules_summary(), "family": m.family, "params": total_params,
+        "params_non_embedding": non_embed, "flops_per_token": fpt, "compute_dtype": m.dtype,
+        "param_dtype": m.param_dtype, "attention": _attention_backend(m, jax.devices()[0].platform),
+        "remat": m.remat, "scan_layers": m.scan_layers, "grad_accum": t.grad_accum,
+        "batch_size": t.batch_size, "seq_len": d.seq_len, "vocab_size": m.vocab_size,
+        "corpus": corpus.name, "train_docs": len(corpus.train), "eval_docs": len(corpus.eval),
+        "start_step": start_step,
     }
     writer.write(header)
-    log(f"jaxlm: {cfg.model.family} with {total_params:,} params ({non_embed:,} non-embedding) "
-        f"on {header['devices']}, mesh {dict(mesh.shape)}, {cfg.model.dtype} compute; "
+    log(f"jaxlm: {m.family} with {total_params:,} params ({non_embed:,} non-embedding) on "
+        f"{header['devices']} ({header['distributed']}), mesh {dict(mesh.shape)}; "
+        f"{m.dtype} compute / {m.param_dtype} params, attention {header['attention']}, "
+        f"remat {m.remat}{', scanned layers' if m.scan_layers else ''}"
+        f"{f', {t.grad_accum} microbatches' if t.grad_accum > 1 else ''}; "
         f"{corpus.name}: {len(corpus.train)} train / {len(corpus.eval)} eval docs; "
-        f"vocab {cfg.model.vocab_size}; workdir {workdir}")
+        f"vocab {m.vocab_size}; workdir {workdir}")
 
     tokens_per_step = t.batch_size * d.seq_len
     bar = metrics_lib.progress(t.steps, initial=start_step, enabled=show)
@@ -208,9 +244,43 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
     last_log = (time.time(), start_step)
     rate = 0.0
     last_saved = start_step if start_step else None
+    last_eval: tuple[int, Optional[float]] = (-1, None)  # (step, periodic eval loss there)
+    nonfinite: list[tuple[int, Any]] = []  # (step, device flag) not yet fetched
+    config_dict = config_lib.to_dict(cfg)
+
+    def drain(upto: int) -> None:
+        """Fetches the non-finite flags of steps <= upto: counts skipped updates, or halts."""
+        nonlocal skipped
+        ready = [(s, f) for s, f in nonfinite if s <= upto]
+        if not ready:
+            return
+        del nonfinite[:len(ready)]
+        bad = [s for (s, _), f in zip(ready, jax.device_get([f for _, f in ready])) if int(f)]
+        if not bad:
+            return
+        skipped += len(bad)
+        if t.nonfinite == "halt":
+            writer.write({"event": "halted", "step": bad[0]})
+            newest = ckpt.step_path(last_saved) if last_saved else "none"
+            raise NonFiniteError(
+                f"non-finite loss or gradient norm at step {bad[0]}; halting "
+                f"(train.nonfinite=halt). Newest checkpoint: {newest}; "
+                f"train.nonfinite=skip skips such updates instead"
+            )
+        for s in bad:
+            warn(f"jaxlm: warning: non-finite loss or gradient norm at step {s}; update skipped "
+                 f"({skipped} skipped so far)")
+
+    def save(step: int) -> None:
+        nonlocal last_saved
+        drain(step)  # halts first in halt mode; the counter saved is exact
+        ckpt.save(step, state, train_it, meta={"skipped_steps": skipped}, config=config_dict,
+                  eval_loss=last_eval[1] if last_eval[0] == step else None)
+        last_saved = step
 
     def flush(step: int, metrics: Any, do_eval: bool) -> None:
-        nonlocal last_log, rate
+        nonlocal last_log, rate, last_eval
+        drain(step)
         m = {k: float(v) for k, v in jax.device_get(metrics).items()}
         now = time.time()
         steps_done = step - last_log[1]
@@ -218,66 +288,129 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
         last_log = (now, step)
         record = {"step": step, "loss": m["loss"], "learning_rate": m["learning_rate"],
                   "grad_norm": m["grad_norm"], "tokens_per_sec": rate,
-                  "tokens_seen": step * tokens_per_step}
+                  "tokens_seen": step * tokens_per_step, "skipped_steps": skipped}
         if do_eval:
             record.update(evaluate(eval_step, state.params, eval_batches(t.eval_batches),
                                    token_bytes, put))
             last_log = (time.time(), step)  # eval time is not training throughput
+            last_eval = (step, record["eval_loss"])
         writer.write(record)
         post = {"loss": f"{m['loss']:.3f}", "tok/s": f"{rate:,.0f}"}
         if do_eval:
             post["eval_bpb"] = f"{record['eval_bpb']:.3f}"
         bar.set_postfix(post, refresh=False)
 
-    try:
-        for step in range(start_step + 1, t.steps + 1):
-            batch = put(next(train_it))
-            if step == start_step + 1:
-                t0 = time.time()
-                state, metrics = train_step(state, batch)
-                jax.block_until_ready(metrics)
-                writer.write({"event": "compiled", "step": step, "compile_time_sec": time.time() - t0})
-                last_log = (time.time(), step)
-            else:
-                state, metrics = train_step(state, batch)
-            if pending is not None:  # step t is dispatched; now fetch step t-1's metrics
-                flush(*pending)
-                pending = None
-            do_eval = bool(t.eval_every) and step % t.eval_every == 0 and step != t.steps
-            if step % t.log_every == 0 or do_eval or step == t.steps:
-                pending = (step, metrics, do_eval)
-            if do_eval:  # eval must see this step's params: flush now
-                flush(*pending)
-                pending = None
-            if t.checkpoint_every and step % t.checkpoint_every == 0 and step != t.steps:
-                ckpt.save(step, state, train_it)
-                last_saved = step
-            bar.update(1)
-        if pending is not None:
-            flush(*pending)
-        bar.close()
+    stop = StopSignals(log=warn)
+    stopped: Optional[str] = None  # the signal that stopped training
 
-        final_step = int(jax.device_get(state.step))
-        if last_saved != final_step:
-            ckpt.save(final_step, state, train_it)
+    def stop_now(step: int) -> bool:
+        """Whether to stop after `step`. Processes of a multi-host run must stop at the same
+        step, so they agree at log steps (one tiny all-gather) rather than each on its own."""
+        if jax.process_count() == 1:
+            return stop.requested is not None
+        if step % t.log_every and step != t.steps:
+            return False
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.int32(stop.requested is not None))
+        return bool(np.any(flags))
+
+    try:
+        with stop:  # SIGTERM/SIGINT: finish the step, checkpoint it, stop
+            for step in range(start_step + 1, t.steps + 1):
+                batch = put(next(train_it))
+                if step == start_step + 1:
+                    t0 = time.time()
+                    state, metrics = train_step(state, batch)
+                    jax.block_until_ready(metrics)
+                    writer.write({"event": "compiled", "step": step,
+                                  "compile_time_sec": time.time() - t0})
+                    last_log = (time.time(), step)
+                else:
+                    state, metrics = train_step(state, batch)
+                nonfinite.append((step, metrics["nonfinite"]))
+                if t.nonfinite == "halt":  # step t is dispatched: check step t-1
+                    drain(step - 1)
+                if pending is not None:  # step t is dispatched; now fetch step t-1's metrics
+                    flush(*pending)
+                    pending = None
+                do_eval = bool(t.eval_every) and step % t.eval_every == 0 and step != t.steps
+                if step % t.log_every == 0 or do_eval or step == t.steps:
+                    pending = (step, metrics, do_eval)
+                if do_eval:  # eval must see this step's params: flush now
+                    flush(*pending)
+                    pending = None
+                if t.checkpoint_every and step % t.checkpoint_every == 0 and step != t.steps:
+                    save(step)
+                bar.update(1)
+                if stop_now(step):
+                    stopped = stop.requested or "a signal to another process"
+                    break
+            if pending is not None:
+                flush(*pending)
+            final_step = int(jax.device_get(state.step))
+            drain(final_step)
+            if last_saved != final_step:
+                save(final_step)
+            ckpt.wait()  # committed: a signal from here on loses nothing
+        bar.close()
+        if stopped is None and stop.requested and jax.process_count() == 1:
+            stopped = stop.requested  # arrived after the last step: stop before evaluating
+        if stopped:
+            ckpt.close()
+            writer.write({"event": "preempted", "step": final_step, "signal": stopped,
+                          "skipped_steps": skipped})
+            warn(f"jaxlm: stopped by {stopped} at step {final_step} of {t.steps}; "
+                 f"checkpoint {ckpt.step_path(final_step)} is saved. To resume, run the same "
+                 f"command again (or jaxlm.train with the same config and workdir)")
+            return RunResult(workdir, cfg, final_step, {}, [], time.time() - t_start, rate,
+                             state.params, preempted=True, skipped_steps=skipped)
         log(f"evaluating at step {final_step} on "
             f"{t.final_eval_batches or 'all'} eval batches of {t.batch_size}x{d.seq_len} tokens")
         final_eval = evaluate(eval_step, state.params, eval_batches(t.final_eval_batches),
                               token_bytes, put)
         train_rate = rate
         writer.write({"event": "final", "step": final_step, **final_eval,
-                      "tokens_per_sec": train_rate, "wall_time_sec": time.time() - t_start})
+                      "tokens_per_sec": train_rate, "skipped_steps": skipped,
+                      "wall_time_sec": time.time() - t_start})
         samples = _samples(cfg, model, state.params, tokenizer)
         if main:
             (workdir / SAMPLES_FILE).write_text(
                 "".join(f"--- sample {i + 1} ---\n{s}\n" for i, s in enumerate(samples))
             )
         ckpt.close()
+    except Exception:
+        try:  # let a save in flight commit; the error being raised is the one to report
+            ckpt.close()
+        except Exception:  # noqa: BLE001
+            pass
+        raise
     finally:
         bar.close()
         writer.close()
     return RunResult(workdir, cfg, final_step, final_eval, samples, time.time() - t_start,
-                     train_rate, state.params)
+                     train_rate, state.params, skipped_steps=skipped)
+
+
+def _attention_backend(m: config_lib.ModelConfig, platform: str) -> str:
+    """What jax.nn.dot_product_attention runs for this config on this platform."""
+    if m.family != "transformer":
+        return "none (recurrent)"
+    if m.attention_impl != "auto":
+        return m.attention_impl
+    return "auto (cuDNN where supported, else XLA)" if platform == "gpu" else "xla"
+
+
+def _init_from(source: str, model_cfg, state, optimizer, shardings, log):
+    """Fine-tuning: the fresh state with imported params (checked against the model, placed
+    with the state's shardings) and an optimizer state initialized from them."""
+    from jaxlm.interop import load_init_params
+
+    params = jax.device_put(load_init_params(source, model_cfg, like=state.params),
+                            shardings.params)
+    opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
+    log(f"initialized the parameters from {source}")
+    return state.replace(params=params, opt_state=opt_state)
 
 
 def _samples(cfg: RunConfig, model, params, tokenizer: Tokenizer) -> list[str]:
@@ -285,15 +418,11 @@ def _samples(cfg: RunConfig, model, params, tokenizer: Tokenizer) -> list[str]:
     if not t.samples:
         return []
     prompt = [int(i) for i in tokenizer.encode(t.sample_prompt)] or [tokenizer.eos_id]
-    max_len = cfg.model.max_seq_len if cfg.model.family == "transformer" else len(prompt) + t.sample_tokens
-    ids = np.asarray(sample_tokens(
-        model, params, prompt, num_samples=t.samples, max_new_tokens=t.sample_tokens,
-        max_len=max_len, temperature=t.sample_temperature, seed=t.seed,
-    ))
-    out = []
-    for row in ids:
-        row = [int(x) for x in row]
-        if tokenizer.eos_id in row[len(prompt):]:
-            row = row[: len(prompt) + row[len(prompt):].index(tokenizer.eos_id)]
-        out.append(tokenizer.decode(row))
-    return out
+    m = cfg.model
+    prompt = prompt[-(m.max_seq_len - 1):] if m.family == "transformer" else prompt
+    new = t.sample_tokens if m.family != "transformer" else min(
+        t.sample_tokens, m.max_seq_len - len(prompt))
+    out = generate(model, params, prompt, max_new_tokens=new, num_return_sequences=t.samples,
+                   temperature=t.sample_temperature, eos_id=tokenizer.eos_id,
+                   pad_id=tokenizer.pad_id, seed=t.seed)
+    return [tokenizer.decode(s) for s in out.sequences]

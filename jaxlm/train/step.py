@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,32 +22,95 @@ def token_nats(logits_btv: jax.Array, targets_bt: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits_btv.astype(jnp.float32), targets_bt)
 
 
+def _microbatches(batch: Batch, k: int) -> Batch:
+    """(B, T) -> (k, B/k, T), microbatch j = rows j, j+k, j+2k, ...
+
+    Strided, not contiguous: each device's block of rows splits into k equal parts, so every
+    microbatch stays spread over all data-parallel devices and the reshape moves no data.
+    """
+    def split(x):
+        x = x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
+        return sharding.constrain(x, (None, "batch", "length"))
+
+    return {key: split(v) for key, v in batch.items()}
+
+
+def loss_and_grads(
+    params: Any, batch: Batch, dropout_rng: jax.Array, *, model: nn.Module, grad_accum: int = 1,
+) -> tuple[jax.Array, Any, jax.Array]:
+    """(mean nats per unmasked target token, its gradient, number of those tokens).
+
+    With grad_accum = k the batch runs as k sequential microbatches (a `lax.scan`) whose summed
+    nats and gradients are divided by the token count of the whole batch at the end: the same
+    update as one pass over the whole batch, with 1/k of the activation memory.
+    """
+    def sum_nats(params, mb: Batch, rng: jax.Array) -> jax.Array:
+        logits_btv = model.apply({"params": params}, mb["inputs"], train=True,
+                                 rngs={"dropout": rng})
+        return (token_nats(logits_btv, mb["targets"]) * mb["mask"].astype(jnp.float32)).sum()
+
+    n_tokens = batch["mask"].astype(jnp.float32).sum()
+    if grad_accum == 1:
+        nats, grads = jax.value_and_grad(sum_nats)(params, batch, dropout_rng)
+    else:
+        def body(carry, xs):
+            nats, grads = carry
+            j, mb = xs
+            n, g = jax.value_and_grad(sum_nats)(params, mb, jax.random.fold_in(dropout_rng, j))
+            return (nats + n, jax.tree.map(jnp.add, grads, g)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (nats, grads), _ = jax.lax.scan(
+            body, (jnp.zeros((), jnp.float32), zeros),
+            (jnp.arange(grad_accum), _microbatches(batch, grad_accum)),
+        )
+    denom = jnp.maximum(n_tokens, 1.0)
+    return nats / denom, jax.tree.map(lambda g: g / denom, grads), n_tokens
+
+
+def poison_steps(step: jax.Array, loss: jax.Array, grads: Any, steps: Sequence[int]):
+    """Debugging aid (`train.debug_nan_steps`): NaN loss and gradients when `step` is listed."""
+    hit = jnp.isin(step, jnp.asarray(steps, jnp.int32))
+    nan = lambda x: jnp.where(hit, jnp.full_like(x, jnp.nan), x)  # noqa: E731
+    return nan(loss), jax.tree.map(nan, grads)
+
+
+def keep_if_finite(ok: jax.Array, old: TrainState, new: TrainState) -> TrainState:
+    """`new`, or - where `ok` is False - `new` with `old`'s params and optimizer state: the
+    update is skipped, the step (and with it the data, the schedule, the dropout key) moves on."""
+    keep = lambda n, o: jnp.where(ok, n, o)  # noqa: E731
+    return new.replace(params=jax.tree.map(keep, new.params, old.params),
+                       opt_state=jax.tree.map(keep, new.opt_state, old.opt_state))
+
+
 def train_step(
     state: TrainState, batch: Batch, *, model: nn.Module,
-    optimizer: optax.GradientTransformation, lr_schedule: optax.Schedule,
+    optimizer: optax.GradientTransformation, lr_schedule: optax.Schedule, grad_accum: int = 1,
+    debug_nan_steps: Sequence[int] = (),
 ) -> tuple[TrainState, Metrics]:
-    """One optimizer update on the mean cross-entropy over unmasked target tokens."""
+    """One optimizer update on the mean cross-entropy over unmasked target tokens.
+
+    An update whose loss or gradient norm is not finite is skipped (`keep_if_finite`) and
+    flagged in `metrics["nonfinite"]`; `debug_nan_steps` (1-based) poisons those steps.
+    """
     dropout_rng = jax.random.fold_in(state.rng, state.step)
-    mask_bt = batch["mask"].astype(jnp.float32)
-    n_tokens = jnp.maximum(mask_bt.sum(), 1.0)
-
-    def loss_fn(params):
-        logits_btv = model.apply(
-            {"params": params}, batch["inputs"], train=True, rngs={"dropout": dropout_rng}
-        )
-        return (token_nats(logits_btv, batch["targets"]) * mask_bt).sum() / n_tokens
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    loss, grads, n_tokens = loss_and_grads(state.params, batch, dropout_rng, model=model,
+                                           grad_accum=grad_accum)
+    if debug_nan_steps:
+        loss, grads = poison_steps(state.step + 1, loss, grads, debug_nan_steps)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)  # else: skip the update
     metrics = {
         "loss": loss,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": grad_norm,
         "learning_rate": lr_schedule(state.step),
-        "tokens": mask_bt.sum(),
+        "tokens": n_tokens,
+        "nonfinite": jnp.logical_not(ok).astype(jnp.int32),
     }
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, metrics
+    return keep_if_finite(ok, state, new_state), metrics
 
 
 def eval_step(params: Any, batch: Batch, token_bytes: jax.Array, *, model: nn.Module) -> Metrics:
@@ -63,22 +126,32 @@ def eval_step(params: Any, batch: Batch, token_bytes: jax.Array, *, model: nn.Mo
 
 def compile_steps(
     model: nn.Module, optimizer: optax.GradientTransformation, lr_schedule: optax.Schedule,
-    state_shardings: Any, mesh: Mesh,
+    state_shardings: Any, mesh: Mesh, *, grad_accum: int = 1, debug_nan_steps: Sequence[int] = (),
 ) -> tuple[Callable, Callable]:
     """(train_step(state, batch), eval_step(params, batch, token_bytes)) jitted over `mesh`.
 
-    The train state is donated: its buffers are reused for the updated state.
+    The train state is donated: its buffers are reused for the updated state. The model's
+    activation constraints resolve through the logical rules against `mesh` while tracing.
     """
     batch_sh = {k: sharding.batch_sharding(mesh) for k in ("inputs", "targets", "mask")}
     rep = sharding.replicated(mesh)
+    def train_fn(s: TrainState, b: Batch):
+        with sharding.activation_mesh(mesh):
+            return train_step(s, b, model=model, optimizer=optimizer, lr_schedule=lr_schedule,
+                              grad_accum=grad_accum, debug_nan_steps=tuple(debug_nan_steps))
+
+    def eval_fn(p: Any, b: Batch, tb: jax.Array):
+        with sharding.activation_mesh(mesh):
+            return eval_step(p, b, tb, model=model)
+
     train = jax.jit(
-        lambda s, b: train_step(s, b, model=model, optimizer=optimizer, lr_schedule=lr_schedule),
+        train_fn,
         in_shardings=(state_shardings, batch_sh),
         out_shardings=(state_shardings, rep),
         donate_argnums=0,
     )
     evaluate = jax.jit(
-        lambda p, b, tb: eval_step(p, b, tb, model=model),
+        eval_fn,
         in_shardings=(state_shardings.params, batch_sh, rep),
         out_shardings=rep,
     )

@@ -1,0 +1,276 @@
+"""Faults: non-finite losses (skip or halt), bad input and failing writes.
+
+Bad input runs `python train.py` as a user does, all processes at once (start-up dominates):
+one line `jaxlm: error: ...` on stderr, a non-zero exit, no traceback, and an existing run
+directory left byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+from jaxlm.config import load_config
+from jaxlm.errors import NonFiniteError
+from jaxlm.train.checkpoint import Checkpointer
+from jaxlm.train.loop import train
+
+from conftest import REPO_ROOT
+from test_checkpoint import bits, damage, restore_state, run
+from test_train_e2e import TINY, _ckpt_steps, _cmd, _env, _records, _snapshot, _step_records
+
+NAN = TINY + ["train.steps=6", "train.log_every=1", "train.checkpoint_every=1",
+              "train.keep_checkpoints=10", "train.samples=0", "train.final_eval_batches=1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# non-finite loss / gradients
+
+
+@pytest.fixture(scope="module")
+def nan_skip_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("nan") / "run"
+    result = run(workdir, "train.debug_nan_steps=[2,5]", base=NAN)
+    return workdir, result
+
+
+def test_nonfinite_steps_are_skipped_and_counted(nan_skip_run, capsys):
+    workdir, result = nan_skip_run
+    assert result.final_step == 6 and result.skipped_steps == 2
+    steps = {r["step"]: r for r in _step_records(workdir)}
+    assert [steps[s]["skipped_steps"] for s in range(1, 7)] == [0, 1, 1, 1, 2, 2]
+    assert steps[2]["loss"] is None and steps[5]["loss"] is None  # NaN is written as null
+    assert all(math.isfinite(steps[s]["loss"]) for s in (1, 3, 4, 6))
+    final = [r for r in _records(workdir) if r.get("event") == "final"][0]
+    assert final["skipped_steps"] == 2 and math.isfinite(final["eval_loss"])
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(result.params))
+
+
+def test_nonfinite_step_never_reaches_a_checkpoint(nan_skip_run):
+    """The checkpoint after a poisoned step holds the state from before it: same params and
+    optimizer state, only the step (hence data, schedule, dropout key) moved on."""
+    workdir, _ = nan_skip_run
+    assert _ckpt_steps(workdir) == [1, 2, 3, 4, 5, 6]
+    for before, poisoned in ((1, 2), (4, 5)):
+        a, b = restore_state(workdir, before), restore_state(workdir, poisoned)
+        assert bits(a.params) == bits(b.params)
+        assert bits(a.opt_state) == bits(b.opt_state)
+        assert int(b.step) == poisoned
+    for step in _ckpt_steps(workdir):
+        state = restore_state(workdir, step)
+        assert all(np.isfinite(np.asarray(x)).all()
+                   for x in jax.tree.leaves((state.params, state.opt_state)))
+
+
+def test_skipped_count_survives_resume(nan_skip_run, tmp_path):
+    """The count lives in the checkpoint: a run resumed after step 3 still reports 2 at the end."""
+    src, _ = nan_skip_run
+    workdir = tmp_path / "run"
+    shutil.copytree(src, workdir)
+    for step in (4, 5, 6):
+        shutil.rmtree(workdir / "checkpoints" / str(step))
+    result = run(workdir, "train.debug_nan_steps=[2,5]", base=NAN)
+    assert result.skipped_steps == 2
+    assert [r["skipped_steps"] for r in _step_records(workdir)] == [0, 1, 1, 1, 2, 2]
+
+
+def test_nonfinite_halt(tmp_path):
+    workdir = tmp_path / "run"
+    with pytest.raises(NonFiniteError) as e:
+        run(workdir, "train.debug_nan_steps=[4]", "train.nonfinite=halt",
+            "train.checkpoint_every=2", base=NAN)
+    msg = str(e.value)
+    assert "non-finite loss or gradient norm at step 4" in msg and "train.nonfinite=halt" in msg
+    assert str((workdir / "checkpoints" / "2").absolute()) in msg  # where to go back to
+    assert _ckpt_steps(workdir) == [2]  # nothing at or after the bad step
+    assert [r["step"] for r in _records(workdir) if r.get("event") == "halted"] == [4]
+
+
+def test_checkpointer_refuses_nonfinite_state(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    try:
+        with pytest.raises(NonFiniteError, match="non-finite"):
+            ckpt.save(1, {"w": jax.numpy.array([1.0, float("nan")])})
+    finally:
+        ckpt.close()
+    assert ckpt.all_steps() == []
+
+
+def test_debug_nan_steps_validated():
+    from jaxlm.errors import JaxlmError
+
+    with pytest.raises(JaxlmError, match="train.debug_nan_steps"):
+        load_config(None, ["train.debug_nan_steps=[0]"])
+    with pytest.raises(JaxlmError, match="train.nonfinite"):
+        load_config(None, ["train.nonfinite=ignore"])
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input, as a user meets it
+
+
+def _unreadable_file(directory: pathlib.Path) -> pathlib.Path:
+    """A file that exists and is not empty by its size, but cannot be opened for reading. As
+    root, permissions do not stop reads: a write-only kernel file does (Linux)."""
+    target = directory / "secret.txt"
+    if os.geteuid() != 0:
+        target.write_text("you cannot read this\n")
+        target.chmod(0)
+        return target
+    kernel = pathlib.Path("/proc/sys/vm/compact_memory")  # mode 0200, even for root
+    try:
+        kernel.open("rb").close()
+    except PermissionError:
+        target.symlink_to(kernel)
+        return target
+    pytest.fail("no way to make an unreadable file here (root, and no write-only kernel file)")
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """A finished 3-step run with its checkpoint at step 3."""
+    workdir = tmp_path_factory.mktemp("base") / "run"
+    run(workdir, "train.steps=3", base=TINY)
+    assert _ckpt_steps(workdir) == [3]
+    return workdir
+
+
+def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
+    """name -> (argv, exit code, strings the error line holds, directory that must not change,
+    shell prefix)."""
+    on = ["--workdir", str(base), *TINY, "train.steps=3"]  # the existing run
+    fresh = lambda name: ["--workdir", str(tmp / name), *TINY, "train.steps=3"]  # noqa: E731
+    empty = tmp / "empty_corpus"
+    empty.mkdir()
+    (empty / "a.txt").write_bytes(b"")
+    unreadable = tmp / "unreadable_corpus"
+    unreadable.mkdir()
+    (unreadable / "fine.txt").write_text("some text\n" * 50)
+    secret = _unreadable_file(unreadable)
+    blocker = tmp / "a_regular_file"
+    blocker.write_text("not a directory\n")
+    undecodable = tmp / "undecodable_corpus"
+    undecodable.mkdir()
+    for i in range(6):
+        (undecodable / f"d{i}.txt").write_bytes(
+            b"caf\xc3\xa9 ok \xff\xfe bad \xe6\x97 cut \x80\x81 text\n" * 40 + b"\xf0\x9f")
+    damaged = tmp / "damaged"
+    shutil.copytree(base, damaged)
+    damage(damaged / "checkpoints" / "3", "truncate")
+    full = tmp / "disk_full"
+    shutil.copytree(base, full)
+    return {
+        # config errors against an existing run: nothing in it may change
+        "unknown_key": (on + ["train.foo=1"], 2, ["train.foo"], base, None),
+        "wrong_type": (on + ["train.batch_size=four"], 2, ["train.batch_size"], base, None),
+        "impossible_shape": (on + ["model.n_heads=3"], 2, ["model.d_model", "model.n_heads"],
+                             base, None),
+        "seq_len_too_long": (on + ["data.seq_len=33"], 2, ["data.seq_len", "model.max_seq_len"],
+                             base, None),
+        "missing_corpus": (on + [f"data.corpus={tmp / 'nowhere'}"], 2, [str(tmp / "nowhere")],
+                           base, None),
+        "empty_corpus_key": (on + ["data.corpus=''"], 2, ["data.corpus", "empty"], base, None),
+        "empty_corpus": (fresh("e1") + [f"data.corpus={empty}"], 2, [str(empty), "empty"],
+                         None, None),
+        "unreadable_corpus": (fresh("e2") + [f"data.corpus={unreadable}"], 2,
+                              ["cannot read", str(secret)], None, None),
+        "changed_shape": (on + ["model.n_layers=2"], 2, ["model.n_layers", str(base)], base,
+                          None),
+        "changed_tokenizer": (on + ["data.tokenizer=sentencepiece", "data.sp_vocab_size=300"], 2,
+                              ["data.tokenizer", str(base)], base, None),
+        "workdir_not_writable": (["--workdir", str(blocker / "run"), *TINY], 2,
+                                 ["not writable", str(blocker / "run")], None, None),
+        "all_checkpoints_damaged": (["--workdir", str(damaged), *TINY, "train.steps=3"], 2,
+                                    ["no checkpoint in", "can be restored",
+                                     str(damaged / "checkpoints" / "3")], damaged, None),
+        "nan_halt": (fresh("e3") + ["train.debug_nan_steps=[2]", "train.nonfinite=halt"], 3,
+                     ["non-finite loss or gradient norm at step 2", "halting"], None, None),
+        # at most 64 KiB per file: the new checkpoint's data file does not fit
+        "disk_full": (["--workdir", str(full), *TINY, "train.steps=6"], 2,
+                      ["could not write checkpoint", str(full / "checkpoints" / "6"),
+                       "File too large", f"previous checkpoint {full / 'checkpoints' / '3'} "
+                       "is intact"], None, "ulimit -f 64; "),
+        "undecodable_text": (fresh("e4") + [f"data.corpus={undecodable}",
+                                            f"data.cache_dir={tmp / 'cache'}"], 0, [], None, None),
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_input(base_run, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad_input")
+    cases = _cases(base_run, tmp)
+    full = tmp / "disk_full" / "checkpoints" / "3"
+    before = {name: _snapshot(keep) for name, (_, _, _, keep, _) in cases.items() if keep}
+    before["disk_full"] = _snapshot(full)
+    procs = {}
+    for name, (argv, _, _, _, shell) in cases.items():
+        cmd = _cmd(*argv)
+        if shell:
+            cmd = ["bash", "-c", shell + 'exec "$@"', "bash", *cmd]
+        procs[name] = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(), text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    results = {}
+    for name, p in procs.items():
+        out, err = p.communicate(timeout=600)
+        results[name] = (p.returncode, out, err)
+    after = {name: _snapshot(keep) for name, (_, _, _, keep, _) in cases.items() if keep}
+    after["disk_full"] = _snapshot(full)
+    return cases, results, before, after, tmp
+
+
+BAD = ["unknown_key", "wrong_type", "impossible_shape", "seq_len_too_long", "missing_corpus",
+       "empty_corpus_key", "empty_corpus", "unreadable_corpus", "changed_shape",
+       "changed_tokenizer", "workdir_not_writable", "all_checkpoints_damaged", "nan_halt",
+       "disk_full"]
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_input_one_line_and_nothing_touched(name, bad_input):
+    cases, results, before, after, _ = bad_input
+    code, out, err = results[name]
+    _, want_code, must, keep, _ = cases[name]
+    assert code == want_code, (code, err[-3000:])
+    assert "Traceback" not in err, err[-3000:]
+    ours = [line for line in err.splitlines() if line.startswith("jaxlm: error:")]
+    assert len(ours) == 1, err[-3000:]
+    for s in must:
+        assert s in ours[0], (s, ours[0])
+    if name in before:
+        changed = sorted(set(before[name]) ^ set(after[name])) or \
+            [k for k in before[name] if before[name][k] != after[name][k]]
+        assert not changed, f"{name} changed {changed}"
+
+
+def test_workdir_under_a_file_is_left_alone(bad_input):
+    *_, tmp = bad_input
+    assert (tmp / "a_regular_file").read_text() == "not a directory\n"
+
+
+def test_undecodable_bytes_are_replaced_not_fatal(bad_input):
+    cases, results, *_ = bad_input
+    code, out, err = results["undecodable_text"]
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err and "finished step 3" in out
+    workdir = pathlib.Path(cases["undecodable_text"][0][1])
+    assert all(math.isfinite(r["loss"]) for r in _step_records(workdir))
+
+
+def test_disk_full_then_resume(bad_input):
+    """The failed save left checkpoint 3 as it was; with space again the same command resumes
+    from it and finishes."""
+    cases, results, *_ , tmp = bad_input
+    workdir = tmp / "disk_full"
+    assert 6 not in _ckpt_steps(workdir) and 3 in _ckpt_steps(workdir)
+    result = train(load_config(None, [*TINY, "train.steps=6"]), workdir, quiet=True)
+    assert result.final_step == 6
+    assert _ckpt_steps(workdir) == [3, 6]
+    assert [r["start_step"] for r in _records(workdir) if r.get("event") == "start"][-1] == 3
+    steps = [r["step"] for r in _step_records(workdir)]
+    assert steps == sorted(set(steps)) and steps[-1] == 6
