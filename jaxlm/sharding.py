@@ -8,15 +8,17 @@ An activation's `embed` axis is left unsharded when `fsdp` is already taken by i
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Optional, Sequence
+import os
+from typing import Any, Iterator, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from jaxlm.config import MeshConfig
+from jaxlm.config import DistributedConfig, MeshConfig
 from jaxlm.errors import JaxlmError
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -28,7 +30,15 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("kv_heads", "tensor"),
     ("mlp", "tensor"),
     ("vocab", "tensor"),
+    ("length", None),
+    ("head_dim", None),
+    ("layers", None),  # scan_layers' stacking axis
 )
+
+
+def rules_summary() -> dict[str, Any]:
+    """LOGICAL_RULES as {logical name: mesh axes}, for logs."""
+    return {name: axes for name, axes in LOGICAL_RULES if axes is not None}
 
 
 def mesh_shape(cfg: MeshConfig, n_devices: int) -> tuple[int, int, int]:
@@ -59,6 +69,23 @@ def make_mesh(cfg: MeshConfig, devices: Optional[Sequence[jax.Device]] = None) -
     return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
+@contextlib.contextmanager
+def activation_mesh(mesh: Mesh) -> Iterator[None]:
+    """While tracing a step: `constrain` calls in the models resolve to shardings on `mesh`
+    (outside this context they are no-ops, so a bare `model.apply` runs anywhere)."""
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        yield
+
+
+def constrain(x: jax.Array, logical_axes: tuple[Optional[str], ...]) -> jax.Array:
+    """A sharding constraint by logical axis names, through LOGICAL_RULES.
+
+    The rules are passed here rather than through flax's `logical_axis_rules` context: under
+    that context flax also constrains parameter initializers (e.g. DenseGeneral's flattened
+    kernel), which `apply` re-traces to check shapes and which then fails on rank."""
+    return nn.with_logical_constraint(x, logical_axes, rules=LOGICAL_RULES)
+
+
 def logical_sharding(tree: Any, mesh: Mesh) -> Any:
     """NamedShardings for a tree of LogicallyPartitioned leaves (e.g. from jax.eval_shape(init))."""
     return nn.logical_to_mesh_sharding(nn.get_partition_spec(tree), mesh, LOGICAL_RULES)
@@ -75,3 +102,53 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def data_parallel_size(mesh: Mesh) -> int:
     return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def local_rows(mesh: Mesh, global_batch: int) -> slice:
+    """The rows of a (global_batch, ...) batch that this process's devices hold under
+    `batch_sharding(mesh)`: the slice each process feeds to `make_array_from_process_local_data`."""
+    index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch, 1))
+    starts = sorted({idx[0].indices(global_batch)[:2] for idx in index_map.values()})
+    lo, hi = starts[0][0], starts[-1][1]
+    covered = sum(b - a for a, b in starts)
+    if covered != hi - lo:  # e.g. a mesh whose data axis interleaves hosts
+        raise JaxlmError(
+            f"this process's devices hold non-contiguous batch rows {starts}; use a mesh whose "
+            f"data/fsdp axes keep each host's devices together (the jax.make_mesh default)"
+        )
+    return slice(lo, hi)
+
+
+def _cluster_detected() -> Optional[str]:
+    """A multi-process launch that `jax.distributed.initialize()` can configure by itself."""
+    env = os.environ
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_JOB_ID" in env:
+        return "SLURM"
+    if "," in env.get("TPU_WORKER_HOSTNAMES", "") or "MEGASCALE_COORDINATOR_ADDRESS" in env:
+        return "a Cloud TPU pod slice"
+    if int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+        return "Open MPI"
+    return None
+
+
+def initialize_distributed(cfg: DistributedConfig) -> Optional[str]:
+    """Calls `jax.distributed.initialize` when the config or the environment asks for several
+    processes; a no-op on a single machine or when already initialized. Must run before anything
+    touches a JAX device. Returns a description of what it did (None: single process)."""
+    if jax.distributed.is_initialized():
+        return "already initialized"
+    if cfg.coordinator_address is not None:
+        how = f"coordinator {cfg.coordinator_address}"
+        kwargs = dict(coordinator_address=cfg.coordinator_address,
+                      num_processes=cfg.num_processes, process_id=cfg.process_id)
+    elif cfg.auto and (found := _cluster_detected()):
+        how, kwargs = f"auto-detected {found}", {}
+    else:
+        return None
+    try:
+        jax.distributed.initialize(initialization_timeout=cfg.initialization_timeout, **kwargs)
+    except (RuntimeError, ValueError) as e:
+        raise JaxlmError(
+            f"jax.distributed.initialize failed ({how}): {str(e).splitlines()[0]}"
+        ) from None
+    return how

@@ -1,15 +1,20 @@
-"""Grain input pipeline: shuffle -> tokenize (+EOS) -> pack -> batch, per-process slice.
+"""Grain input pipeline: shuffle -> tokenize (+EOS) -> pack -> global batch -> this process's rows.
 
 Documents are packed back to back, separated by EOS, into rows of seq_len + 1 tokens
 (grain's concat-then-split); a row gives inputs = row[:-1] and targets = row[1:]. Attention
-may cross document boundaries inside a row, as in GPT-2 / nanoGPT training. Each process reads
-only its own slice of the documents and yields its share of the global batch.
+may cross document boundaries inside a row, as in GPT-2 / nanoGPT training.
+
+Multi-host: every process walks the same global stream and keeps only the rows of each global
+batch that its devices hold (`local_rows`). The run is then the same run on any number of hosts
+(and resumes exactly across a change of topology), and the data position is one iterator state,
+identical on every process. The price is that each host tokenizes the whole stream; packing and
+tokenizing are cheap next to a train step for the corpora jaxlm targets.
 The train iterator is a grain `DatasetIterator`: `get_state()` / `set_state()` checkpoint it.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import grain
 import numpy as np
@@ -37,57 +42,53 @@ def _to_model_batch(row: dict) -> Batch:
     }
 
 
-def _process_batch(global_batch: int, process_count: int) -> int:
-    if global_batch % process_count:
-        raise JaxlmError(
-            f"train.batch_size={global_batch} does not divide over {process_count} processes"
-        )
-    return global_batch // process_count
+def _select_rows(batch: Batch, rows: Optional[slice]) -> Batch:
+    return batch if rows is None else {k: v[rows] for k, v in batch.items()}
 
 
 def train_iterator(
     texts: Sequence[str], tokenizer: Tokenizer, *, seq_len: int, global_batch: int, seed: int,
-    shuffle_window: int = 1024, process_index: int = 0, process_count: int = 1,
+    shuffle_window: int = 1024, local_rows: Optional[slice] = None,
 ) -> grain.DatasetIterator:
-    """Endless, reshuffled each epoch, checkpointable. Yields Batch of (global_batch/procs, seq_len).
+    """Endless, reshuffled each epoch, checkpointable. Yields Batch of (rows, seq_len): the
+    `local_rows` of each (global_batch, seq_len) batch (all of them when None).
 
     Packed rows are shuffled again within windows of `shuffle_window` rows: a long document
     otherwise fills whole batches with consecutive chunks of itself (0 turns this off).
     """
     if len(texts) == 0:
         raise JaxlmError("the training split has no documents")
-    ds = grain.MapDataset.source(texts)[process_index::process_count]
-    ds = _tokenized(ds, tokenizer).shuffle(seed=seed).repeat(None)
+    ds = _tokenized(grain.MapDataset.source(texts), tokenizer).shuffle(seed=seed).repeat(None)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
     it_ds = ConcatThenSplitIterDataset(it_ds, length_struct={"tokens": seq_len + 1})
     if shuffle_window > 1:
         it_ds = WindowShuffleIterDataset(it_ds, window_size=shuffle_window, seed=seed + 1)
-    it_ds = it_ds.batch(_process_batch(global_batch, process_count), drop_remainder=True)
-    return iter(it_ds.map(_to_model_batch))
+    it_ds = it_ds.batch(global_batch, drop_remainder=True)
+    return iter(it_ds.map(lambda b: _select_rows(_to_model_batch(b), local_rows)))
 
 
 def eval_batches(
     texts: Sequence[str], tokenizer: Tokenizer, *, seq_len: int, global_batch: int,
-    max_batches: int = 0, process_index: int = 0, process_count: int = 1,
+    max_batches: int = 0, local_rows: Optional[slice] = None,
 ) -> Iterator[Batch]:
     """The eval split once, in order; the last batch is padded with masked rows to full size.
 
-    max_batches > 0 stops after that many batches (the same ones every time).
+    max_batches > 0 stops after that many batches (the same ones every time). Every process
+    sees the same batches (so all agree on their number) and keeps its `local_rows`.
     """
     if len(texts) == 0:
         raise JaxlmError("the evaluation split has no documents")
-    per_proc = _process_batch(global_batch, process_count)
-    ds = _tokenized(grain.MapDataset.source(texts)[process_index::process_count], tokenizer)
+    ds = _tokenized(grain.MapDataset.source(texts), tokenizer)
     it_ds = ConcatThenSplitIterDataset(
         ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64)),
         length_struct={"tokens": seq_len + 1},
     )
-    it_ds = it_ds.batch(per_proc, drop_remainder=False).map(_to_model_batch)
+    it_ds = it_ds.batch(global_batch, drop_remainder=False).map(_to_model_batch)
     for i, batch in enumerate(it_ds):
         if max_batches and i >= max_batches:
             return
-        short = per_proc - batch["inputs"].shape[0]
+        short = global_batch - batch["inputs"].shape[0]
         if short:
             batch = {k: np.concatenate([v, np.zeros((short,) + v.shape[1:], v.dtype)])
                      for k, v in batch.items()}
-        yield batch
+        yield _select_rows(batch, local_rows)

@@ -25,8 +25,16 @@ def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
 
 
 def _decay_mask(params):
-    """Weight decay on matrices only (GPT-2/nanoGPT practice): not on biases, norms, vectors."""
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+    """Weight decay on matrices only (GPT-2/nanoGPT practice): not on biases, norms, vectors.
+
+    Under `model.scan_layers` the block params (`h`) carry a leading layers axis, which does
+    not count: a stacked bias (layers, d) is still a bias.
+    """
+    def is_matrix(path, p) -> bool:
+        stacked = bool(path) and getattr(path[0], "key", None) == "h"
+        return p.ndim - int(stacked) >= 2
+
+    return jax.tree_util.tree_map_with_path(is_matrix, params)
 
 
 def build_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
