@@ -231,16 +231,22 @@ def _read_safetensors_bf16(path: pathlib.Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _read_torch_bin(path: pathlib.Path) -> dict[str, np.ndarray]:
+def read_torch_bin(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """A PyTorch-pickled state_dict (`weights_only`) as numpy arrays; needs PyTorch.
+    A checkpoint dict holding the weights under "state_dict" is unwrapped."""
     try:
         import torch
     except ImportError:
         raise JaxlmError(f"{path.name} is a PyTorch pickle and reading it needs PyTorch "
-                         "(pip install torch), or convert it to model.safetensors") from None
+                         "(pip install torch), or convert it to .safetensors") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
         raise JaxlmError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise JaxlmError(f"{path} holds a {type(state).__name__}, not a state_dict")
     return {k: v.detach().float().numpy() if v.dtype == torch.bfloat16 else v.detach().numpy()
             for k, v in state.items() if hasattr(v, "detach")}
 
@@ -249,7 +255,7 @@ def read_tensors(folder: str | pathlib.Path) -> dict[str, np.ndarray]:
     """All tensors of a save_pretrained folder: model.safetensors, pytorch_model.bin, or their
     sharded `.index.json` forms (safetensors preferred)."""
     folder = pathlib.Path(folder)
-    for name, reader in ((SAFETENSORS, _read_safetensors), (TORCH_BIN, _read_torch_bin)):
+    for name, reader in ((SAFETENSORS, _read_safetensors), (TORCH_BIN, read_torch_bin)):
         if (folder / name).is_file():
             return reader(folder / name)
         index = folder / f"{name}.index.json"

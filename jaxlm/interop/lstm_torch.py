@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxlm.config import ModelConfig
 from jaxlm.errors import JaxlmError
+from jaxlm.interop.hf_gpt2 import read_torch_bin
 
 
 def _to_numpy(state: Any) -> dict[str, np.ndarray]:
@@ -48,16 +49,7 @@ def _read(path: pathlib.Path) -> Mapping:
         from safetensors.numpy import load_file
 
         return load_file(str(path))
-    try:
-        import torch
-    except ImportError:
-        raise JaxlmError(f"{path.name} is a PyTorch pickle and reading it needs PyTorch "
-                         "(pip install torch)") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file
-        raise JaxlmError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    return read_torch_bin(path)
 
 
 def load_torch_lstm(
