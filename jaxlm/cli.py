@@ -8,6 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 from jaxlm import cli_generate
+from jaxlm.scaling import cli as cli_fit
 from jaxlm.errors import JaxlmError, NonFiniteError
 
 EPILOG = """\
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _train_parser(train_p)
     cli_generate.add_parsers(sub)  # generate, convert
+    cli_fit.add_parsers(sub)  # fit
     return parser
 
 
@@ -87,7 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if not argv or argv[0] not in ("train", *cli_generate.COMMANDS, "-h", "--help"):
+    if not argv or argv[0] not in ("train", *cli_generate.COMMANDS, *cli_fit.COMMANDS,
+                                   "-h", "--help"):
         argv = ["train", *argv]  # `python train.py key=value` means `jaxlm train key=value`
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,88 @@
+"""`jaxlm fit --input runs.csv --output DIR`: fit scaling laws to a sweep's runs (or any CSV of
+params, tokens/flops, loss) and write fit.json, report.md and PNG plots. Wired into jaxlm.cli."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from jaxlm.errors import JaxlmError
+
+COMMANDS = ("fit",)
+
+FIT_EPILOG = """\
+input columns (CSV header, case-insensitive):
+  params           non-embedding parameter count N (required)
+  loss             final loss in nats/token (required)
+  tokens, flops    training tokens D and/or FLOPs C (one is enough: C = 6 N D)
+  family           optional; each family is fitted on its own and the families compared
+  budget           optional IsoFLOP budget label (else budgets are found by grouping flops)
+  status           optional; rows whose status is not ok/finished/done are ignored
+  name / run       optional run name
+
+fits: Kaplan power laws L(N), L(D), compute frontier L(C); Chinchilla Approach 2 (IsoFLOP
+parabolas) and Approach 3 (L = E + A/N^alpha + B/D^beta, Huber loss, L-BFGS from a grid);
+bootstrap intervals; N_opt, D_opt and loss predicted for --predict budgets.
+
+examples:
+  jaxlm fit --input sweeps/cpu_demo/runs.csv --output sweeps/cpu_demo/fit
+  jaxlm fit --input published.csv --output fit --predict 5.76e23 --bootstrap 500
+"""
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit scaling laws to runs.csv", epilog=FIT_EPILOG,
+                       description="Fit scaling laws with uncertainty; write fit.json, report.md "
+                       "and PNG plots.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, help="runs.csv (from `jaxlm sweep`) or any CSV "
+                   "with params, tokens or flops, loss")
+    p.add_argument("--output", required=True, help="output directory (created if needed)")
+    p.add_argument("--predict", type=float, nargs="*", default=[], metavar="C",
+                   help="compute budgets (FLOPs) to predict N_opt, D_opt and loss at (the "
+                   "largest budget in the data, x10 and x100 always)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default "
+                   "200; 0 = no intervals)")
+    p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--approach2", choices=("auto", "yes", "no"), default="auto",
+                   help="IsoFLOP fit: auto (when >= 2 budgets hold >= 3 sizes), yes (every "
+                   "budget must), no")
+    p.add_argument("--budget-rtol", type=float, default=0.25, help="runs whose flops are "
+                   "within this relative gap belong to one IsoFLOP budget (default 0.25)")
+    p.add_argument("--no-irreducible", action="store_true",
+                   help="fit L(N), L(D), L(C) as pure power laws (no irreducible term E)")
+    p.add_argument("--holdout", type=float, default=0.2, help="fraction of highest-compute "
+                   "runs held out to test Approach 3's extrapolation (default 0.2; 0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=cmd_fit)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from jaxlm.scaling import report
+
+    if not 0 < args.level < 1:
+        raise JaxlmError(f"--level must be between 0 and 1, not {args.level}")
+    if args.bootstrap < 0:
+        raise JaxlmError(f"--bootstrap must be >= 0, not {args.bootstrap}")
+    if not 0 <= args.holdout < 0.9:
+        raise JaxlmError(f"--holdout must be in [0, 0.9), not {args.holdout}")
+    t0 = time.perf_counter()
+    data = report.read_runs(args.input)
+    settings = {"approach2": args.approach2, "budget_rtol": args.budget_rtol,
+                "irreducible": not args.no_irreducible, "holdout": args.holdout,
+                "seed": args.seed, "huber_delta": 1e-3}
+    fits = report.fit_runs(data, irreducible=not args.no_irreducible, approach2=args.approach2,
+                           budget_rtol=args.budget_rtol, predict_at=args.predict,
+                           holdout=args.holdout, n_boot=args.bootstrap, level=args.level,
+                           seed=args.seed)
+    written = report.write_outputs(fits, data, args.output, source=str(args.input),
+                                   level=args.level, n_boot=args.bootstrap, inputs=settings)
+    for fam, f in fits.items():
+        a3 = f["approach3"]
+        front = f.get("L(C)", {}).get("alpha", {}).get("value")
+        print(f"{fam}: {f['n_points']} runs; Approach 3 E={a3['E']['value']:.3f} "
+              f"A={a3['A']['value']:.4g} B={a3['B']['value']:.4g} "
+              f"alpha={a3['alpha']['value']:.3f} beta={a3['beta']['value']:.3f}"
+              + (f"; frontier alpha_C={front:.3f}" if front is not None else ""))
+    print(f"wrote {', '.join(p.name for p in written)} to {args.output} "
+          f"in {time.perf_counter() - t0:.1f}s")
+    return 0

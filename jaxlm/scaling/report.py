@@ -1,0 +1,231 @@
+"""Reading runs.csv and writing a fit's outputs: `fit.json`, `report.md` and PNG plots.
+
+Input columns (header names, case-insensitive): `params` (non-embedding N) and `loss` are
+required, plus `tokens` (D) or `flops` (C) or both; with only one of them the other is derived
+from C = 6 N D. Optional: `name` (or `run`), `family` (each family is fitted separately and the
+families compared), `budget` (an IsoFLOP budget label; without it budgets are found by grouping
+`flops`), `status` (rows whose status is not ok/finished/done are ignored, e.g. failed runs;
+`jaxlm sweep` writes ok). A name that appears in several usable rows counts once (its last row).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import math
+import pathlib
+import re
+from typing import Optional
+
+import numpy as np
+
+from jaxlm.errors import JaxlmError
+from jaxlm.scaling import fit as F
+
+OK_STATUS = ("ok", "finished", "done", "")
+
+
+def _num(row: dict, key: str, lineno: int) -> float:
+    v = (row.get(key) or "").strip()
+    try:
+        x = float(v)
+    except ValueError:
+        raise JaxlmError(f"row {lineno}: {key} is {v!r}, not a number") from None
+    if math.isnan(x):
+        raise JaxlmError(f"row {lineno}: {key} is NaN; remove the row or mark its status failed")
+    return x
+
+
+def read_runs(path) -> dict:
+    """{family: {"N", "D", "C", "L": arrays, "names": list, "budget": array or None}}."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise JaxlmError(f"input file not found: {path}")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames:
+            raise JaxlmError(f"{path}: empty file (no CSV header)")
+        cols = {c.strip().lower(): c for c in reader.fieldnames if c}
+        missing = [c for c in ("params", "loss") if c not in cols]
+        if "tokens" not in cols and "flops" not in cols:
+            missing.append("tokens or flops")
+        if missing:
+            raise JaxlmError(f"{path}: missing column(s) {', '.join(missing)} (have: "
+                             f"{', '.join(cols)})")
+        rows = [({k.strip().lower(): v for k, v in r.items() if k}, i + 2)
+                for i, r in enumerate(reader)]
+    fams: dict = {}
+    last = {}  # a resumed sweep may append a run twice: its last usable row counts
+    for r, lineno in rows:
+        if (r.get("status") or "").strip().lower() in OK_STATUS and (r.get("name") or "").strip():
+            last[r["name"].strip()] = lineno
+    for r, lineno in rows:
+        if (r.get("status") or "").strip().lower() not in OK_STATUS:
+            continue
+        name = (r.get("name") or "").strip()
+        if name and last.get(name) != lineno:
+            continue
+        n, loss = _num(r, "params", lineno), _num(r, "loss", lineno)
+        d = _num(r, "tokens", lineno) if "tokens" in cols else None
+        c = _num(r, "flops", lineno) if "flops" in cols else None
+        for key, v in (("params", n), ("loss", loss), ("tokens", d), ("flops", c)):
+            if v is not None and not v > 0:
+                raise JaxlmError(f"row {lineno}: {key} is {v:g}; scaling fits need positive "
+                                 "values")
+        d = c / (6 * n) if d is None else d
+        c = 6 * n * d if c is None else c
+        fam = (r.get("family") or "").strip() or "all"
+        f = fams.setdefault(fam, {"N": [], "D": [], "C": [], "L": [], "names": [], "budget": []})
+        f["N"].append(n), f["D"].append(d), f["C"].append(c), f["L"].append(loss)
+        f["names"].append((r.get("name") or r.get("run") or f"row{lineno}").strip())
+        f["budget"].append((r.get("budget") or "").strip())
+    if not fams:
+        raise JaxlmError(f"{path}: no usable rows (rows whose status is not ok/finished/done "
+                         "are ignored)")
+    for f in fams.values():
+        for k in ("N", "D", "C", "L"):
+            f[k] = np.asarray(f[k], dtype=np.float64)
+        f["budget"] = f["budget"] if all(f["budget"]) and "budget" in cols else None
+    return fams
+
+
+def fit_runs(data: dict, **kw) -> dict:
+    """fit_all for each family; a family's error names the family."""
+    out = {}
+    for fam, d in data.items():
+        try:
+            out[fam] = F.fit_all(d["N"], d["D"], d["C"], d["L"], budget=d["budget"], **kw)
+        except JaxlmError as e:
+            raise JaxlmError(f"family {fam!r}: {e}" if len(data) > 1 else str(e)) from None
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _fmt(c: Optional[dict], digits: int = 4) -> str:
+    if c is None:
+        return "–"
+    s = f"{c['value']:.{digits}g}"
+    iv = c.get("interval")
+    if iv and all(v is not None and np.isfinite(v) for v in iv):
+        s += f" [{iv[0]:.{digits - 1}g}, {iv[1]:.{digits - 1}g}]"
+    return s
+
+
+def markdown(fits: dict, source: str, level: float, n_boot: int) -> str:
+    pct = f"{level * 100:g}%"
+    L = [f"# Scaling-law fit of `{source}`", "",
+         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Intervals: {pct} "
+         f"percentile bootstrap ({n_boot} resamples). N = non-embedding parameters, D = tokens, "
+         "C = training FLOPs.", ""]
+    fams = list(fits)
+    if len(fams) > 1:
+        L += ["## Families compared", "",
+              "| | " + " | ".join(fams) + " |", "|---" * (len(fams) + 1) + "|"]
+        rows = [("runs", lambda f: str(f["n_points"])),
+                ("frontier exponent alpha_C (L(C))",
+                 lambda f: _fmt(f.get("L(C)", {}).get("alpha"))),
+                ("L(N) exponent alpha_N", lambda f: _fmt(f.get("L(N)", {}).get("alpha"))),
+                ("L(D) exponent alpha_D", lambda f: _fmt(f.get("L(D)", {}).get("alpha"))),
+                ("Approach 3 E", lambda f: _fmt(f["approach3"]["E"])),
+                ("Approach 3 alpha", lambda f: _fmt(f["approach3"]["alpha"])),
+                ("Approach 3 beta", lambda f: _fmt(f["approach3"]["beta"])),
+                ("N_opt ~ C^a (Approach 3)", lambda f: _fmt(f["approach3"]["a"])),
+                ("N_opt ~ C^a (Approach 2)", lambda f: _fmt(f.get("approach2", {}).get("a")))]
+        L += [f"| {name} | " + " | ".join(fn(fits[x]) for x in fams) + " |" for name, fn in rows]
+        L += ["", "![loss vs compute](loss_vs_compute.png)", ""]
+    for fam, f in fits.items():
+        sfx = "" if len(fams) == 1 else f"_{_slug(fam)}"
+        L += [f"## {fam}" if len(fams) > 1 else "## Fits", "", f"{f['n_points']} runs.", ""]
+        a3 = f["approach3"]
+        L += ["### Chinchilla Approach 3: L(N, D) = E + A/N^alpha + B/D^beta", "",
+              f"Huber loss (delta = {a3['huber_delta']:g}) on log-loss residuals, L-BFGS from "
+              f"a grid of initial values; RMSE of log loss {a3['rmse_log_loss']:.4f}.", "",
+              "| constant | value [interval] |", "|---|---|"]
+        L += [f"| {k} | {_fmt(a3[k])} |" for k in ("E", "A", "B", "alpha", "beta", "a", "b")]
+        L += ["", "a = beta/(alpha+beta) and b = alpha/(alpha+beta): N_opt ~ C^a, D_opt ~ C^b.",
+              ""]
+        L += ["### Kaplan-style power laws", "", "| law | alpha | A | E | points |",
+              "|---|---|---|---|---|"]
+        for key in ("L(N)", "L(D)", "L(C)"):
+            if key in f:
+                p = f[key]
+                L.append(f"| {key} | {_fmt(p['alpha'])} | {_fmt(p['A'])} | "
+                         f"{_fmt(p.get('E'))} | {p['n_points']} |")
+        L += ["", "L(N) and L(D) use the best loss reached at each size / token budget; L(C) "
+              "the compute frontier (runs with lower loss than every run with less compute).", ""]
+        if "approach2" in f:
+            a2 = f["approach2"]
+            L += ["### Chinchilla Approach 2 (IsoFLOP profiles)", "",
+                  f"{a2['n_budgets']} budgets. N_opt = k C^a: a = {_fmt(a2['a'])}, "
+                  f"k = {_fmt(a2['k'])}; D_opt = k_D C^b: b = {_fmt(a2['b'])}. "
+                  f"{a2.get('note', '')}", "", f"![IsoFLOP profiles](isoflop{sfx}.png)", ""]
+        L += ["### Predictions", "", "Approach 3 (C = 6 N D):", "",
+              "| C | N_opt | D_opt | loss |", "|---|---|---|---|"]
+        p = f["predictions"]["approach3"]
+        for j, c in enumerate(p["C"]):
+            cell = []
+            for k in ("N_opt", "D_opt", "loss"):
+                iv = p.get(k + "_interval", [[None, None]] * len(p["C"]))[j]
+                cell.append(_fmt({"value": p[k][j], "interval": iv}, 3))
+            L.append(f"| {c:.3g} | " + " | ".join(cell) + " |")
+        if "approach2" in f["predictions"]:
+            p = f["predictions"]["approach2"]
+            L += ["", "Approach 2 (C as measured):", "", "| C | N_opt | D_opt |", "|---|---|---|"]
+            for j, c in enumerate(p["C"]):
+                iv = [p.get(k + "_interval", [[None, None]] * len(p["C"]))[j]
+                      for k in ("N_opt", "D_opt")]
+                L.append(f"| {c:.3g} | {_fmt({'value': p['N_opt'][j], 'interval': iv[0]}, 3)} | "
+                         f"{_fmt({'value': p['D_opt'][j], 'interval': iv[1]}, 3)} |")
+        if "holdout" in f:
+            h = f["holdout"]
+            err = np.abs(np.asarray(h["relative_error"]))
+            L += ["", "### Held-out runs", "",
+                  f"Approach 3 fitted on the {h['n_train']} lowest-compute runs predicts the "
+                  f"{len(err)} highest-compute ones with mean |relative error| "
+                  f"{err.mean() * 100:.2f}% (max {err.max() * 100:.2f}%)."]
+        if f["skipped"]:
+            L += ["", "Not fitted: " + "; ".join(f"{k}: {v}" for k, v in f["skipped"].items())
+                  + "."]
+        L.append("")
+    L += ["## Plots", "", "![loss vs compute](loss_vs_compute.png)",
+          "![fitted law vs data](law_vs_data.png)", "![held-out runs](holdout.png)", ""]
+    return "\n".join(L)
+
+
+def write_outputs(fits: dict, data: dict, outdir, source: str = "runs.csv",
+                  level: float = F.LEVEL, n_boot: int = 0, inputs: Optional[dict] = None) -> list:
+    """Write fit.json, report.md and the PNGs into outdir; returns the written paths."""
+    from jaxlm.scaling import plots
+
+    out = pathlib.Path(outdir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise JaxlmError(f"cannot create output directory {out}: {e.strerror}") from None
+    written = []
+    doc = {"source": source, "interval_level": level, "bootstrap_resamples": n_boot,
+           "settings": inputs or {}, "families": F.strip_private(fits)}
+    p = out / "fit.json"
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    tmp.replace(p)
+    written.append(p)
+    plots.loss_vs_compute(fits, data, out / "loss_vs_compute.png")
+    plots.law_vs_data(fits, data, out / "law_vs_data.png")
+    plots.holdout(fits, out / "holdout.png")
+    written += [out / "loss_vs_compute.png", out / "law_vs_data.png", out / "holdout.png"]
+    for fam, f in fits.items():
+        if "approach2" in f:
+            name = "isoflop.png" if len(fits) == 1 else f"isoflop_{_slug(fam)}.png"
+            plots.isoflop_curves(f["approach2"], out / name, "" if len(fits) == 1 else fam)
+            written.append(out / name)
+    (out / "report.md").write_text(markdown(fits, source, level, n_boot))
+    written.append(out / "report.md")
+    return written
+
+
+__all__ = ["read_runs", "fit_runs", "write_outputs", "markdown", "OK_STATUS"]
