@@ -19,6 +19,7 @@ from jaxlm.errors import JaxlmError
 
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots_saveable")
+OBJECTIVES = ("clm", "mlm", "classify")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,12 @@ class ModelConfig:
     attention_impl: str = "auto"  # auto | xla | cudnn (jax.nn.dot_product_attention)
     remat: str = "none"  # none | full | dots_saveable: recompute block activations in backward
     scan_layers: bool = False  # transformer: one nn.scan over stacked layers (flat compile time)
+    # what the model is trained for (transformer only for mlm/classify): clm = next-token LM;
+    # mlm = BERT-style masked LM (bidirectional encoder); classify = sequence classification
+    objective: str = "clm"  # clm | mlm | classify
+    causal: Optional[bool] = None  # causal attention; None: False for mlm, True otherwise
+    num_labels: int = 2  # classify: classes
+    pooling: str = "auto"  # classify: last | first | mean; auto: last (causal) / mean (encoder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +71,7 @@ class DataConfig:
     sp_model_type: str = "bpe"  # bpe | unigram
     sp_train_chars: int = 5_000_000  # characters sampled from the train split to train it
     seed: int = 0  # shuffle order
+    label_key: str = "label"  # model.objective=classify: the label field (CSV/JSONL/tfds)
     shuffle_window: int = 1024  # packed rows shuffled together (mixes long documents); 0: off
 
 
@@ -103,6 +111,8 @@ class TrainConfig:
     sample_prompt: str = "def "
     sample_tokens: int = 200
     sample_temperature: float = 0.8
+    mask_prob: float = 0.15  # model.objective=mlm: share of tokens selected (80/10/10 corrupted)
+    freeze_backbone: bool = False  # model.objective=classify: train only the classifier head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +256,18 @@ def validate(cfg: RunConfig) -> None:
     _choice("model.param_dtype", m.param_dtype, DTYPES)
     _choice("model.attention_impl", m.attention_impl, ("auto", "xla", "cudnn"))
     _choice("model.remat", m.remat, REMAT_POLICIES)
+    _choice("model.objective", m.objective, OBJECTIVES)
+    _choice("model.pooling", m.pooling, ("auto", "last", "first", "mean"))
+    if m.objective != "clm" and m.family != "transformer":
+        raise JaxlmError(f"model.objective={m.objective} needs model.family=transformer")
+    if m.objective == "mlm" and m.causal:
+        raise JaxlmError("model.objective=mlm needs a bidirectional encoder: unset model.causal")
+    if m.num_labels < 2:
+        raise JaxlmError(f"config key 'model.num_labels' must be >= 2; got {m.num_labels}")
+    if not 0.0 < t.mask_prob < 1.0:
+        raise JaxlmError(f"config key 'train.mask_prob' must be in (0, 1); got {t.mask_prob}")
+    if t.freeze_backbone and m.objective != "classify":
+        raise JaxlmError("train.freeze_backbone applies to model.objective=classify only")
     if m.scan_layers and m.family != "transformer":
         raise JaxlmError("config key 'model.scan_layers' applies to the transformer family only")
     for key in ("d_model", "n_layers", "n_heads", "max_seq_len", "rope_theta", "norm_eps"):
@@ -341,3 +363,15 @@ def validate(cfg: RunConfig) -> None:
                 f"distributed.num_processes={dist.num_processes})"
             )
     _positive("distributed.initialization_timeout", dist.initialization_timeout)
+
+
+def is_causal(m: ModelConfig) -> bool:
+    """Whether the model attends causally: `model.causal`, or by objective when unset."""
+    return m.causal if m.causal is not None else m.objective != "mlm"
+
+
+def pooling(m: ModelConfig) -> str:
+    """The classifier's pooling: `model.pooling`, or last (causal) / mean (encoder) for auto."""
+    if m.pooling != "auto":
+        return m.pooling
+    return "last" if is_causal(m) else "mean"

@@ -1,4 +1,5 @@
-"""Evaluation: loss, perplexity and bits per byte over batches of held-out text."""
+"""Evaluation: loss, perplexity and bits per byte over batches of held-out text (plus
+next-token / masked-token accuracy); classification: accuracy and macro precision, recall, F1."""
 
 from __future__ import annotations
 
@@ -37,4 +38,31 @@ def evaluate(
     totals = jax.device_get(totals)
     if float(totals["tokens"]) == 0:
         raise JaxlmError("the evaluation split holds no text to evaluate")
-    return summarize(float(totals["nats"]), float(totals["tokens"]), float(totals["bytes"]))
+    if "confusion" in totals:  # classification: per example, no bytes
+        out = classification_metrics(np.asarray(totals["confusion"]))
+        loss = float(totals["nats"]) / float(totals["tokens"])
+        return {"eval_loss": loss, **out, "eval_examples": int(totals["tokens"])}
+    out = summarize(float(totals["nats"]), float(totals["tokens"]), float(totals["bytes"]))
+    if "correct" in totals:
+        out["eval_accuracy"] = float(totals["correct"]) / float(totals["tokens"])
+    return out
+
+
+def classification_metrics(confusion: np.ndarray) -> dict[str, float]:
+    """From a (true, predicted) count matrix: eval_accuracy and the macro averages (unweighted
+    means over the classes that occur in the labels or predictions, as scikit-learn's
+    average='macro' with zero_division=0) eval_precision,
+    eval_recall and eval_f1."""
+    c = np.asarray(confusion, np.float64)
+    tp = np.diag(c)
+    predicted, actual = c.sum(axis=0), c.sum(axis=1)
+    div = lambda a, b: np.divide(a, b, out=np.zeros_like(a), where=b > 0)  # noqa: E731
+    precision, recall = div(tp, predicted), div(tp, actual)
+    f1 = div(2 * precision * recall, precision + recall)
+    present = (predicted + actual) > 0  # classes seen in the labels or the predictions
+    return {
+        "eval_accuracy": float(tp.sum() / max(c.sum(), 1.0)),
+        "eval_precision": float(precision[present].mean()),
+        "eval_recall": float(recall[present].mean()),
+        "eval_f1": float(f1[present].mean()),
+    }

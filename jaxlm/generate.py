@@ -178,6 +178,17 @@ def _as_prompts(prompts: PromptIds) -> list[list[int]]:
     return [[int(x) for x in np.asarray(p).reshape(-1)] for p in prompts]
 
 
+def check_generative(cfg: Any) -> None:
+    """Generation needs a causal next-token model (model.objective=clm, causal attention)."""
+    objective = getattr(cfg, "objective", "clm")
+    if objective != "clm" or getattr(cfg, "causal", None) is False:
+        what = {"mlm": "a masked-LM encoder (model.objective=mlm)",
+                "classify": "a classifier (model.objective=classify)"}.get(
+                    objective, "a bidirectional model (model.causal=false)")
+        raise JaxlmError(f"cannot generate text with {what}: generation needs a causal language "
+                         "model (model.objective=clm)")
+
+
 def generate(
     model: nn.Module, params: Any, prompts: PromptIds, *,
     max_new_tokens: Optional[int] = None, max_length: Optional[int] = None,
@@ -193,6 +204,7 @@ def generate(
     """
     rows = _as_prompts(prompts)
     cfg = model.cfg
+    check_generative(cfg)
     for i, r in enumerate(rows):
         if not r:
             raise JaxlmError(f"prompt {i} is empty: give at least one token (e.g. the EOS id "
@@ -283,6 +295,7 @@ class TextGenerator:
         from jaxlm.interop.rundir import load_run
 
         run = load_run(workdir, step=step)
+        check_generative(run.config.model)
         if run.tokenizer is None:
             raise JaxlmError(f"{workdir} has no tokenizer (tokenizer.json): it can only be "
                              "sampled from token ids (jaxlm.generate.generate)")

@@ -78,6 +78,10 @@ class SentencePieceTokenizer:
         self.vocab_size = self._sp.get_piece_size()
         self.pad_id = self._sp.pad_id()
         self.eos_id = self._sp.eos_id()
+        # masked LM: a `<mask>` piece if the model has one, else `<unk>`, which byte fallback
+        # keeps out of encoded text (so it can stand for "masked" unambiguously)
+        mask = self._sp.piece_to_id("<mask>")
+        self.mask_id = mask if not self._sp.is_unknown(mask) else self._sp.unk_id()
         if self.pad_id < 0 or self.eos_id < 0:
             raise JaxlmError(f"SentencePiece model {source} needs pad and eos pieces")
         # SentencePiece reads a literal U+2581 in text as its whitespace marker (a space); encode

@@ -105,7 +105,7 @@ def write_run(workdir: str | pathlib.Path, run_config: RunConfig, params: Any,
 
 # Keys that change how parameters are computed with or trained, not what they are.
 _FREE_KEYS = ("dtype", "param_dtype", "remat", "attention_impl", "scan_layers", "dropout",
-              "init_std")
+              "init_std", "objective", "causal", "num_labels", "pooling")  # heads: fresh= below
 
 
 def _meaning(cfg: ModelConfig) -> dict:
@@ -142,9 +142,14 @@ def match_layout(params: Any, cfg: ModelConfig) -> Any:
     return params
 
 
-def load_init_params(source: str, cfg: ModelConfig, like: Any = None) -> Any:
+def load_init_params(source: str, cfg: ModelConfig, like: Any = None,
+                     fresh: tuple[str, ...] = ()) -> Any:
     """Params for `cfg` from a Hugging Face GPT-2 folder or a jaxlm run directory (host numpy,
-    in cfg's layout and param dtype); `like` (e.g. the abstract params) is checked leaf by leaf."""
+    in cfg's layout and param dtype); `like` (e.g. the abstract params) is checked leaf by leaf.
+
+    Fine-tuning with another head: top-level entries of `like` named in `fresh` (e.g. the
+    `classifier`) that the source lacks keep `like`'s values; source entries `like` has no place
+    for among the heads (`lm_head`, a `classifier`) are dropped."""
     from jaxlm.interop.hf_gpt2 import CONFIG_JSON, load_hf_gpt2
 
     path = pathlib.Path(source).expanduser()
@@ -162,6 +167,12 @@ def load_init_params(source: str, cfg: ModelConfig, like: Any = None) -> Any:
     dtype = jnp.dtype(cfg.param_dtype)
     params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)).astype(dtype),
                           match_layout(params, cfg))
+    if like is not None and isinstance(params, dict) and isinstance(like, dict):
+        params = {k: v for k, v in params.items()
+                  if k in like or k not in ("lm_head",) + tuple(fresh)}
+        for k in fresh:
+            if k in like and k not in params:
+                params[k] = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), like[k])
     if like is not None:
         if jax.tree.structure(like) != jax.tree.structure(params):
             raise JaxlmError(f"train.init_from={source}: its parameter tree differs from this "
@@ -169,6 +180,8 @@ def load_init_params(source: str, cfg: ModelConfig, like: Any = None) -> Any:
         for (key, a), b in zip(jax.tree_util.tree_leaves_with_path(like), jax.tree.leaves(params)):
             if tuple(a.shape) != tuple(b.shape):
                 name = jax.tree_util.keystr(key)
+                hint = (" (a classifier head for another model.num_labels)"
+                        if "classifier" in name else "")
                 raise JaxlmError(f"train.init_from={source}: parameter {name} has shape "
-                                 f"{b.shape}; this model's is {a.shape}")
+                                 f"{b.shape}; this model's is {a.shape}{hint}")
     return params

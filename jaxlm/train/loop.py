@@ -26,7 +26,7 @@ import yaml
 from jaxlm import config as config_lib
 from jaxlm import flops, sharding
 from jaxlm.config import RunConfig
-from jaxlm.data import pipeline
+from jaxlm.data import labelled, pipeline
 from jaxlm.data.corpora import Corpus, load_corpus
 from jaxlm.data.tokenizers import (
     TOKENIZER_JSON, ByteTokenizer, SentencePieceTokenizer, Tokenizer, load_tokenizer,
@@ -40,6 +40,7 @@ from jaxlm.train.checkpoint import Checkpointer
 from jaxlm.train.preemption import StopSignals
 from jaxlm.train.optim import build_optimizer, schedule
 from jaxlm.train.state import init_state, state_shardings
+from jaxlm.eval_run import mlm_spec
 from jaxlm.train.step import compile_steps
 
 CONFIG_FILE = "config.yaml"
@@ -92,6 +93,9 @@ def _tokenizer(cfg: RunConfig, corpus: Corpus, workdir: pathlib.Path, log) -> To
     d = cfg.data
     if (workdir / TOKENIZER_JSON).exists():
         return load_tokenizer(workdir)
+    init_from = pathlib.Path(cfg.train.init_from).expanduser() if cfg.train.init_from else None
+    if init_from is not None and (init_from / TOKENIZER_JSON).exists():
+        return load_tokenizer(init_from)  # fine-tuning: the token ids the weights were made with
     if d.tokenizer == "byte":
         return ByteTokenizer()
     if d.sp_model:
@@ -144,11 +148,21 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
                          f"train.init_from={workdir} to train from them, or use a new --workdir")
 
     d, t = cfg.data, cfg.train
-    corpus = load_corpus(
-        d.corpus, validation_fraction=d.validation_fraction, text_key=d.text_key,
-        train_split=d.train_split, eval_split=d.eval_split, tfds_data_dir=d.tfds_data_dir,
-        tfds_download=d.tfds_download, cache_dir=d.cache_dir,
-    )
+    objective = cfg.model.objective
+    if objective == "classify":  # (text, label) rows; see jaxlm.data.labelled
+        rows_data = labelled.load_labelled(
+            d.corpus, num_labels=cfg.model.num_labels, text_key=d.text_key,
+            label_key=d.label_key, train_split=d.train_split, eval_split=d.eval_split,
+            validation_fraction=d.validation_fraction, seed=d.seed,
+            tfds_data_dir=d.tfds_data_dir, tfds_download=d.tfds_download,
+        )
+        corpus = Corpus(rows_data.name, rows_data.train, rows_data.eval)
+    else:
+        corpus = load_corpus(
+            d.corpus, validation_fraction=d.validation_fraction, text_key=d.text_key,
+            train_split=d.train_split, eval_split=d.eval_split, tfds_data_dir=d.tfds_data_dir,
+            tfds_download=d.tfds_download, cache_dir=d.cache_dir,
+        )
     tokenizer = _tokenizer(cfg, corpus, workdir, log)
     if cfg.model.vocab_size is None:
         cfg = config_lib.replace(cfg, **{"model.vocab_size": tokenizer.vocab_size})
@@ -168,25 +182,42 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
         )
     model = build_model(cfg.model)
     optimizer = build_optimizer(cfg.optim, t.steps)
+    if t.freeze_backbone:  # only the classifier head is trained
+        optimizer = _frozen_backbone(optimizer)
     lr_schedule = schedule(cfg.optim, t.steps)
     abstract, shardings = state_shardings(model, optimizer, d.seq_len, mesh)
+    mlm = mlm_spec(tokenizer, t.mask_prob) if objective == "mlm" else None
     train_step, eval_step = compile_steps(model, optimizer, lr_schedule, shardings, mesh,
                                           grad_accum=t.grad_accum,
-                                          debug_nan_steps=t.debug_nan_steps)
+                                          debug_nan_steps=t.debug_nan_steps,
+                                          objective=objective, mlm=mlm,
+                                          num_labels=cfg.model.num_labels)
 
     rows = sharding.local_rows(mesh, t.batch_size)  # this process's rows of each global batch
-    train_it = pipeline.train_iterator(
-        corpus.train, tokenizer, seq_len=d.seq_len, global_batch=t.batch_size, seed=d.seed,
-        shuffle_window=d.shuffle_window, local_rows=rows,
-    )
+    if objective == "classify":
+        train_it = labelled.train_iterator(
+            rows_data.train, rows_data.train_labels, tokenizer, seq_len=d.seq_len,
+            global_batch=t.batch_size, seed=d.seed, local_rows=rows,
+        )
+    else:
+        train_it = pipeline.train_iterator(
+            corpus.train, tokenizer, seq_len=d.seq_len, global_batch=t.batch_size, seed=d.seed,
+            shuffle_window=d.shuffle_window, local_rows=rows,
+        )
     batch_sh = sharding.batch_sharding(mesh)
+    rows_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
 
     def put(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """This process's rows -> global (batch_size, seq_len) arrays sharded over the mesh."""
-        return {k: jax.make_array_from_process_local_data(batch_sh, v, (t.batch_size,) + v.shape[1:])
+        return {k: jax.make_array_from_process_local_data(
+                    batch_sh if v.ndim > 1 else rows_sh, v, (t.batch_size,) + v.shape[1:])
                 for k, v in batch.items()}
 
     def eval_batches(n: int):
+        if objective == "classify":
+            return labelled.eval_batches(rows_data.eval, rows_data.eval_labels, tokenizer,
+                                         seq_len=d.seq_len, global_batch=t.batch_size,
+                                         max_batches=n, local_rows=rows)
         return pipeline.eval_batches(corpus.eval, tokenizer, seq_len=d.seq_len,
                                      global_batch=t.batch_size, max_batches=n, local_rows=rows)
 
@@ -226,6 +257,7 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
         "param_dtype": m.param_dtype, "attention": _attention_backend(m, jax.devices()[0].platform),
         "remat": m.remat, "scan_layers": m.scan_layers, "grad_accum": t.grad_accum,
         "batch_size": t.batch_size, "seq_len": d.seq_len, "vocab_size": m.vocab_size,
+        "objective": m.objective,
         "corpus": corpus.name, "train_docs": len(corpus.train), "eval_docs": len(corpus.eval),
         "start_step": start_step,
     }
@@ -297,7 +329,8 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
         writer.write(record)
         post = {"loss": f"{m['loss']:.3f}", "tok/s": f"{rate:,.0f}"}
         if do_eval:
-            post["eval_bpb"] = f"{record['eval_bpb']:.3f}"
+            key = "eval_bpb" if "eval_bpb" in record and objective == "clm" else "eval_accuracy"
+            post[key] = f"{record[key]:.3f}"
         bar.set_postfix(post, refresh=False)
 
     stop = StopSignals(log=warn)
@@ -373,7 +406,7 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
         writer.write({"event": "final", "step": final_step, **final_eval,
                       "tokens_per_sec": train_rate, "skipped_steps": skipped,
                       "wall_time_sec": time.time() - t_start})
-        samples = _samples(cfg, model, state.params, tokenizer)
+        samples = _samples(cfg, model, state.params, tokenizer) if objective == "clm" else []
         if main:
             (workdir / SAMPLES_FILE).write_text(
                 "".join(f"--- sample {i + 1} ---\n{s}\n" for i, s in enumerate(samples))
@@ -406,11 +439,26 @@ def _init_from(source: str, model_cfg, state, optimizer, shardings, log):
     with the state's shardings) and an optimizer state initialized from them."""
     from jaxlm.interop import load_init_params
 
-    params = jax.device_put(load_init_params(source, model_cfg, like=state.params),
+    params = jax.device_put(load_init_params(source, model_cfg, like=state.params,
+                                             fresh=("classifier",)),
                             shardings.params)
     opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
     log(f"initialized the parameters from {source}")
     return state.replace(params=params, opt_state=opt_state)
+
+
+def _frozen_backbone(optimizer):
+    """`optimizer` whose updates (weight decay included) reach the classifier head only: every
+    other parameter stays exactly as it is. (The optimizer state keeps its full shape, so the
+    state's shardings and checkpoints are those of the unfrozen run.)"""
+    import optax
+
+    def update(grads, state, params=None):
+        updates, state = optimizer.update(grads, state, params)
+        return {k: v if k == "classifier" else jax.tree.map(jax.numpy.zeros_like, v)
+                for k, v in updates.items()}, state
+
+    return optax.GradientTransformation(optimizer.init, update)
 
 
 def _samples(cfg: RunConfig, model, params, tokenizer: Tokenizer) -> list[str]:

@@ -2,19 +2,57 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxlm import sharding
 from jaxlm.train.state import TrainState
 
 Batch = dict[str, jax.Array]  # inputs, targets (b, t) int32; mask (b, t) bool
+# classification: inputs (b, t) int32, valid (b, t) bool (False at padding), targets (b,) int32
+# labels, mask (b,) bool (False for the padding rows of a last eval batch)
 Metrics = dict[str, jax.Array]
+BATCH_KEYS = {"clm": ("inputs", "targets", "mask"), "mlm": ("inputs", "targets", "mask"),
+              "classify": ("inputs", "valid", "targets", "mask")}
+
+
+@dataclasses.dataclass(frozen=True)
+class MlmSpec:
+    """BERT-style corruption: `prob` of the valid tokens are selected; of those 80% become
+    `mask_id`, 10% a uniform random token in [random_low, random_high), 10% stay unchanged."""
+
+    mask_id: int
+    random_low: int
+    random_high: int
+    prob: float = 0.15
+
+
+def mlm_corrupt(rng: jax.Array, tokens_bt: jax.Array, valid_bt: jax.Array, spec: MlmSpec) -> Batch:
+    """(inputs = corrupted tokens, targets = the original tokens, mask = the selected positions):
+    a batch for the masked-LM loss, which counts the selected positions only. Pure: the same
+    rng gives the same corruption."""
+    sel_rng, kind_rng, tok_rng = jax.random.split(rng, 3)
+    selected_bt = (jax.random.uniform(sel_rng, tokens_bt.shape) < spec.prob) & valid_bt
+    u_bt = jax.random.uniform(kind_rng, tokens_bt.shape)
+    random_bt = jax.random.randint(tok_rng, tokens_bt.shape, spec.random_low, spec.random_high,
+                                   tokens_bt.dtype)
+    corrupted = jnp.where(u_bt < 0.8, spec.mask_id, jnp.where(u_bt < 0.9, random_bt, tokens_bt))
+    inputs_bt = jnp.where(selected_bt, corrupted, tokens_bt).astype(tokens_bt.dtype)
+    spec_bl = ("batch", "length")
+    return {"inputs": sharding.constrain(inputs_bt, spec_bl), "targets": tokens_bt,
+            "mask": sharding.constrain(selected_bt, spec_bl)}
+
+
+def _mlm_batch(batch: Batch, rng: jax.Array, spec: MlmSpec) -> Batch:
+    """A packed LM batch -> its masked-LM form: the model reads `inputs` (those whose target is
+    real text, `mask`) and predicts the selected ones."""
+    return mlm_corrupt(rng, batch["inputs"], batch["mask"], spec)
 
 
 def token_nats(logits_btv: jax.Array, targets_bt: jax.Array) -> jax.Array:
@@ -30,7 +68,7 @@ def _microbatches(batch: Batch, k: int) -> Batch:
     """
     def split(x):
         x = x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
-        return sharding.constrain(x, (None, "batch", "length"))
+        return sharding.constrain(x, (None, "batch", "length")[:x.ndim])
 
     return {key: split(v) for key, v in batch.items()}
 
@@ -46,7 +84,7 @@ def loss_and_grads(
     """
     def sum_nats(params, mb: Batch, rng: jax.Array) -> jax.Array:
         logits_btv = model.apply({"params": params}, mb["inputs"], train=True,
-                                 rngs={"dropout": rng})
+                                 rngs={"dropout": rng}, **_model_kwargs(mb))
         return (token_nats(logits_btv, mb["targets"]) * mb["mask"].astype(jnp.float32)).sum()
 
     n_tokens = batch["mask"].astype(jnp.float32).sum()
@@ -68,6 +106,10 @@ def loss_and_grads(
     return nats / denom, jax.tree.map(lambda g: g / denom, grads), n_tokens
 
 
+def _model_kwargs(batch: Batch) -> dict:
+    return {"valid_bt": batch["valid"]} if "valid" in batch else {}
+
+
 def poison_steps(step: jax.Array, loss: jax.Array, grads: Any, steps: Sequence[int]):
     """Debugging aid (`train.debug_nan_steps`): NaN loss and gradients when `step` is listed."""
     hit = jnp.isin(step, jnp.asarray(steps, jnp.int32))
@@ -86,14 +128,18 @@ def keep_if_finite(ok: jax.Array, old: TrainState, new: TrainState) -> TrainStat
 def train_step(
     state: TrainState, batch: Batch, *, model: nn.Module,
     optimizer: optax.GradientTransformation, lr_schedule: optax.Schedule, grad_accum: int = 1,
-    debug_nan_steps: Sequence[int] = (),
+    debug_nan_steps: Sequence[int] = (), mlm: Optional[MlmSpec] = None,
 ) -> tuple[TrainState, Metrics]:
-    """One optimizer update on the mean cross-entropy over unmasked target tokens.
+    """One optimizer update on the mean cross-entropy over unmasked target tokens (with `mlm`:
+    over the positions selected by corrupting the batch with the step's rng; classification
+    batches: over the rows, one label each).
 
     An update whose loss or gradient norm is not finite is skipped (`keep_if_finite`) and
     flagged in `metrics["nonfinite"]`; `debug_nan_steps` (1-based) poisons those steps.
     """
     dropout_rng = jax.random.fold_in(state.rng, state.step)
+    if mlm is not None:
+        batch = _mlm_batch(batch, jax.random.fold_in(dropout_rng, _MLM_SALT), mlm)
     loss, grads, n_tokens = loss_and_grads(state.params, batch, dropout_rng, model=model,
                                            grad_accum=grad_accum)
     if debug_nan_steps:
@@ -113,36 +159,59 @@ def train_step(
     return keep_if_finite(ok, state, new_state), metrics
 
 
-def eval_step(params: Any, batch: Batch, token_bytes: jax.Array, *, model: nn.Module) -> Metrics:
-    """Sums over the batch: nats, target tokens, and the UTF-8 bytes those targets stand for."""
-    logits_btv = model.apply({"params": params}, batch["inputs"], train=False)
-    mask_bt = batch["mask"].astype(jnp.float32)
-    return {
-        "nats": (token_nats(logits_btv, batch["targets"]) * mask_bt).sum(),
-        "tokens": mask_bt.sum(),
-        "bytes": (token_bytes[batch["targets"]] * mask_bt).sum(),
+def eval_step(params: Any, batch: Batch, token_bytes: jax.Array, *, model: nn.Module,
+              mlm: Optional[MlmSpec] = None, num_labels: int = 0) -> Metrics:
+    """Sums over the batch: nats, target tokens, the UTF-8 bytes those targets stand for, and
+    the targets predicted right (argmax). With `mlm` the batch is corrupted with a fixed key
+    (the same positions every eval). Classification (`num_labels` > 0): per row, plus the
+    (true, predicted) confusion matrix."""
+    if mlm is not None:
+        batch = _mlm_batch(batch, jax.random.PRNGKey(_MLM_SALT), mlm)
+    logits = model.apply({"params": params}, batch["inputs"], train=False, **_model_kwargs(batch))
+    mask = batch["mask"].astype(jnp.float32)
+    pred = jnp.argmax(logits, axis=-1)
+    out = {
+        "nats": (token_nats(logits, batch["targets"]) * mask).sum(),
+        "tokens": mask.sum(),
+        "correct": ((pred == batch["targets"]) * mask).sum(),
     }
+    if num_labels:
+        true_bl = jax.nn.one_hot(batch["targets"], num_labels) * mask[:, None]
+        out["confusion"] = true_bl.T @ jax.nn.one_hot(pred, num_labels)
+        out["bytes"] = jnp.zeros((), jnp.float32)
+    else:
+        out["bytes"] = (token_bytes[batch["targets"]] * mask).sum()
+    return out
+
+
+_MLM_SALT = 0x6D6C6D  # "mlm": the corruption key is fold_in(step key, salt)
 
 
 def compile_steps(
     model: nn.Module, optimizer: optax.GradientTransformation, lr_schedule: optax.Schedule,
     state_shardings: Any, mesh: Mesh, *, grad_accum: int = 1, debug_nan_steps: Sequence[int] = (),
+    objective: str = "clm", mlm: Optional[MlmSpec] = None, num_labels: int = 0,
 ) -> tuple[Callable, Callable]:
     """(train_step(state, batch), eval_step(params, batch, token_bytes)) jitted over `mesh`.
 
     The train state is donated: its buffers are reused for the updated state. The model's
     activation constraints resolve through the logical rules against `mesh` while tracing.
     """
-    batch_sh = {k: sharding.batch_sharding(mesh) for k in ("inputs", "targets", "mask")}
+    batch_sh = {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS[objective]}
+    if objective == "classify":  # (b,) labels and row masks: rows split like the batch
+        batch_sh["targets"] = batch_sh["mask"] = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    mlm = mlm if objective == "mlm" else None
+    num_labels = num_labels if objective == "classify" else 0
     rep = sharding.replicated(mesh)
     def train_fn(s: TrainState, b: Batch):
         with sharding.activation_mesh(mesh):
             return train_step(s, b, model=model, optimizer=optimizer, lr_schedule=lr_schedule,
-                              grad_accum=grad_accum, debug_nan_steps=tuple(debug_nan_steps))
+                              grad_accum=grad_accum, debug_nan_steps=tuple(debug_nan_steps),
+                              mlm=mlm)
 
     def eval_fn(p: Any, b: Batch, tb: jax.Array):
         with sharding.activation_mesh(mesh):
-            return eval_step(p, b, tb, model=model)
+            return eval_step(p, b, tb, model=model, mlm=mlm, num_labels=num_labels)
 
     train = jax.jit(
         train_fn,
