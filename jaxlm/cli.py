@@ -7,7 +7,7 @@ import pathlib
 import sys
 from typing import Optional, Sequence
 
-from jaxlm import cli_generate
+from jaxlm import cli_eval, cli_generate, cli_sweep
 from jaxlm.scaling import cli as cli_fit
 from jaxlm.errors import JaxlmError, NonFiniteError
 
@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _train_parser(train_p)
     cli_generate.add_parsers(sub)  # generate, convert
+    cli_eval.add_parsers(sub)  # eval
     cli_fit.add_parsers(sub)  # fit
+    cli_sweep.add_parsers(sub)  # sweep
     return parser
 
 
@@ -77,9 +79,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if jax.process_index() != 0:  # multi-host: one summary, from process 0
         return 0
     e = result.eval
+    if cfg.model.objective == "classify":
+        summary = (f"eval loss {e['eval_loss']:.4f}, accuracy {e['eval_accuracy']:.4f}, "
+                   f"macro F1 {e['eval_f1']:.4f}")
+    else:
+        summary = (f"eval loss {e['eval_loss']:.4f}, perplexity {e['eval_perplexity']:.2f}, "
+                   + (f"masked-token accuracy {e['eval_accuracy']:.4f}"
+                      if cfg.model.objective == "mlm" else f"bits per byte {e['eval_bpb']:.4f}"))
     print(f"\nfinished step {result.final_step} in {result.wall_time:.0f}s "
-          f"({result.tokens_per_sec:,.0f} tokens/s): eval loss {e['eval_loss']:.4f}, "
-          f"perplexity {e['eval_perplexity']:.2f}, bits per byte {e['eval_bpb']:.4f}")
+          f"({result.tokens_per_sec:,.0f} tokens/s): {summary}")
     for i, s in enumerate(result.samples):
         print(f"\n--- sample {i + 1} ---\n{s}")
     print(f"\nrun directory: {result.workdir}")
@@ -90,6 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv or argv[0] not in ("train", *cli_generate.COMMANDS, *cli_fit.COMMANDS,
+                                   *cli_eval.COMMANDS, *cli_sweep.COMMANDS,
                                    "-h", "--help"):
         argv = ["train", *argv]  # `python train.py key=value` means `jaxlm train key=value`
     args = parser.parse_args(argv)

@@ -20,6 +20,12 @@ def dtype_of(name: str) -> Dtype:
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
 
 
+REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole block in the backward pass
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep matmul outputs
+}
+
+
 def normal(std: float, axes: tuple[Optional[str], ...]) -> Callable:
     return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
 
@@ -68,7 +74,14 @@ def rope(x_btnh: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Array:
 
 
 class Attention(nn.Module):
-    """Causal multi-head / grouped-query self-attention via jax.nn.dot_product_attention."""
+    """Causal multi-head / grouped-query self-attention via jax.nn.dot_product_attention.
+
+    With `decode=True` (generation) keys and values go to a preallocated `cache` collection
+    (`cached_key`/`cached_value` (b, S, k, h), `cache_index`): each call writes its t tokens at
+    slots [index, index + t) and attends over the whole cache. A query at slot s with absolute
+    position p sees the slots [s - p, s], so left-padded rows (padding below position 0) ignore
+    their padding. The cache length S is the token length of the `init` call that creates it.
+    """
 
     n_heads: int
     n_kv_heads: int
@@ -81,9 +94,14 @@ class Attention(nn.Module):
     dtype: Dtype
     param_dtype: Dtype
     implementation: Optional[str] = None  # None lets JAX choose (XLA on CPU)
+    decode: bool = False
+    causal: bool = True  # False: bidirectional (the masked-LM / classification encoder)
 
     @nn.compact
-    def __call__(self, x_btd: jax.Array, positions_bt: jax.Array) -> jax.Array:
+    def __call__(
+        self, x_btd: jax.Array, positions_bt: jax.Array, valid_bt: Optional[jax.Array] = None
+    ) -> jax.Array:
+        """`valid_bt` (optional, bool): keys where it is False (padding) are attended by no one."""
         d = x_btd.shape[-1]
 
         def proj(name: str, heads: int, head_axis: str) -> jax.Array:
@@ -100,15 +118,38 @@ class Attention(nn.Module):
         if self.use_rope:
             q_btnh = rope(q_btnh, positions_bt, self.rope_theta)
             k_btkh = rope(k_btkh, positions_bt, self.rope_theta)
-        out_btnh = jax.nn.dot_product_attention(
-            q_btnh, k_btkh, v_btkh, is_causal=True, implementation=self.implementation
-        )
+        if self.decode:
+            k_bskh, v_bskh, mask_b1ts = self._update_cache(k_btkh, v_btkh, positions_bt)
+            out_btnh = jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask_b1ts)
+        else:
+            mask = None if valid_bt is None else valid_bt[:, None, None, :]  # (b, 1, 1, t)
+            out_btnh = jax.nn.dot_product_attention(
+                q_btnh, k_btkh, v_btkh, mask=mask, is_causal=self.causal,
+                implementation=self.implementation if mask is None else None,
+            )
         return nn.DenseGeneral(
             features=d, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=normal(self.out_init_std, ("heads", "head_dim", "embed")),
             bias_init=zeros(("embed",)), name="out",
         )(out_btnh)
+
+    def _update_cache(
+        self, k_btkh: jax.Array, v_btkh: jax.Array, positions_bt: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Writes k, v at the cache index; returns the whole cache and the (b, 1, t, S) mask."""
+        t = k_btkh.shape[1]
+        cached_k = self.variable("cache", "cached_key", jnp.zeros, k_btkh.shape, k_btkh.dtype)
+        cached_v = self.variable("cache", "cached_value", jnp.zeros, v_btkh.shape, v_btkh.dtype)
+        index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+        i = index.value
+        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_btkh, (0, i, 0, 0))
+        cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_btkh, (0, i, 0, 0))
+        index.value = i + t
+        # offset of each key slot from each query slot: causal (<= 0) and not before position 0
+        offset_ts = jnp.arange(cached_k.value.shape[1])[None, :] - (i + jnp.arange(t))[:, None]
+        mask_bts = (offset_ts <= 0) & (offset_ts >= -positions_bt[:, :, None])
+        return cached_k.value, cached_v.value, mask_bts[:, None]
 
 
 class Mlp(nn.Module):

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxlm.config import ModelConfig
-from jaxlm.models.layers import dtype_of, normal
+from jaxlm.models.layers import REMAT_POLICIES, dtype_of, normal
+from jaxlm.sharding import constrain
 
 
 def _uniform(scale: float, axes: tuple[Optional[str], ...]):
@@ -26,7 +27,11 @@ def _uniform(scale: float, axes: tuple[Optional[str], ...]):
 
 
 class LSTMLayer(nn.Module):
-    """x (b, t, d_in) -> (outputs (b, t, h), final carry (c, h) each (b, h))."""
+    """x (b, t, d_in) -> (outputs (b, t, h), final carry (c, h) each (b, h)).
+
+    `valid_bt` (optional, bool): steps where it is False leave the carry unchanged (left padding
+    while decoding).
+    """
 
     hidden: int
     dtype: jnp.dtype
@@ -34,7 +39,8 @@ class LSTMLayer(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x_btd: jax.Array, carry: Optional[tuple[jax.Array, jax.Array]] = None
+        self, x_btd: jax.Array, carry: Optional[tuple[jax.Array, jax.Array]] = None,
+        valid_bt: Optional[jax.Array] = None,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         h, d_in = self.hidden, x_btd.shape[-1]
         scale = 1.0 / h**0.5
@@ -56,20 +62,42 @@ class LSTMLayer(nn.Module):
             i, f, g, o = jnp.split(g_bg, 4, axis=-1)
             c_bh = jax.nn.sigmoid(f) * c_bh + jax.nn.sigmoid(i) * jnp.tanh(g)
             h_bh = jax.nn.sigmoid(o) * jnp.tanh(c_bh)
+            # Pinning the carry's sharding is required, not an optimization: without it XLA's
+            # SPMD partitioner (jax 0.10.2, CPU) computed wrong gradients on a data x fsdp x
+            # tensor mesh (all three > 1); tests/multidevice checks the equality.
+            c_bh = constrain(c_bh, ("batch", None))
+            h_bh = constrain(h_bh, ("batch", None))
             return (c_bh, h_bh), h_bh
 
-        carry, out_tbh = jax.lax.scan(step, carry, jnp.swapaxes(gates_in_btg, 0, 1))
+        def masked_step(carry, inputs):
+            g_in_bg, valid_b = inputs
+            new, h_bh = step(carry, g_in_bg)
+            keep = lambda n, o: jnp.where(valid_b[:, None], n, o)  # noqa: E731
+            return jax.tree.map(keep, new, carry), h_bh
+
+        if valid_bt is None:
+            carry, out_tbh = jax.lax.scan(step, carry, jnp.swapaxes(gates_in_btg, 0, 1))
+        else:
+            carry, out_tbh = jax.lax.scan(
+                masked_step, carry, (jnp.swapaxes(gates_in_btg, 0, 1), valid_bt.T)
+            )
         return jnp.swapaxes(out_tbh, 0, 1).astype(self.dtype), carry
 
 
 class LSTMLM(nn.Module):
-    """tokens (b, t) int32 -> logits (b, t, vocab) float32."""
+    """tokens (b, t) int32 -> logits (b, t, vocab) float32.
+
+    `decode=True` (generation, with a mutable `cache` collection): each layer starts from its
+    cached (c, h) state (`carry_{i}`, zeros when created) and stores its final state there;
+    tokens at `positions_bt` below 0 (left padding) leave the state unchanged.
+    """
 
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens_bt: jax.Array, *, train: bool = False, positions_bt=None) -> jax.Array:
-        del positions_bt  # recurrent: position is implicit
+    def __call__(
+        self, tokens_bt: jax.Array, *, train: bool = False, positions_bt=None, decode: bool = False
+    ) -> jax.Array:
         c = self.cfg
         dtype, pdtype = dtype_of(c.dtype), dtype_of(c.param_dtype)
         embed = nn.Embed(
@@ -78,8 +106,19 @@ class LSTMLM(nn.Module):
         )
         x_btd = self.perturb("embeddings", embed(tokens_bt))
         x_btd = nn.Dropout(c.dropout)(x_btd, deterministic=not train)
+        layer_cls = LSTMLayer
+        if c.remat != "none" and not decode:
+            layer_cls = nn.remat(LSTMLayer, policy=REMAT_POLICIES[c.remat])
+        valid_bt = None if positions_bt is None or not decode else positions_bt >= 0
         for i in range(c.n_layers):
-            x_btd, _ = LSTMLayer(c.d_model, dtype, pdtype, name=f"lstm_{i}")(x_btd)
+            layer = layer_cls(c.d_model, dtype, pdtype, name=f"lstm_{i}")
+            if decode:
+                zeros = jnp.zeros((tokens_bt.shape[0], c.d_model), jnp.float32)
+                cache = self.variable("cache", f"carry_{i}", lambda z=zeros: (z, z))
+                x_btd, cache.value = layer(x_btd, cache.value, valid_bt)
+            else:
+                x_btd, _ = layer(x_btd)
+            x_btd = constrain(x_btd, ("batch", "length", "embed"))  # layer boundary
             x_btd = nn.Dropout(c.dropout)(x_btd, deterministic=not train)
         if c.tie_embeddings:
             logits_btv = embed.attend(x_btd)

@@ -16,8 +16,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxlm.config import ModelConfig
-from jaxlm.models.layers import Attention, Mlp, Norm, dtype_of, normal
+from jaxlm.config import ModelConfig, is_causal, pooling
+from jaxlm.sharding import constrain
+from jaxlm.models.layers import REMAT_POLICIES, Attention, Mlp, Norm, dtype_of, normal
 
 
 def mlp_width(cfg: ModelConfig) -> int:
@@ -30,10 +31,20 @@ def mlp_width(cfg: ModelConfig) -> int:
 
 
 class Block(nn.Module):
+    """Pre-norm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+
+    (b, t, d) -> ((b, t, d), None): nn.scan's (carry, output) form, so one class serves both the
+    Python loop over layers and `scan_layers`.
+    """
+
     cfg: ModelConfig
+    train: bool = False
+    decode: bool = False  # generation: attention keeps a KV cache (see layers.Attention)
 
     @nn.compact
-    def __call__(self, x_btd: jax.Array, positions_bt: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(
+        self, x_btd: jax.Array, positions_bt: jax.Array, valid_bt: Optional[jax.Array] = None
+    ) -> tuple[jax.Array, None]:
         c = self.cfg
         dtype, pdtype = dtype_of(c.dtype), dtype_of(c.param_dtype)
         out_std = c.init_std / math.sqrt(2 * c.n_layers)
@@ -43,27 +54,45 @@ class Block(nn.Module):
             n_heads=c.n_heads, n_kv_heads=c.n_kv_heads or c.n_heads,
             head_dim=c.d_model // c.n_heads, use_bias=c.use_bias,
             use_rope=c.position == "rope", rope_theta=c.rope_theta, init_std=c.init_std,
-            out_init_std=out_std, dtype=dtype, param_dtype=pdtype, implementation=impl,
-            name="attn",
-        )(norm("ln_1")(x_btd), positions_bt)
-        x_btd = x_btd + nn.Dropout(c.dropout)(h, deterministic=deterministic)
+            out_init_std=out_std, dtype=dtype, param_dtype=pdtype,
+            implementation=None if self.decode else impl, decode=self.decode,
+            causal=is_causal(c), name="attn",
+        )(norm("ln_1")(x_btd), positions_bt, valid_bt)
+        x_btd = x_btd + nn.Dropout(c.dropout)(h, deterministic=not self.train)
         h = Mlp(
             d_ff=mlp_width(c), kind=c.mlp, use_bias=c.use_bias, init_std=c.init_std,
             out_init_std=out_std, dtype=dtype, param_dtype=pdtype, name="mlp",
         )(norm("ln_2")(x_btd))
-        x_btd = x_btd + nn.Dropout(c.dropout)(h, deterministic=deterministic)
-        return nn.with_logical_constraint(x_btd, ("batch", "length", "embed"))
+        x_btd = x_btd + nn.Dropout(c.dropout)(h, deterministic=not self.train)
+        # The one activation constraint per block: its output, batch-sharded.
+        return constrain(x_btd, ("batch", "length", "embed")), None
+
+
+def _block_class(cfg: ModelConfig, decode: bool = False) -> type:
+    if cfg.remat == "none" or decode:  # decoding has no backward pass to save memory for
+        return Block
+    # prevent_cse is only needed outside scan (scan already stops CSE across iterations).
+    return nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
 
 
 class Transformer(nn.Module):
-    """tokens (b, t) int32 -> logits (b, t, vocab) float32."""
+    """tokens (b, t) int32 -> logits (b, t, vocab) float32; with model.objective=classify,
+    class logits (b, num_labels) from the final hidden states pooled over `valid_bt` (bool (b, t),
+    False at padding; None: all valid). model.objective=mlm is the same network attending both
+    ways (`is_causal`), its tied embedding as the MLM output layer.
+
+    `decode=True` (generation, with a mutable `cache` collection): the tokens continue the
+    cached sequence, and `positions_bt` gives their absolute positions; a position below 0
+    marks left padding, which no later token attends to. `jaxlm.generate` drives this.
+    """
 
     cfg: ModelConfig
 
     @nn.compact
     def __call__(
         self, tokens_bt: jax.Array, *, train: bool = False,
-        positions_bt: Optional[jax.Array] = None,
+        positions_bt: Optional[jax.Array] = None, decode: bool = False,
+        valid_bt: Optional[jax.Array] = None,
     ) -> jax.Array:
         c = self.cfg
         dtype, pdtype = dtype_of(c.dtype), dtype_of(c.param_dtype)
@@ -71,6 +100,8 @@ class Transformer(nn.Module):
         default_positions = positions_bt is None
         if default_positions:
             positions_bt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        elif decode:
+            positions_bt = jnp.maximum(positions_bt, 0)  # padding: a position-0 token of its own
         embed = nn.Embed(
             c.vocab_size, c.d_model, dtype=dtype, param_dtype=pdtype,
             embedding_init=normal(c.init_std, ("vocab", "embed")), name="wte",
@@ -85,10 +116,23 @@ class Transformer(nn.Module):
             x_btd = x_btd + pos_td.astype(dtype)
         x_btd = self.perturb("embeddings", x_btd)  # lets tests take d(logits)/d(embeddings)
         x_btd = nn.Dropout(c.dropout)(x_btd, deterministic=not train)
-        x_btd = nn.with_logical_constraint(x_btd, ("batch", "length", "embed"))
-        for i in range(c.n_layers):
-            x_btd = Block(c, name=f"h_{i}")(x_btd, positions_bt, not train)
+        x_btd = constrain(x_btd, ("batch", "length", "embed"))
+        block_cls = _block_class(c, decode)
+        if c.scan_layers:  # one compiled body; params (and KV caches) on a leading `layers` axis
+            stack = nn.scan(
+                block_cls, variable_axes={"params": 0, "cache": 0}, length=c.n_layers,
+                in_axes=nn.broadcast,
+                split_rngs={"params": True, "dropout": True},
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            x_btd, _ = stack(c, train, decode, name="h")(x_btd, positions_bt, valid_bt)
+        else:
+            for i in range(c.n_layers):
+                x_btd, _ = block_cls(c, train, decode, name=f"h_{i}")(
+                    x_btd, positions_bt, valid_bt)
         x_btd = Norm(c.norm, c.norm_eps, c.use_bias, dtype, pdtype, name="ln_f")(x_btd)
+        if c.objective == "classify":
+            return self._classify(x_btd, valid_bt, dtype, pdtype)
         if c.tie_embeddings:
             logits_btv = embed.attend(x_btd)
         else:
@@ -97,3 +141,41 @@ class Transformer(nn.Module):
                 kernel_init=normal(c.init_std, ("embed", "vocab")), name="lm_head",
             )(x_btd)
         return logits_btv.astype(jnp.float32)
+
+    def _classify(self, x_btd, valid_bt, dtype, pdtype) -> jax.Array:
+        """Pooled hidden state -> (b, num_labels) float32 logits (`classifier` head)."""
+        c = self.cfg
+        if valid_bt is None:
+            valid_bt = jnp.ones(x_btd.shape[:2], bool)
+        kind = pooling(c)
+        if kind == "first":
+            pooled_bd = x_btd[:, 0]
+        elif kind == "last":  # the last valid (non-pad) token: it has seen the whole text
+            last_b = jnp.maximum(valid_bt.sum(axis=1) - 1, 0)
+            pooled_bd = jnp.take_along_axis(x_btd, last_b[:, None, None], axis=1)[:, 0]
+        else:  # mean over valid tokens
+            w_bt = valid_bt.astype(x_btd.dtype)
+            pooled_bd = (x_btd * w_bt[..., None]).sum(1) / jnp.maximum(w_bt.sum(1), 1)[:, None]
+        return nn.Dense(
+            c.num_labels, dtype=dtype, param_dtype=pdtype,
+            kernel_init=normal(c.init_std, ("embed", None)),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
+            name="classifier",
+        )(pooled_bd).astype(jnp.float32)
+
+
+def stack_layers(params: dict, n_layers: int) -> dict:
+    """Per-layer params {h_0, ..., h_{L-1}} -> the `scan_layers` layout {h: leaves with a leading
+    layers axis}. Works on any tree whose layer subtrees share one structure (e.g. Adam moments)."""
+    layers = [params[f"h_{i}"] for i in range(n_layers)]
+    out = {k: v for k, v in params.items() if not (k.startswith("h_") and k[2:].isdigit())}
+    out["h"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+    return out
+
+
+def unstack_layers(params: dict, n_layers: int) -> dict:
+    """The inverse of `stack_layers`."""
+    out = {k: v for k, v in params.items() if k != "h"}
+    for i in range(n_layers):
+        out[f"h_{i}"] = jax.tree.map(lambda x, i=i: x[i], params["h"])
+    return out
