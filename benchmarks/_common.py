@@ -1,0 +1,91 @@
+"""Shared by the benchmark scripts: the jaxlm training setup (as `jaxlm.train.loop.train` builds
+it), the run environment line, peak memory, and appending a section to RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pathlib
+import platform
+import resource
+import shlex
+import sys
+from importlib import metadata
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+from jaxlm import sharding
+from jaxlm.config import RunConfig
+from jaxlm.models import build_model
+from jaxlm.train.optim import build_optimizer, schedule
+from jaxlm.train.state import init_state, state_shardings
+from jaxlm.train.step import compile_steps
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+class Setup(NamedTuple):
+    model: Any
+    state: Any  # the initialized TrainState (donated by train_step)
+    train_step: Callable  # jitted (state, batch) -> (state, metrics)
+    batch_sharding: jax.sharding.NamedSharding
+    lr_schedule: Any
+    mesh: jax.sharding.Mesh
+
+
+def build(cfg: RunConfig) -> Setup:
+    """Model, optimizer, sharded state and the jitted train step, the way the training loop
+    builds them (`cfg.model.vocab_size` must be set)."""
+    mesh = sharding.make_mesh(cfg.mesh)
+    model = build_model(cfg.model)
+    optimizer = build_optimizer(cfg.optim, cfg.train.steps)
+    lr_schedule = schedule(cfg.optim, cfg.train.steps)
+    _, shardings = state_shardings(model, optimizer, cfg.data.seq_len, mesh)
+    train_step, _ = compile_steps(model, optimizer, lr_schedule, shardings, mesh,
+                                  grad_accum=cfg.train.grad_accum)
+    state, _ = init_state(model, optimizer, seed=cfg.train.seed, seq_len=cfg.data.seq_len,
+                          mesh=mesh)
+    return Setup(model, state, train_step, sharding.batch_sharding(mesh), lr_schedule, mesh)
+
+
+def versions(*extra: str) -> str:
+    """'jax 0.x, jaxlib 0.x, flax 0.x, ...' for the installed packages named."""
+    out = []
+    for name in ("jax", "jaxlib", "flax", "optax", *extra):
+        try:
+            out.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+def device_line() -> str:
+    devs = jax.devices()
+    host = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return f"{len(devs)}x {devs[0].device_kind} ({devs[0].platform}; host {host})"
+
+
+def peak_memory() -> tuple[float, str]:
+    """(peak bytes, what was measured): the largest device's peak_bytes_in_use on accelerators,
+    the process's max RSS on CPU (which includes the host-side Python and compiler)."""
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if dev.platform != "cpu" else None
+    if stats and "peak_bytes_in_use" in stats:
+        return max(d.memory_stats()["peak_bytes_in_use"] for d in jax.local_devices()), \
+            "device peak_bytes_in_use"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0, "process max RSS"
+
+
+def command() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT),
+                                                          *sys.argv[1:]])
+
+
+def append_results(title: str, body: str, *extra_packages: str) -> None:
+    """Appends '## date — title' with device, versions, the command and `body` to RESULTS.md."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    with open(RESULTS, "a") as f:
+        f.write(f"\n## {now[:10]} — {title}\n\n{now}; {device_line()}; "
+                f"{versions(*extra_packages)}. Command: `{command()}`\n\n{body.rstrip()}\n")
