@@ -3,6 +3,7 @@ it), the run environment line, peak memory, and appending a section to RESULTS.m
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import pathlib
@@ -16,7 +17,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 
 from jaxlm import sharding
-from jaxlm.config import RunConfig
+from jaxlm.config import RunConfig, is_causal
 from jaxlm.models import build_model
 from jaxlm.train.optim import build_optimizer, schedule
 from jaxlm.train.state import init_state, state_shardings
@@ -35,11 +36,31 @@ class Setup(NamedTuple):
     mesh: jax.sharding.Mesh
 
 
+def attention_impl(cfg: RunConfig) -> str:
+    """The attention implementation the training loop would run this config with."""
+    m = cfg.model
+    if m.family != "transformer":
+        return "-"
+    try:
+        from jaxlm.models import attention
+    except ImportError:  # a jaxlm without kernel dispatch: jax.nn.dot_product_attention chooses
+        return m.attention_impl if m.attention_impl != "auto" else "xla"
+    impl, warning = attention.resolve(
+        m.attention_impl, platform=jax.devices()[0].platform, dtype=m.dtype, n_heads=m.n_heads,
+        n_kv_heads=m.n_kv_heads or m.n_heads, head_dim=m.d_model // m.n_heads,
+        seq_len=cfg.data.seq_len, causal=is_causal(m))
+    if warning:
+        print(warning, file=sys.stderr)
+    return impl
+
+
 def build(cfg: RunConfig) -> Setup:
     """Model, optimizer, sharded state and the jitted train step, the way the training loop
-    builds them (`cfg.model.vocab_size` must be set)."""
+    builds them (`cfg.model.vocab_size` must be set; attention as `attention_impl` resolves)."""
     mesh = sharding.make_mesh(cfg.mesh)
-    model = build_model(cfg.model)
+    impl = attention_impl(cfg)
+    model = build_model(cfg.model if impl == "-" else
+                        dataclasses.replace(cfg.model, attention_impl=impl))
     optimizer = build_optimizer(cfg.optim, cfg.train.steps)
     lr_schedule = schedule(cfg.optim, cfg.train.steps)
     _, shardings = state_shardings(model, optimizer, cfg.data.seq_len, mesh)

@@ -1,0 +1,160 @@
+"""Training throughput of jaxlm models: tokens/s, median step time, MFU, compile time and peak
+memory over model sizes x sequence lengths x families, on the devices JAX sees.
+
+    python benchmarks/bench_train.py                          # CPU preset: tiny/small, seq 128/256
+    python benchmarks/bench_train.py --sizes tiny --seq-lens 256 --families transformer --steps 5
+    python benchmarks/bench_train.py --preset gpu --dtype bfloat16 --append   # GPT-2 124M..1.3B
+
+Each configuration runs in its own process (so peak memory is its own), built as the training
+loop builds it (`_common.build`: mesh over all devices, sharded state, donated jitted step),
+on random token batches. Compile time = `train_step.lower(...).compile()`. After 2 warm-up
+steps, `--steps` steps are timed one by one (each waits for its loss); the median counts.
+MFU uses jaxlm.flops: PaLM model FLOPs per token over `system_peak` (a data-sheet peak on
+accelerators, a measured float32 matmul roof on CPU). Peak memory: the device's
+peak_bytes_in_use on accelerators, the process's max RSS on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+SIZES: dict[str, dict[str, int]] = {  # d_model, n_layers, n_heads
+    "tiny": {"d_model": 128, "n_layers": 4, "n_heads": 4},  # the quickstart
+    "small": {"d_model": 256, "n_layers": 4, "n_heads": 8},
+    "medium": {"d_model": 384, "n_layers": 6, "n_heads": 6},
+    "gpt2-124m": {"d_model": 768, "n_layers": 12, "n_heads": 12},
+    "gpt2-350m": {"d_model": 1024, "n_layers": 24, "n_heads": 16},
+    "gpt2-774m": {"d_model": 1280, "n_layers": 36, "n_heads": 20},
+    "1.3b": {"d_model": 2048, "n_layers": 24, "n_heads": 16},
+}
+# preset: ((size, seq_len) runs, vocab size, batch size, dtype)
+PRESETS: dict[str, tuple[list[tuple[str, int]], int, int, str]] = {
+    "cpu": ([(s, t) for s in ("tiny", "small") for t in (128, 256)], 259, 16, "float32"),
+    "gpu": ([("gpt2-124m", 1024), ("gpt2-350m", 1024), ("gpt2-774m", 1024), ("1.3b", 2048)],
+            50304, 8, "bfloat16"),
+}
+
+
+def measure(spec: dict) -> dict:
+    """Builds and times one configuration in this process; returns its row."""
+    import jax
+    import numpy as np
+
+    import _common
+    from jaxlm import config as config_lib, flops
+
+    overrides = [f"model.family={spec['family']}", f"model.vocab_size={spec['vocab']}",
+                 f"model.max_seq_len={spec['seq_len']}", f"data.seq_len={spec['seq_len']}",
+                 f"train.batch_size={spec['batch']}", f"train.steps={spec['steps'] + 10}",
+                 "optim.warmup_steps=2", f"model.dtype={spec['dtype']}",
+                 f"model.remat={spec['remat']}",
+                 *(f"model.{k}={v}" for k, v in SIZES[spec["size"]].items())]
+    cfg = config_lib.load_config(None, overrides)
+    setup = _common.build(cfg)
+    b, t = cfg.train.batch_size, cfg.data.seq_len
+    rng = np.random.default_rng(0)
+    batches = [jax.device_put({"inputs": rng.integers(0, spec["vocab"], (b, t), dtype=np.int32),
+                               "targets": rng.integers(0, spec["vocab"], (b, t), dtype=np.int32),
+                               "mask": np.ones((b, t), bool)}, setup.batch_sharding)
+               for _ in range(2)]
+    state = setup.state
+    t0 = time.perf_counter()
+    step = setup.train_step.lower(state, batches[0]).compile()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for i in range(spec["steps"] + 2):
+        t0 = time.perf_counter()
+        state, metrics = step(state, batches[i % 2])
+        float(metrics["loss"])  # waits for the step
+        times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times[2:])
+    total, non_embed = flops.param_counts(state.params)
+    fpt = flops.model_flops_per_token(cfg.model, non_embed, t)
+    if spec.get("roof"):  # CPU: the roof the first configuration measured, for all rows
+        peak, peak_src = spec["roof"]
+    else:
+        peak, peak_src = flops.system_peak(jax.devices(), cfg.model.dtype)
+    tok_s = b * t / step_s
+    mem, mem_src = _common.peak_memory()
+    return {**spec, "params": total, "attention": _common.attention_impl(cfg),
+            "compile_s": compile_s, "step_ms": 1e3 * step_s, "tokens_per_sec": tok_s,
+            "mfu": flops.mfu(tok_s, fpt, peak), "peak_flops": peak, "peak_source": peak_src,
+            "memory_gib": mem / 2**30, "memory_source": mem_src, "loss": float(metrics["loss"])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--sizes", help=f"comma-separated, from {', '.join(SIZES)} (default: preset)")
+    ap.add_argument("--seq-lens", help="comma-separated (default: preset)")
+    ap.add_argument("--families", default="transformer,lstm")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
+    ap.add_argument("--batch-size", type=int, help="sequences per step (default: preset)")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: preset)")
+    ap.add_argument("--vocab-size", type=int, help="default: preset (259 bytes / 50304 GPT-2)")
+    ap.add_argument("--remat", default="none", choices=("none", "full", "dots_saveable"))
+    ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # child process: one JSON spec
+    args = ap.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(measure(json.loads(args.one))))
+        return
+    runs, vocab, batch, dtype = PRESETS[args.preset]
+    if args.sizes or args.seq_lens:
+        sizes = args.sizes.split(",") if args.sizes else sorted({s for s, _ in runs}, key=list(SIZES).index)
+        seqs = [int(x) for x in args.seq_lens.split(",")] if args.seq_lens else sorted({t for _, t in runs})
+        runs = [(s, t) for s in sizes for t in seqs]
+    rows: list[dict] = []
+    roof = None  # a measured CPU matmul roof, measured once (it varies with machine load)
+    for family in args.families.split(","):
+        for size, seq_len in runs:
+            spec = {"family": family, "size": size, "seq_len": seq_len, "steps": args.steps,
+                    "batch": args.batch_size or batch, "dtype": args.dtype or dtype,
+                    "vocab": args.vocab_size or vocab, "remat": args.remat, "roof": roof}
+            proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)],
+                                  capture_output=True, text=True)
+            out = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode or not out:
+                err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"{family} {size} seq {seq_len}: failed: {err}", file=sys.stderr)
+                rows.append({**spec, "error": err[:120]})
+                continue
+            rows.append(json.loads(out[0][len("RESULT "):]))
+            if rows[-1]["peak_source"].startswith("measured"):
+                roof = (rows[-1]["peak_flops"], rows[-1]["peak_source"])
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    lines = ["| family | size | params | seq | batch | dtype | attention | compile (s) | "
+             "step (ms, median) | tokens/s | MFU | peak memory (GiB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head = f"| {r['family']} | {r['size']} | "
+        if "error" in r:
+            lines.append(head + f"- | {r['seq_len']} | {r['batch']} | {r['dtype']} | "
+                         f"failed: {r['error']} | | | | | |")
+            continue
+        lines.append(head + f"{r['params'] / 1e6:.2f}M | {r['seq_len']} | {r['batch']} | "
+                     f"{r['dtype']} | {r['attention']} | {r['compile_s']:.1f} | "
+                     f"{r['step_ms']:.0f} | {r['tokens_per_sec']:,.0f} | {100 * r['mfu']:.1f}% | "
+                     f"{r['memory_gib']:.2f} |")
+    ok = [r for r in rows if "error" not in r]
+    notes = ""
+    if ok:
+        notes = (f"MFU denominator: {ok[0]['peak_flops'] / 1e12:.3g} TFLOP/s "
+                 f"({ok[0]['peak_source']}); peak memory: {ok[0]['memory_source']}; "
+                 f"{args.steps} timed steps per row after 2 warm-up steps, random tokens.")
+    table = "\n".join(lines)
+    print(table + "\n\n" + notes)
+    if args.append:
+        import _common
+
+        _common.append_results(f"training throughput (bench_train, preset {args.preset})",
+                               f"{notes}\n\n{table}")
+
+
+if __name__ == "__main__":
+    main()
