@@ -31,7 +31,7 @@ CELL_TIMEOUT = 600  # seconds, per cell
 
 def ci_parameters(name: str, workdir: pathlib.Path) -> dict:
     """The tiny values CI runs each notebook with (every key must be a knob of the notebook)."""
-    tiny_model = dict(D_MODEL=32, N_LAYERS=2, N_HEADS=2, SEQ_LEN=64)
+    tiny_model = dict(D_MODEL=32, N_LAYERS=1, N_HEADS=2, SEQ_LEN=64)
     return {
         "quickstart": dict(
             WORKDIR=str(workdir / "quickstart"), **tiny_model, STEPS=30, BATCH_SIZE=8,
