@@ -1,5 +1,10 @@
 """jaxlm: train language models and study how they scale, with JAX and Flax."""
 
+from jaxlm import xla_flags
+
+xla_flags.apply_defaults()  # before anything starts JAX's backends; see jaxlm/xla_flags.py
+
+
 from jaxlm.config import RunConfig, load_config
 from jaxlm.errors import JaxlmError
 from jaxlm.models import build_model

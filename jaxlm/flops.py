@@ -1,19 +1,57 @@
-"""The one FLOP counter: parameter counts and training FLOPs per token.
+"""The one FLOP counter: parameter counts, FLOPs per token, accelerator peaks and MFU.
 
-Transformer convention (Kaplan et al. 2020 / Chinchilla practice): forward + backward
-= 6 * N_nonembed + 6 * n_layers * seq_len * d_model per token, causal attention counted in full.
-LSTM: 6 * N_nonembed per token (every weight is used once per token; no attention term).
+Two conventions, both per token of training (forward + backward = 3x forward):
+
+- **Scaling** (`flops_per_token`; Kaplan et al. 2020 / Chinchilla practice, what sweeps budget
+  with): 6 * N_nonembed + 6 * n_layers * seq_len * d_model. Embeddings and the output head are
+  excluded from N; the attention term is Kaplan's (QK^T over the causal context).
+- **Model FLOPs** (`model_flops_per_token`; PaLM, Chowdhery et al. 2022, appendix B, what MFU is
+  measured with): 6 * N_matmul + 12 * n_layers * seq_len * d_attn, where N_matmul is every weight
+  used in a matmul (N_nonembed plus the d_model x vocab output projection, tied or not; the
+  embedding lookup is a gather and costs nothing) and the attention term counts QK^T and AV over
+  the full (not causally halved) context. LSTM: 6 * N_matmul, no attention term.
+
+MFU = achieved model FLOP/s / peak FLOP/s of the devices used. Peaks are dense bf16 (and fp32
+where the vendor gives one) per chip from vendor data sheets; `train.peak_flops` overrides them.
+On CPU there is no data sheet: `matmul_roof` times a large float32 matmul, and CPU MFU is
+relative to that measured roof.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import time
+from typing import Any, Optional
 
 from flax.traverse_util import flatten_dict
 
 from jaxlm.config import ModelConfig
 
 EMBEDDING_PARAMS = ("wte", "wpe", "embed", "lm_head", "head")
+
+# Dense (no sparsity) peak FLOP/s per chip. "float32" on NVIDIA is the TF32 tensor-core rate,
+# which XLA uses for float32 matmuls by default (jax_default_matmul_precision).
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    # Google Cloud TPU system architecture pages (per chip)
+    "TPU v4": {"bfloat16": 275e12, "float32": 275e12},
+    "TPU v5 lite": {"bfloat16": 197e12, "float32": 197e12},  # v5e
+    "TPU v5e": {"bfloat16": 197e12, "float32": 197e12},
+    "TPU v5p": {"bfloat16": 459e12, "float32": 459e12},
+    "TPU v5": {"bfloat16": 459e12, "float32": 459e12},  # v5p reports itself as "TPU v5"
+    "TPU v6 lite": {"bfloat16": 918e12, "float32": 918e12},  # v6e (Trillium)
+    "TPU v6e": {"bfloat16": 918e12, "float32": 918e12},
+    # NVIDIA data sheets, dense tensor-core rates (SXM parts; PCIe H100 is lower)
+    "NVIDIA A100-SXM4-40GB": {"bfloat16": 312e12, "float32": 156e12},
+    "NVIDIA A100-SXM4-80GB": {"bfloat16": 312e12, "float32": 156e12},
+    "NVIDIA A100 80GB PCIe": {"bfloat16": 312e12, "float32": 156e12},
+    "NVIDIA H100 80GB HBM3": {"bfloat16": 989e12, "float32": 495e12},
+    "NVIDIA H100 PCIe": {"bfloat16": 756e12, "float32": 378e12},
+    "NVIDIA H200": {"bfloat16": 989e12, "float32": 495e12},
+}
+# device_kind prefixes, for names the table does not spell exactly (e.g. "NVIDIA H100 NVL")
+_PREFIXES = (("TPU v6", "TPU v6e"), ("TPU v5 lite", "TPU v5e"), ("TPU v5", "TPU v5p"),
+             ("TPU v4", "TPU v4"), ("NVIDIA H200", "NVIDIA H200"),
+             ("NVIDIA H100", "NVIDIA H100 80GB HBM3"), ("NVIDIA A100", "NVIDIA A100-SXM4-80GB"))
 
 
 def param_counts(params: Any) -> tuple[int, int]:
@@ -28,11 +66,80 @@ def param_counts(params: Any) -> tuple[int, int]:
 
 
 def flops_per_token(cfg: ModelConfig, non_embedding_params: int, seq_len: int) -> float:
-    """Training (forward + backward) FLOPs per token."""
+    """Training FLOPs per token, scaling convention (6N + Kaplan's attention term)."""
     flops = 6.0 * non_embedding_params
     if cfg.family == "transformer":
         flops += 6.0 * cfg.n_layers * seq_len * cfg.d_model
     return flops
 
 
-__all__ = ["param_counts", "flops_per_token"]
+def model_flops_per_token(cfg: ModelConfig, non_embedding_params: int, seq_len: int) -> float:
+    """Training FLOPs per token, PaLM's model-FLOPs convention (for MFU); see the module doc.
+
+    Needs `cfg.vocab_size` resolved. d_attn = n_heads * head_dim (= d_model here)."""
+    if cfg.vocab_size is None:
+        raise ValueError("model_flops_per_token needs model.vocab_size")
+    matmul_params = non_embedding_params
+    if cfg.objective != "classify":  # the LM head: d_model x vocab, tied or not
+        matmul_params += cfg.d_model * cfg.vocab_size
+    flops = 6.0 * matmul_params
+    if cfg.family == "transformer":
+        flops += 12.0 * cfg.n_layers * seq_len * cfg.d_model
+    return flops
+
+
+def peak_flops(device_kind: str, dtype: str = "bfloat16") -> Optional[float]:
+    """Peak FLOP/s of one chip for matmuls in `dtype` (float16 counts as bfloat16); None when
+    the device is not in the table (CPUs, unknown accelerators)."""
+    row = PEAK_FLOPS.get(device_kind)
+    if row is None:
+        for prefix, name in _PREFIXES:
+            if device_kind.startswith(prefix):
+                row = PEAK_FLOPS[name]
+                break
+    if row is None:
+        return None
+    return row["float32" if dtype == "float32" else "bfloat16"]
+
+
+@functools.lru_cache(maxsize=None)
+def matmul_roof(n: int = 1024, repeats: int = 5) -> float:
+    """Measured FLOP/s of the default device on an n x n float32 matmul (best of `repeats`):
+    the CPU's practical peak, so CPU runs have an MFU too. Cached per process; ~0.2 s on CPU."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    mm = jax.jit(lambda x: x @ x)
+    mm(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mm(a).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
+
+
+def system_peak(devices: list, dtype: str, override: Optional[float] = None) -> tuple[float, str]:
+    """(peak FLOP/s of all `devices` together, where the number comes from).
+
+    `override` is per device (train.peak_flops). CPU: the measured matmul roof of the host
+    (the CPU "devices" of one process share its cores, so it is not multiplied by their count)."""
+    kind, platform = devices[0].device_kind, devices[0].platform
+    if override:
+        return override * len(devices), "train.peak_flops"
+    if platform == "cpu":
+        return matmul_roof(), "measured float32 matmul roof"
+    peak = peak_flops(kind, dtype)
+    if peak is None:
+        return matmul_roof() * len(devices), f"measured matmul roof ({kind} not in the table)"
+    return peak * len(devices), f"{kind} {'float32' if dtype == 'float32' else 'bfloat16'} peak"
+
+
+def mfu(tokens_per_sec: float, model_flops_token: float, peak: float) -> float:
+    """Model FLOPs utilization: achieved model FLOP/s / peak FLOP/s."""
+    return tokens_per_sec * model_flops_token / peak if peak > 0 else 0.0
+
+
+__all__ = ["param_counts", "flops_per_token", "model_flops_per_token", "peak_flops",
+           "matmul_roof", "system_peak", "mfu", "PEAK_FLOPS"]

@@ -13,10 +13,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlm.models.attention import splash_attention
+
 Dtype = Any
 
 
 def dtype_of(name: str) -> Dtype:
+    """A config dtype name; `auto` (model.dtype) resolves for the default backend."""
+    if name == "auto":
+        from jaxlm.config import compute_dtype
+
+        name = compute_dtype(name, jax.default_backend())
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
 
 
@@ -93,7 +100,7 @@ class Attention(nn.Module):
     out_init_std: float
     dtype: Dtype
     param_dtype: Dtype
-    implementation: Optional[str] = None  # None lets JAX choose (XLA on CPU)
+    implementation: Optional[str] = None  # xla | cudnn | splash (see models.attention); None: JAX's
     decode: bool = False
     causal: bool = True  # False: bidirectional (the masked-LM / classification encoder)
 
@@ -123,10 +130,13 @@ class Attention(nn.Module):
             out_btnh = jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask_b1ts)
         else:
             mask = None if valid_bt is None else valid_bt[:, None, None, :]  # (b, 1, 1, t)
-            out_btnh = jax.nn.dot_product_attention(
-                q_btnh, k_btkh, v_btkh, mask=mask, is_causal=self.causal,
-                implementation=self.implementation if mask is None else None,
-            )
+            impl = self.implementation if mask is None else None  # padding masks: XLA
+            if impl == "splash":
+                out_btnh = splash_attention(q_btnh, k_btkh, v_btkh, causal=self.causal)
+            else:
+                out_btnh = jax.nn.dot_product_attention(
+                    q_btnh, k_btkh, v_btkh, mask=mask, is_causal=self.causal, implementation=impl,
+                )
         return nn.DenseGeneral(
             features=d, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
             param_dtype=self.param_dtype,

@@ -1,0 +1,38 @@
+"""XLA flags jaxlm sets by default (before JAX starts its backends), each with the reason.
+
+They are GPU flags: XLA ignores them on CPU and TPU. A flag already in XLA_FLAGS is left as the
+user set it, and JAXLM_XLA_DEFAULTS=0 turns all of them off. Every flag here is checked to parse
+with the installed jaxlib by tests/test_perf.py (XLA aborts the process on an unknown flag).
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_FLAGS: dict[str, tuple[str, str]] = {
+    # JAX's GPU performance tips and NVIDIA's JAX-Toolbox images set it: lets the scheduler move
+    # collectives (FSDP all-gathers, gradient reduce-scatters) to overlap with compute.
+    "xla_gpu_enable_latency_hiding_scheduler": (
+        "true", "overlap collectives with compute (multi-GPU meshes)"),
+    # Collectives on a high-priority stream so they are not starved by compute kernels
+    # (JAX-Toolbox's recommended setting for FSDP/data-parallel training).
+    "xla_gpu_enable_highest_priority_async_stream": (
+        "true", "run async collectives on a high-priority CUDA stream"),
+}
+
+
+def apply_defaults(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> list[str]:
+    """Adds the DEFAULT_FLAGS that XLA_FLAGS does not already set; returns the flags added.
+
+    Has effect only before JAX initializes its backends (jaxlm calls it on import)."""
+    if environ.get("JAXLM_XLA_DEFAULTS", "1") == "0":
+        return []
+    current = environ.get("XLA_FLAGS", "")
+    added = [f"--{name}={value}" for name, (value, _) in DEFAULT_FLAGS.items()
+             if f"--{name}=" not in current and f"--{name} " not in current + " "]
+    if added:
+        environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
+    return added
+
+
+__all__ = ["DEFAULT_FLAGS", "apply_defaults"]
