@@ -23,6 +23,12 @@ examples:
   python train.py --workdir runs/exp1 train.steps=5000 data.corpus=~/texts/
   Re-running a command on an existing --workdir resumes from its newest checkpoint.
 
+config:
+  Sections model.*, data.*, optim.*, train.*, mesh.*, distributed.*. Every key with its default
+  and meaning: docs/config.md. The resolved config of a command: add --print-config.
+  Each run logs tokens/s, step time and MFU (model FLOPs utilization) to metrics.jsonl and
+  TensorBoard (tensorboard --logdir <workdir>/tensorboard).
+
 exit status:
   0 finished; 2 bad input (one line on stderr); 3 halted on a non-finite loss
   (train.nonfinite=halt); 75 stopped by SIGTERM/SIGINT after saving a checkpoint: re-run to resume.
@@ -41,7 +47,8 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="jaxlm", description="Train and study language models with JAX and Flax.",
+        prog="jaxlm", description="Train and study language models with JAX and Flax. "
+        "`jaxlm COMMAND --help` explains each command; with no command, jaxlm trains.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -87,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                    + (f"masked-token accuracy {e['eval_accuracy']:.4f}"
                       if cfg.model.objective == "mlm" else f"bits per byte {e['eval_bpb']:.4f}"))
     print(f"\nfinished step {result.final_step} in {result.wall_time:.0f}s "
-          f"({result.tokens_per_sec:,.0f} tokens/s): {summary}")
+          f"({result.tokens_per_sec:,.0f} tokens/s, MFU {100 * result.mfu:.1f}%): {summary}")
     for i, s in enumerate(result.samples):
         print(f"\n--- sample {i + 1} ---\n{s}")
     print(f"\nrun directory: {result.workdir}")

@@ -27,23 +27,23 @@ class ModelConfig:
     family: str = "transformer"  # transformer | lstm
     vocab_size: Optional[int] = None  # None: the tokenizer's vocabulary size
     d_model: int = 128  # LSTM: embedding and hidden size
-    n_layers: int = 4
-    n_heads: int = 4
+    n_layers: int = 4  # transformer blocks / stacked LSTM layers
+    n_heads: int = 4  # attention heads (d_model must be divisible by it)
     n_kv_heads: Optional[int] = None  # None: n_heads (multi-head); fewer: grouped-query attention
     d_ff: Optional[int] = None  # None: 4*d_model (gelu) or 8/3*d_model rounded to 64 (swiglu)
     max_seq_len: int = 256  # learned positions / longest sequence the model accepts
     position: str = "learned"  # learned | rope
-    rope_theta: float = 10000.0
+    rope_theta: float = 10000.0  # RoPE base frequency (position=rope)
     norm: str = "layernorm"  # layernorm | rmsnorm
-    norm_eps: float = 1e-5
+    norm_eps: float = 1e-5  # epsilon of the LayerNorm / RMSNorm layers
     mlp: str = "gelu"  # gelu | swiglu
-    tie_embeddings: bool = True
-    use_bias: bool = True
-    dropout: float = 0.0
-    init_std: float = 0.02
-    dtype: str = "float32"  # compute dtype
-    param_dtype: str = "float32"
-    attention_impl: str = "auto"  # auto | xla | cudnn (jax.nn.dot_product_attention)
+    tie_embeddings: bool = True  # the output projection reuses the token embedding matrix
+    use_bias: bool = True  # transformer: biases in the attention, MLP and LayerNorm layers
+    dropout: float = 0.0  # on embeddings and residual branches (LSTM: between layers); 0: off
+    init_std: float = 0.02  # std of the normal weight init (residual outputs: / sqrt(2*n_layers))
+    dtype: str = "auto"  # compute dtype: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16 | float16
+    param_dtype: str = "float32"  # dtype of the parameters and optimizer state
+    attention_impl: str = "auto"  # auto | xla | cudnn | splash (auto: cuDNN on GPU, splash on TPU)
     remat: str = "none"  # none | full | dots_saveable: recompute block activations in backward
     scan_layers: bool = False  # transformer: one nn.scan over stacked layers (flat compile time)
     # what the model is trained for (transformer only for mlm/classify): clm = next-token LM;
@@ -61,13 +61,13 @@ class DataConfig:
     train_split: str = "train"  # tfds only
     eval_split: str = "validation"  # tfds only
     validation_fraction: float = 0.05  # stdlib / local text: share of files held out
-    tfds_data_dir: Optional[str] = None
+    tfds_data_dir: Optional[str] = None  # tfds data directory; None: tfds's default
     tfds_download: bool = False  # allow tfds to download a registered dataset
     cache_dir: Optional[str] = None  # where local text is prepared; None: ~/.cache/jaxlm
-    seq_len: int = 256
+    seq_len: int = 256  # tokens per training row (documents packed back to back, EOS between)
     tokenizer: str = "byte"  # byte | sentencepiece
     sp_model: Optional[str] = None  # an existing SentencePiece .model file (else trained)
-    sp_vocab_size: int = 4096
+    sp_vocab_size: int = 4096  # vocabulary size of a SentencePiece model trained here
     sp_model_type: str = "bpe"  # bpe | unigram
     sp_train_chars: int = 5_000_000  # characters sampled from the train split to train it
     seed: int = 0  # shuffle order
@@ -80,22 +80,22 @@ class OptimConfig:
     name: str = "adamw"  # adamw | adafactor | lion | sgd
     lr: float = 2e-3  # peak learning rate
     schedule: str = "cosine"  # cosine | linear | constant (after warmup)
-    warmup_steps: int = 50
+    warmup_steps: int = 50  # linear warmup from 0 to lr
     min_lr_ratio: float = 0.1  # final lr = min_lr_ratio * lr
     weight_decay: float = 0.1  # applied to matrices only, not biases, norms or vectors
-    b1: float = 0.9
-    b2: float = 0.95
-    eps: float = 1e-8
+    b1: float = 0.9  # adamw | lion: beta1
+    b2: float = 0.95  # adamw | lion: beta2
+    eps: float = 1e-8  # adamw: epsilon added to the denominator
     momentum: float = 0.9  # sgd
     grad_clip: float = 1.0  # global-norm clipping; 0 disables
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 900
+    steps: int = 900  # optimizer updates in the run (the lr schedule's length)
     batch_size: int = 16  # global, in sequences
-    seed: int = 0
-    log_every: int = 10
+    seed: int = 0  # parameter initialization and dropout
+    log_every: int = 10  # steps between training log lines
     eval_every: int = 300  # 0: only at the end
     eval_batches: int = 10  # batches per periodic eval; the final eval uses final_eval_batches
     final_eval_batches: int = 100  # 0: the whole eval split
@@ -108,18 +108,22 @@ class TrainConfig:
     # run directory (its model must match model.*); ignored when resuming
     init_from: Optional[str] = None
     samples: int = 3  # generated samples printed at the end
-    sample_prompt: str = "def "
-    sample_tokens: int = 200
-    sample_temperature: float = 0.8
+    sample_prompt: str = "def "  # prompt of the end-of-run samples
+    sample_tokens: int = 200  # tokens per sample (transformer: capped by model.max_seq_len)
+    sample_temperature: float = 0.8  # sampling temperature; 0: greedy
     mask_prob: float = 0.15  # model.objective=mlm: share of tokens selected (80/10/10 corrupted)
     freeze_backbone: bool = False  # model.objective=classify: train only the classifier head
+    # MFU denominator: peak FLOP/s of one device; None: the table in jaxlm.flops (accelerators)
+    # or a measured float32 matmul roof (CPU)
+    peak_flops: Optional[float] = None
+    prefetch: int = 2  # batches placed on the devices ahead of the step that uses them; 0: off
 
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
     data: int = -1  # -1: all devices not used by the other axes
-    fsdp: int = 1
-    tensor: int = 1
+    fsdp: int = 1  # devices the batch and every parameter are sharded over (FSDP / ZeRO-3)
+    tensor: int = 1  # devices heads, MLP width and vocabulary are split over (tensor parallel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +131,8 @@ class DistributedConfig:
     """Multi-host: all unset = auto-detect (TPU pod slices, SLURM, Open MPI) or single process."""
 
     coordinator_address: Optional[str] = None  # host:port of process 0
-    num_processes: Optional[int] = None
-    process_id: Optional[int] = None
+    num_processes: Optional[int] = None  # processes in the job
+    process_id: Optional[int] = None  # this process's index, 0 .. num_processes-1
     auto: bool = True  # initialize when a multi-host cluster is detected and nothing is set
     initialization_timeout: int = 300  # seconds to wait for all processes
 
@@ -252,9 +256,9 @@ def validate(cfg: RunConfig) -> None:
     _choice("model.position", m.position, ("learned", "rope"))
     _choice("model.norm", m.norm, ("layernorm", "rmsnorm"))
     _choice("model.mlp", m.mlp, ("gelu", "swiglu"))
-    _choice("model.dtype", m.dtype, DTYPES)
+    _choice("model.dtype", m.dtype, ("auto", *DTYPES))
     _choice("model.param_dtype", m.param_dtype, DTYPES)
-    _choice("model.attention_impl", m.attention_impl, ("auto", "xla", "cudnn"))
+    _choice("model.attention_impl", m.attention_impl, ("auto", "xla", "cudnn", "splash"))
     _choice("model.remat", m.remat, REMAT_POLICIES)
     _choice("model.objective", m.objective, OBJECTIVES)
     _choice("model.pooling", m.pooling, ("auto", "last", "first", "mean"))
@@ -268,6 +272,11 @@ def validate(cfg: RunConfig) -> None:
         raise JaxlmError(f"config key 'train.mask_prob' must be in (0, 1); got {t.mask_prob}")
     if t.freeze_backbone and m.objective != "classify":
         raise JaxlmError("train.freeze_backbone applies to model.objective=classify only")
+    if t.prefetch < 0:
+        raise JaxlmError(f"config key 'train.prefetch' must be >= 0; got {t.prefetch}")
+    if t.peak_flops is not None and t.peak_flops <= 0:
+        raise JaxlmError(f"config key 'train.peak_flops' must be > 0 (FLOP/s of one device); "
+                         f"got {t.peak_flops}")
     if m.scan_layers and m.family != "transformer":
         raise JaxlmError("config key 'model.scan_layers' applies to the transformer family only")
     for key in ("d_model", "n_layers", "n_heads", "max_seq_len", "rope_theta", "norm_eps"):
@@ -363,6 +372,14 @@ def validate(cfg: RunConfig) -> None:
                 f"distributed.num_processes={dist.num_processes})"
             )
     _positive("distributed.initialization_timeout", dist.initialization_timeout)
+
+
+def compute_dtype(dtype: str, platform: str) -> str:
+    """model.dtype with `auto` resolved: bfloat16 on accelerators (float32 params stay the master
+    weights), float32 on CPU, where bfloat16 is emulated and slower."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if platform in ("gpu", "tpu") else "float32"
 
 
 def is_causal(m: ModelConfig) -> bool:

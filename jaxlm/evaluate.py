@@ -4,7 +4,7 @@ next-token / masked-token accuracy); classification: accuracy and macro precisio
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 import jax
 import numpy as np
@@ -27,12 +27,25 @@ def summarize(nats: float, tokens: float, n_bytes: float) -> dict[str, float]:
 def evaluate(
     eval_step: Callable, params: Any, batches: Iterable[dict[str, np.ndarray]],
     token_bytes: jax.Array, put: Callable[[dict], Any] = lambda b: b,
+    bar: Optional[Any] = None,
 ) -> dict[str, float]:
-    """Runs `eval_step(params, batch, token_bytes)` over `batches`; sums stay on device until the end."""
-    totals = None
+    """Runs `eval_step(params, batch, token_bytes)` over `batches`; sums stay on device until the end.
+
+    `bar` (a tqdm bar, optional) advances as batches finish: batch i is waited for only after
+    batch i+1 is dispatched, so the device always has the next batch queued."""
+    totals = previous = None
     for batch in batches:
         out = eval_step(params, put(batch), token_bytes)
         totals = out if totals is None else jax.tree.map(lambda a, b: a + b, totals, out)
+        if bar is not None:
+            if previous is not None:
+                jax.block_until_ready(previous)
+                bar.update(1)
+            previous = out
+    if bar is not None and previous is not None:
+        jax.block_until_ready(previous)
+        bar.update(1)
+        bar.close()
     if totals is None:
         raise ValueError("no evaluation batches")
     totals = jax.device_get(totals)

@@ -7,13 +7,17 @@ byte count behind bits-per-byte, whatever the tokenizer.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import pathlib
 import random
-from typing import Iterable, Protocol, Sequence
+import sys
+import threading
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from jaxlm.errors import JaxlmError
 
@@ -64,6 +68,33 @@ class ByteTokenizer:
         (pathlib.Path(directory) / TOKENIZER_JSON).write_text(json.dumps({"type": "byte"}) + "\n")
 
 
+@contextlib.contextmanager
+def _elapsed_bar(desc: str, enabled: bool, start: Callable[[], bool]) -> Iterator[None]:
+    """A bar counting seconds from when `start()` turns true until the block ends (for work
+    that reports no progress of its own)."""
+    if not enabled:
+        yield
+        return
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(0.5) and not start():
+            pass
+        if done.is_set():
+            return
+        with tqdm(desc=desc, bar_format="{desc}: {elapsed}", file=sys.stderr, leave=False) as bar:
+            while not done.wait(1.0):
+                bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 class SentencePieceTokenizer:
     """A SentencePiece model with pad=0, eos=1, unk=2, no BOS, byte fallback, no normalization."""
 
@@ -100,9 +131,12 @@ class SentencePieceTokenizer:
     @classmethod
     def train(
         cls, texts: Iterable[str], vocab_size: int, model_type: str = "bpe",
-        max_chars: int = 5_000_000, seed: int = 0,
+        max_chars: int = 5_000_000, seed: int = 0, show_progress: bool = False,
     ) -> "SentencePieceTokenizer":
-        """Trains on a seeded sample of lines (up to `max_chars` characters) from `texts`."""
+        """Trains on a seeded sample of lines (up to `max_chars` characters) from `texts`.
+
+        `show_progress`: a bar (stderr) while SentencePiece reads the lines, then one that
+        counts the seconds of training proper (SentencePiece reports no progress to follow)."""
         import sentencepiece as spm
 
         lines = [line for t in texts for line in t.split("\n") if line.strip()]
@@ -116,18 +150,23 @@ class SentencePieceTokenizer:
         if not sample:
             raise JaxlmError("cannot train a SentencePiece model: the training text is empty")
         model = io.BytesIO()
+        reading = tqdm(sample, desc="tokenizer: reading", unit="line", disable=not show_progress,
+                       file=sys.stderr, mininterval=1.0, leave=False)
         try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(sample), model_writer=model, vocab_size=vocab_size,
-                model_type=model_type, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=2, bos_id=-1,
-                byte_fallback=True, normalization_rule_name="identity",
-                remove_extra_whitespaces=False, add_dummy_prefix=False,
-                allow_whitespace_only_pieces=True, split_digits=True,
-                user_defined_symbols=["\n", "\t"], max_sentence_length=1 << 16,
-                num_threads=2, minloglevel=2,
-            )
+            with _elapsed_bar(f"tokenizer: training {vocab_size} {model_type} pieces",
+                              show_progress, start=lambda: reading.n == len(sample)):
+                spm.SentencePieceTrainer.train(
+                    sentence_iterator=iter(reading), model_writer=model, vocab_size=vocab_size,
+                    model_type=model_type, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=2, bos_id=-1,
+                    byte_fallback=True, normalization_rule_name="identity",
+                    remove_extra_whitespaces=False, add_dummy_prefix=False,
+                    allow_whitespace_only_pieces=True, split_digits=True,
+                    user_defined_symbols=["\n", "\t"], max_sentence_length=1 << 16,
+                    num_threads=2, minloglevel=2,
+                )
         except RuntimeError as e:
             raise JaxlmError(f"SentencePiece training failed: {str(e).splitlines()[0]}") from None
+        reading.close()
         return cls(model.getvalue(), source="<trained>")
 
     def encode(self, text: str) -> np.ndarray:

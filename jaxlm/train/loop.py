@@ -28,13 +28,15 @@ from jaxlm import flops, sharding
 from jaxlm.config import RunConfig
 from jaxlm.data import labelled, pipeline
 from jaxlm.data.corpora import Corpus, load_corpus
+from jaxlm.data.prefetch import DevicePrefetcher
 from jaxlm.data.tokenizers import (
     TOKENIZER_JSON, ByteTokenizer, SentencePieceTokenizer, Tokenizer, load_tokenizer,
 )
 from jaxlm.errors import JaxlmError, NonFiniteError
 from jaxlm.evaluate import evaluate
 from jaxlm.generate import generate
-from jaxlm.models import build_model
+from jaxlm.models import attention, build_model
+from jaxlm.config import is_causal
 from jaxlm.train import metrics as metrics_lib
 from jaxlm.train.checkpoint import Checkpointer
 from jaxlm.train.preemption import StopSignals
@@ -89,7 +91,8 @@ def _check_resume_compatible(cfg: RunConfig, saved_path: pathlib.Path) -> None:
             )
 
 
-def _tokenizer(cfg: RunConfig, corpus: Corpus, workdir: pathlib.Path, log) -> Tokenizer:
+def _tokenizer(cfg: RunConfig, corpus: Corpus, workdir: pathlib.Path, log,
+               show: bool = False) -> Tokenizer:
     d = cfg.data
     if (workdir / TOKENIZER_JSON).exists():
         return load_tokenizer(workdir)
@@ -110,9 +113,12 @@ def _tokenizer(cfg: RunConfig, corpus: Corpus, workdir: pathlib.Path, log) -> To
             break
         texts.append(corpus.train[int(i)])
         total += len(texts[-1])
-    return SentencePieceTokenizer.train(
-        texts, d.sp_vocab_size, d.sp_model_type, max_chars=d.sp_train_chars, seed=d.seed
-    )
+    t0 = time.time()
+    tok = SentencePieceTokenizer.train(texts, d.sp_vocab_size, d.sp_model_type,
+                                       max_chars=d.sp_train_chars, seed=d.seed,
+                                       show_progress=show)
+    log(f"trained the tokenizer in {time.time() - t0:.1f} s")
+    return tok
 
 
 @dataclasses.dataclass
@@ -127,6 +133,7 @@ class RunResult:
     params: Any = dataclasses.field(repr=False, default=None)
     preempted: bool = False  # stopped by SIGTERM/SIGINT after checkpointing: re-run to resume
     skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient norm
+    mfu: float = 0.0  # model FLOPs utilization at the last log step (see jaxlm.flops)
 
 
 def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) -> RunResult:
@@ -163,7 +170,7 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
             train_split=d.train_split, eval_split=d.eval_split, tfds_data_dir=d.tfds_data_dir,
             tfds_download=d.tfds_download, cache_dir=d.cache_dir,
         )
-    tokenizer = _tokenizer(cfg, corpus, workdir, log)
+    tokenizer = _tokenizer(cfg, corpus, workdir, log, show)
     if cfg.model.vocab_size is None:
         cfg = config_lib.replace(cfg, **{"model.vocab_size": tokenizer.vocab_size})
     elif cfg.model.vocab_size < tokenizer.vocab_size:
@@ -180,7 +187,16 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
             f"train.batch_size={t.batch_size} does not divide over the {dp}-way data-parallel "
             f"mesh (mesh.data x mesh.fsdp){accum}"
         )
-    model = build_model(cfg.model)
+    warn = lambda msg: metrics_lib.log(msg, main)  # noqa: E731 - shown even when quiet
+    platform = jax.devices()[0].platform
+    for msg in _config_warnings(cfg, platform):
+        warn(f"jaxlm: warning: {msg}")
+    # what the model computes with here (the saved config keeps what was asked for: `auto`s)
+    m = dataclasses.replace(cfg.model, dtype=config_lib.compute_dtype(cfg.model.dtype, platform))
+    attn_impl = _resolve_attention(m, d.seq_len, platform, warn)
+    if attn_impl:
+        m = dataclasses.replace(m, attention_impl=attn_impl)
+    model = build_model(m)
     optimizer = build_optimizer(cfg.optim, t.steps)
     if t.freeze_backbone:  # only the classifier head is trained
         optimizer = _frozen_backbone(optimizer)
@@ -221,13 +237,20 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
         return pipeline.eval_batches(corpus.eval, tokenizer, seq_len=d.seq_len,
                                      global_batch=t.batch_size, max_batches=n, local_rows=rows)
 
+    def eval_bar(n: int):
+        """A bar for an eval of n batches (0: the whole split, of unknown length: no ETA)."""
+        return metrics_lib.progress(n or None, desc="eval", unit="batch", leave=False) \
+            if show else None
+
     token_bytes = jax.device_put(tokenizer.token_bytes().astype(np.float32),
                                  sharding.replicated(mesh))
-    warn = lambda msg: metrics_lib.log(msg, main)  # noqa: E731 - shown even when quiet
+    # batches go to the devices t.prefetch steps ahead; checkpoints hold the position of the
+    # next batch trained on, so resuming is exact
+    batches = DevicePrefetcher(train_it, put, t.prefetch)
     ckpt = Checkpointer(ckpt_dir, keep=t.keep_checkpoints)
     # the newest whole checkpoint (damaged newer ones are reported and moved aside; if all are
     # damaged this raises before anything in the run directory is touched)
-    restored = ckpt.restore_latest(abstract, shardings, train_it, log=warn)
+    restored = ckpt.restore_latest(abstract, shardings, batches, log=warn)
     if main:
         (workdir / CONFIG_FILE).write_text(config_lib.to_yaml(cfg))
         tokenizer.save(workdir)
@@ -247,19 +270,22 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
 
     total_params, non_embed = flops.param_counts(state.params)
     fpt = flops.flops_per_token(cfg.model, non_embed, d.seq_len)
-    m = cfg.model
+    model_fpt = flops.model_flops_per_token(cfg.model, non_embed, d.seq_len)
+    peak, peak_source = flops.system_peak(jax.devices(), m.dtype, t.peak_flops)
     header = {
         "event": "start", "devices": f"{jax.device_count()}x {jax.devices()[0].device_kind}",
         "platform": jax.devices()[0].platform, "processes": jax.process_count(),
         "distributed": distributed or "single process", "mesh": dict(mesh.shape),
         "rules": sharding.rules_summary(), "family": m.family, "params": total_params,
-        "params_non_embedding": non_embed, "flops_per_token": fpt, "compute_dtype": m.dtype,
-        "param_dtype": m.param_dtype, "attention": _attention_backend(m, jax.devices()[0].platform),
+        "params_non_embedding": non_embed, "flops_per_token": fpt,
+        "model_flops_per_token": model_fpt, "peak_flops": peak, "peak_flops_source": peak_source,
+        "compute_dtype": m.dtype, "param_dtype": m.param_dtype,
+        "attention": attn_impl or "none (recurrent)",
         "remat": m.remat, "scan_layers": m.scan_layers, "grad_accum": t.grad_accum,
         "batch_size": t.batch_size, "seq_len": d.seq_len, "vocab_size": m.vocab_size,
         "objective": m.objective,
         "corpus": corpus.name, "train_docs": len(corpus.train), "eval_docs": len(corpus.eval),
-        "start_step": start_step,
+        "start_step": start_step, "prefetch": t.prefetch,
     }
     writer.write(header)
     log(f"jaxlm: {m.family} with {total_params:,} params ({non_embed:,} non-embedding) on "
@@ -306,7 +332,7 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
     def save(step: int) -> None:
         nonlocal last_saved
         drain(step)  # halts first in halt mode; the counter saved is exact
-        ckpt.save(step, state, train_it, meta={"skipped_steps": skipped}, config=config_dict,
+        ckpt.save(step, state, batches, meta={"skipped_steps": skipped}, config=config_dict,
                   eval_loss=last_eval[1] if last_eval[0] == step else None)
         last_saved = step
 
@@ -316,18 +342,21 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
         m = {k: float(v) for k, v in jax.device_get(metrics).items()}
         now = time.time()
         steps_done = step - last_log[1]
-        rate = steps_done * tokens_per_step / max(now - last_log[0], 1e-9)
+        step_time = max(now - last_log[0], 1e-9) / max(steps_done, 1)
+        rate = tokens_per_step / step_time
         last_log = (now, step)
         record = {"step": step, "loss": m["loss"], "learning_rate": m["learning_rate"],
-                  "grad_norm": m["grad_norm"], "tokens_per_sec": rate,
+                  "grad_norm": m["grad_norm"], "tokens_per_sec": rate, "step_time_sec": step_time,
+                  "mfu": flops.mfu(rate, model_fpt, peak),
                   "tokens_seen": step * tokens_per_step, "skipped_steps": skipped}
         if do_eval:
             record.update(evaluate(eval_step, state.params, eval_batches(t.eval_batches),
-                                   token_bytes, put))
+                                   token_bytes, put, bar=eval_bar(t.eval_batches)))
             last_log = (time.time(), step)  # eval time is not training throughput
             last_eval = (step, record["eval_loss"])
         writer.write(record)
-        post = {"loss": f"{m['loss']:.3f}", "tok/s": f"{rate:,.0f}"}
+        post = {"loss": f"{m['loss']:.3f}", "tok/s": f"{rate:,.0f}",
+                "mfu": f"{100 * record['mfu']:.1f}%"}
         if do_eval:
             key = "eval_bpb" if "eval_bpb" in record and objective == "clm" else "eval_accuracy"
             post[key] = f"{record[key]:.3f}"
@@ -351,13 +380,16 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
     try:
         with stop:  # SIGTERM/SIGINT: finish the step, checkpoint it, stop
             for step in range(start_step + 1, t.steps + 1):
-                batch = put(next(train_it))
+                batch = next(batches)
                 if step == start_step + 1:
                     t0 = time.time()
                     state, metrics = train_step(state, batch)
                     jax.block_until_ready(metrics)
+                    compile_time = time.time() - t0
                     writer.write({"event": "compiled", "step": step,
-                                  "compile_time_sec": time.time() - t0})
+                                  "compile_time_sec": compile_time})
+                    log(f"compiled the train step in {compile_time:.1f} s (with its first step); "
+                        f"MFU against {peak / 1e12:.3g} TFLOP/s ({peak_source})")
                     last_log = (time.time(), step)
                 else:
                     state, metrics = train_step(state, batch)
@@ -401,10 +433,10 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
         log(f"evaluating at step {final_step} on "
             f"{t.final_eval_batches or 'all'} eval batches of {t.batch_size}x{d.seq_len} tokens")
         final_eval = evaluate(eval_step, state.params, eval_batches(t.final_eval_batches),
-                              token_bytes, put)
+                              token_bytes, put, bar=eval_bar(t.final_eval_batches))
         train_rate = rate
         writer.write({"event": "final", "step": final_step, **final_eval,
-                      "tokens_per_sec": train_rate, "skipped_steps": skipped,
+                      "tokens_per_sec": train_rate, "mfu": flops.mfu(train_rate, model_fpt, peak), "skipped_steps": skipped,
                       "wall_time_sec": time.time() - t_start})
         samples = _samples(cfg, model, state.params, tokenizer) if objective == "clm" else []
         if main:
@@ -422,16 +454,41 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
         bar.close()
         writer.close()
     return RunResult(workdir, cfg, final_step, final_eval, samples, time.time() - t_start,
-                     train_rate, state.params, skipped_steps=skipped)
+                     train_rate, state.params, skipped_steps=skipped,
+                     mfu=flops.mfu(train_rate, model_fpt, peak))
 
 
-def _attention_backend(m: config_lib.ModelConfig, platform: str) -> str:
-    """What jax.nn.dot_product_attention runs for this config on this platform."""
+def _config_warnings(cfg: RunConfig, platform: str) -> list[str]:
+    """Settings that are valid but probably not what was meant."""
+    t, m, out = cfg.train, cfg.model, []
+    for key, every in (("eval_every", t.eval_every), ("checkpoint_every", t.checkpoint_every),
+                       ("log_every", t.log_every)):
+        if every > t.steps:
+            out.append(f"train.{key}={every} is more than train.steps={t.steps}: it never fires "
+                       f"before the end")
+    if platform == "cpu" and m.dtype not in ("auto", "float32"):
+        out.append(f"model.dtype={m.dtype} on CPU is emulated and slower than float32")
+    if platform in ("gpu", "tpu") and m.dtype == "float32" and m.family == "transformer":
+        out.append(f"model.dtype=float32 on {platform.upper()}: bfloat16 compute (float32 "
+                   f"params stay) is usually 2-4x faster; set model.dtype=bfloat16")
+    if m.family == "transformer" and cfg.data.seq_len < m.max_seq_len // 4:
+        out.append(f"data.seq_len={cfg.data.seq_len} uses under a quarter of "
+                   f"model.max_seq_len={m.max_seq_len}; the unused positions are never trained")
+    return out
+
+
+def _resolve_attention(m: config_lib.ModelConfig, seq_len: int, platform: str,
+                       warn) -> Optional[str]:
+    """The attention kernel this run uses (None for the LSTM); warns when a fast one is not."""
     if m.family != "transformer":
-        return "none (recurrent)"
-    if m.attention_impl != "auto":
-        return m.attention_impl
-    return "auto (cuDNN where supported, else XLA)" if platform == "gpu" else "xla"
+        return None
+    impl, warning = attention.resolve(
+        m.attention_impl, platform=platform, dtype=m.dtype, n_heads=m.n_heads,
+        n_kv_heads=m.n_kv_heads or m.n_heads, head_dim=m.d_model // m.n_heads, seq_len=seq_len,
+        causal=is_causal(m))
+    if warning:
+        warn(warning)
+    return impl
 
 
 def _init_from(source: str, model_cfg, state, optimizer, shardings, log):

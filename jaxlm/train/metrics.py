@@ -9,7 +9,7 @@ import json
 import math
 import pathlib
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
@@ -60,18 +60,28 @@ class MetricsWriter:
         if self._tb is not None and isinstance(step, int):
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self._tb.add_scalar(k, v, step)
+                    self._tb.add_scalar(tensorboard_tag(k), v, step)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
 
 
-def progress(total: int, initial: int = 0, desc: str = "train", enabled: bool = True,
-             unit: str = "step") -> tqdm:
-    """A tqdm bar on stderr (plain lines when stderr is not a terminal)."""
+_PERF_KEYS = ("tokens_per_sec", "step_time_sec", "mfu", "compile_time_sec", "tokens_seen")
+
+
+def tensorboard_tag(key: str) -> str:
+    """TensorBoard groups: eval/*, perf/* (throughput, step time, MFU, compile) and train/*."""
+    if key.startswith("eval_"):
+        return "eval/" + key[len("eval_"):]
+    return ("perf/" if key in _PERF_KEYS else "train/") + key
+
+
+def progress(total: Optional[int], initial: int = 0, desc: str = "train", enabled: bool = True,
+             unit: str = "step", leave: bool = True) -> tqdm:
+    """A tqdm bar with ETA on stderr (plain lines when stderr is not a terminal)."""
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,
-                dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+                dynamic_ncols=True, file=sys.stderr, mininterval=1.0, leave=leave)
 
 
 def log(msg: str, enabled: bool = True) -> None:
@@ -87,4 +97,4 @@ def load_metrics(workdir: str | pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-__all__ = ["MetricsWriter", "progress", "log", "load_metrics", "METRICS_FILE"]
+__all__ = ["MetricsWriter", "progress", "log", "load_metrics", "tensorboard_tag", "METRICS_FILE"]
