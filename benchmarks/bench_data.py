@@ -79,10 +79,12 @@ def main() -> None:
             for _ in range(args.batches):
                 next(it)
             rates["pipeline"].append(args.batches * tokens_per_batch / (time.perf_counter() - t0))
-            for key, source in (("train (batches in memory)", None), ("train fed by the pipeline", it)):
+            for key, source in (("train (batches in memory)", None),
+                                ("train fed by the pipeline", it)):
                 t0 = time.perf_counter()
                 for i in range(args.steps):
-                    batch = held[i % 2] if source is None else jax.device_put(next(source), setup.batch_sharding)
+                    batch = (held[i % 2] if source is None
+                             else jax.device_put(next(source), setup.batch_sharding))
                     state, m = setup.train_step(state, batch)
                 float(m["loss"])
                 rates[key].append(args.steps * tokens_per_batch / (time.perf_counter() - t0))
@@ -97,8 +99,8 @@ def main() -> None:
         p, tr, live = med["pipeline"], med["train (batches in memory)"], med["train fed by the pipeline"]
         lines.append(f"| {name} | {vocab} | {startup:.2f} | {p:,.0f} | {tr:,.0f} | {live:,.0f} | "
                      f"**{p / tr:.0f}x** |")
-    notes.append(f"quickstart model and batch ({t.batch_size} x {d.seq_len}), median (pipeline: slowest) of "
-                 f"{args.rounds} rounds ({args.batches} pipeline batches, {args.steps} steps each)")
+    notes.append(f"quickstart model and batch ({t.batch_size} x {d.seq_len}), median (pipeline: "
+                 f"slowest) of {args.rounds} rounds ({args.batches} pipeline batches, {args.steps} steps each)")
     table = "\n".join(lines)
     print(table + "\n\n" + "; ".join(notes) + ".")
     if args.append:
