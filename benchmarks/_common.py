@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
-from jaxlm import sharding
+from jaxlm import config as config_lib, sharding
 from jaxlm.config import RunConfig, is_causal
 from jaxlm.models import build_model
 from jaxlm.train.optim import build_optimizer, schedule
@@ -36,6 +36,12 @@ class Setup(NamedTuple):
     mesh: jax.sharding.Mesh
 
 
+def compute_dtype(cfg: RunConfig) -> str:
+    """model.dtype with `auto` resolved for this platform."""
+    resolve = getattr(config_lib, "compute_dtype", None)  # jaxlm versions with model.dtype=auto
+    return resolve(cfg.model.dtype, jax.devices()[0].platform) if resolve else cfg.model.dtype
+
+
 def attention_impl(cfg: RunConfig) -> str:
     """The attention implementation the training loop would run this config with."""
     m = cfg.model
@@ -46,7 +52,8 @@ def attention_impl(cfg: RunConfig) -> str:
     except ImportError:  # a jaxlm without kernel dispatch: jax.nn.dot_product_attention chooses
         return m.attention_impl if m.attention_impl != "auto" else "xla"
     impl, warning = attention.resolve(
-        m.attention_impl, platform=jax.devices()[0].platform, dtype=m.dtype, n_heads=m.n_heads,
+        m.attention_impl, platform=jax.devices()[0].platform, dtype=compute_dtype(cfg),
+        n_heads=m.n_heads,
         n_kv_heads=m.n_kv_heads or m.n_heads, head_dim=m.d_model // m.n_heads,
         seq_len=cfg.data.seq_len, causal=is_causal(m))
     if warning:

@@ -44,7 +44,8 @@ def batches(cfg: config_lib.RunConfig, n: int) -> list[dict[str, np.ndarray]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10, help="steps per side per round")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
@@ -117,7 +118,8 @@ def main() -> None:
     ])
     summary = (f"Model: d_model {m.d_model}, {m.n_layers} layers, {m.n_heads} heads, vocab "
                f"{m.vocab_size} ({n_params:,} params), batch {cfg.train.batch_size} x "
-               f"{cfg.data.seq_len}, {m.dtype}, attention_impl={m.attention_impl}; same initial "
+               f"{cfg.data.seq_len}, {_common.compute_dtype(cfg)}, attention "
+               f"{_common.attention_impl(cfg)}; same initial "
                f"weights and batches. Largest |loss difference| over the {total} steps: "
                f"{diffs.max():.2e} (at step {int(diffs.argmax()) + 1}). torch threads: "
                f"{torch.get_num_threads()} (os.cpu_count() = {os.cpu_count()}).")
