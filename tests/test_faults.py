@@ -1,8 +1,11 @@
 """Faults: non-finite losses (skip or halt), bad input and failing writes.
 
-Bad input runs `python train.py` as a user does, all processes at once (start-up dominates):
-one line `jaxlm: error: ...` on stderr, a non-zero exit, no traceback, and an existing run
-directory left byte for byte as it was.
+Bad input: one line `jaxlm: error: ...` on stderr, a non-zero exit, no traceback, and an
+existing run directory left byte for byte as it was. Config errors (rejected while the config
+loads, before anything else happens) run in-process through `jaxlm.cli.main`, the function
+`train.py` calls; everything that gets further runs `python train.py` as a user does, all
+processes at once (start-up dominates), with one config error among them for the process-level
+contract (exit status, nothing else on stderr).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from jaxlm.train.loop import train
 
 from conftest import REPO_ROOT
 from test_checkpoint import bits, damage, restore_state, run
-from test_train_e2e import TINY, _ckpt_steps, _cmd, _env, _records, _snapshot, _step_records
+from test_train_e2e import TINY, _ckpt_steps, _cmd, _env, _main, _records, _snapshot, \
+    _step_records
 
 NAN = TINY + ["train.steps=6", "train.log_every=1", "train.checkpoint_every=1",
               "train.keep_checkpoints=10", "train.samples=0", "train.final_eval_batches=1"]
@@ -134,12 +138,50 @@ def _unreadable_file(directory: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def base_run(tmp_path_factory):
-    """A finished 3-step run with its checkpoint at step 3."""
-    workdir = tmp_path_factory.mktemp("base") / "run"
-    run(workdir, "train.steps=3", base=TINY)
-    assert _ckpt_steps(workdir) == [3]
-    return workdir
+def base_run(tiny_run):
+    """A finished 3-step run with its checkpoint at step 3 (shared: see conftest.tiny_run)."""
+    assert _ckpt_steps(tiny_run) == [3]
+    return tiny_run
+
+
+def _config_cases(tmp: pathlib.Path) -> dict[str, tuple[list[str], list[str]]]:
+    """Config errors: name -> (arguments after --workdir, strings the error line holds)."""
+    bad_yaml = tmp / "bad.yaml"
+    bad_yaml.write_text("model: [unclosed\n")
+    missing_cfg = tmp / "missing_config.yaml"
+    return {
+        "unknown_key": (TINY + ["train.foo=1"], ["train.foo"]),
+        "wrong_type": (TINY + ["train.batch_size=four"], ["train.batch_size"]),
+        "impossible_shape": (TINY + ["model.n_heads=3"], ["model.d_model", "model.n_heads"]),
+        "seq_len_too_long": (TINY + ["data.seq_len=33"], ["data.seq_len", "model.max_seq_len"]),
+        "empty_corpus_key": (TINY + ["data.corpus=''"], ["data.corpus", "empty"]),
+        "missing_config": (["--config", str(missing_cfg)] + TINY, [str(missing_cfg)]),
+        "invalid_yaml": (["--config", str(bad_yaml)] + TINY, [str(bad_yaml)]),
+        "no_equals": (TINY + ["model.d_model"], ["model.d_model"]),
+    }
+
+
+CONFIG_ERRORS = ["unknown_key", "wrong_type", "impossible_shape", "seq_len_too_long",
+                 "empty_corpus_key", "missing_config", "invalid_yaml", "no_equals"]
+
+
+@pytest.mark.parametrize("name", CONFIG_ERRORS)
+def test_config_error_one_line_and_nothing_written(name, base_run, tmp_path, capsys):
+    """Exit 2 with one line naming the key (or file), on a new run directory (not created) and
+    on an existing run (left byte for byte as it was)."""
+    args, must = _config_cases(tmp_path)[name]
+    fresh = tmp_path / "fresh"
+    before = _snapshot(base_run)
+    for workdir in (fresh, base_run):
+        code, out, err = _main(capsys, "--workdir", str(workdir), *args)
+        assert code == 2, (code, err[-3000:])
+        assert "Traceback" not in err, err[-3000:]
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("jaxlm: error: "), err[-3000:]
+        for s in must:
+            assert s in lines[0], (s, lines[0])
+    assert not fresh.exists(), f"{name}: {fresh} was created for a run that cannot start"
+    assert _snapshot(base_run) == before
 
 
 def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
@@ -167,16 +209,11 @@ def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
     full = tmp / "disk_full"
     shutil.copytree(base, full)
     return {
-        # config errors against an existing run: nothing in it may change
-        "unknown_key": (on + ["train.foo=1"], 2, ["train.foo"], base, None),
-        "wrong_type": (on + ["train.batch_size=four"], 2, ["train.batch_size"], base, None),
-        "impossible_shape": (on + ["model.n_heads=3"], 2, ["model.d_model", "model.n_heads"],
-                             base, None),
-        "seq_len_too_long": (on + ["data.seq_len=33"], 2, ["data.seq_len", "model.max_seq_len"],
-                             base, None),
+        # against an existing run: nothing in it may change. A config error as a process (the
+        # others are tested in-process above).
+        "config_error": (on + ["train.foo=1"], 2, ["train.foo"], base, None),
         "missing_corpus": (on + [f"data.corpus={tmp / 'nowhere'}"], 2, [str(tmp / "nowhere")],
                            base, None),
-        "empty_corpus_key": (on + ["data.corpus=''"], 2, ["data.corpus", "empty"], base, None),
         "empty_corpus": (fresh("e1") + [f"data.corpus={empty}"], 2, [str(empty), "empty"],
                          None, None),
         "unreadable_corpus": (fresh("e2") + [f"data.corpus={unreadable}"], 2,
@@ -225,8 +262,7 @@ def bad_input(base_run, tmp_path_factory):
     return cases, results, before, after, tmp
 
 
-BAD = ["unknown_key", "wrong_type", "impossible_shape", "seq_len_too_long", "missing_corpus",
-       "empty_corpus_key", "empty_corpus", "unreadable_corpus", "changed_shape",
+BAD = ["config_error", "missing_corpus", "empty_corpus", "unreadable_corpus", "changed_shape",
        "changed_tokenizer", "workdir_not_writable", "all_checkpoints_damaged", "nan_halt",
        "disk_full"]
 
@@ -246,6 +282,16 @@ def test_bad_input_one_line_and_nothing_touched(name, bad_input):
         changed = sorted(set(before[name]) ^ set(after[name])) or \
             [k for k in before[name] if before[name][k] != after[name][k]]
         assert not changed, f"{name} changed {changed}"
+
+
+def test_config_error_process_prints_only_its_line(bad_input):
+    """`python train.py` with a bad key: exit 2, and stderr is the error line and nothing else
+    (no traceback, no warnings, no JAX start-up chatter)."""
+    _, results, *_ = bad_input
+    code, out, err = results["config_error"]
+    assert code == 2, err[-3000:]
+    assert len(err.splitlines()) == 1 and err.startswith("jaxlm: error: "), err[-3000:]
+    assert out == ""
 
 
 def test_workdir_under_a_file_is_left_alone(bad_input):

@@ -4,9 +4,6 @@ filters do what they say, and `jaxlm generate` works on a trained run directory.
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,7 +17,7 @@ from jaxlm.generate import (
 )
 from jaxlm.models import build_model
 
-from conftest import REPO_ROOT
+from conftest import jaxlm_cmd, run_all
 
 VOCAB = 259
 GPT2 = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, max_seq_len=48)
@@ -267,19 +264,7 @@ def test_text_generator_with_byte_tokenizer():
     assert len(grouped) == 2 and all(len(g) == 2 for g in grouped)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from test_train_e2e import TINY, _fail_msg, run_train
-
-    workdir = tmp_path_factory.mktemp("gen") / "run"
-    proc = run_train("--workdir", str(workdir), *TINY, "train.steps=3", "--quiet")
-    assert proc.returncode == 0, _fail_msg(proc)
-    return workdir
-
-
-def _jaxlm(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jaxlm.cli", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+# tiny_run: a finished 3-step run of the tiny GPT (conftest.py)
 
 
 @pytest.mark.slow
@@ -287,10 +272,9 @@ def test_cli_generate(tiny_run):
     args = ["generate", "--workdir", str(tiny_run), "--prompt", "def ", "--max-new-tokens", "6",
             "--num-return-sequences", "2", "--temperature", "0.9", "--top-k", "20",
             "--top-p", "0.9", "--seed", "3"]
-    a = _jaxlm(*args)
+    a, b = run_all([jaxlm_cmd(*args)] * 2)  # two separate processes
     assert a.returncode == 0, a.stderr
     assert a.stdout.count("def ") >= 2 and "sample 2" in a.stdout
-    b = _jaxlm(*args)
     assert a.stdout == b.stdout  # same seed, same samples
     # the same through Python
     gen = TextGenerator.from_workdir(str(tiny_run))
@@ -306,8 +290,8 @@ def test_cli_generate_errors(tiny_run, tmp_path):
         (["--workdir", str(tiny_run), "--top-p", "1.5"], "top-p"),
         (["--workdir", str(tiny_run), "--max-new-tokens", "1000"], "max_seq_len"),
     ]
-    for extra, match in cases:
-        proc = _jaxlm("generate", "--prompt", "x", *extra)
+    procs = run_all([jaxlm_cmd("generate", "--prompt", "x", *extra) for extra, _ in cases])
+    for (extra, match), proc in zip(cases, procs):
         assert proc.returncode != 0, extra
         assert "Traceback" not in proc.stderr, proc.stderr
         assert match in proc.stderr, (extra, proc.stderr)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -26,7 +25,8 @@ from jaxlm.interop import (
 )
 from jaxlm.models import build_model
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, jaxlm_cmd, run_all
+from test_train_e2e import _env
 
 VOCAB = 300
 HF_SHAPE = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=64,
@@ -283,10 +283,8 @@ def test_torch_lstm_rejections():
 
 
 def _jaxlm(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    from test_train_e2e import _env
-
-    return subprocess.run([sys.executable, "-m", "jaxlm.cli", *args], cwd=REPO_ROOT,
-                          env=_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(jaxlm_cmd(*args), cwd=REPO_ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -297,24 +295,27 @@ def test_convert_cli_both_ways(hf_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (run / "config.yaml").is_file() and (run / "params").is_dir()
     assert (run / "tokenizer.json").is_file()  # vocab 300 holds the byte tokenizer
-    proc = _jaxlm("generate", "--workdir", str(run), "--prompt", "ab", "--max-new-tokens", "5",
-                  "--temperature", "0")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("--- sample 1 ---\nab")
     out = tmp_path / "hf_out"
-    proc = _jaxlm("convert", "--from-workdir", str(run), "--to-hf", str(out))
-    assert proc.returncode == 0, proc.stderr
-    back = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
-    tokens = _tokens(2, 16)
-    np.testing.assert_allclose(_hf_logits(back, tokens), _hf_logits(model, tokens), atol=1e-5)
     # nothing is overwritten; bad combinations are one line
-    for args, match in [
+    bad = [
         (["--from-hf", str(path), "--to-workdir", str(run)], "not empty"),
         (["--from-hf", str(path), "--to-hf", str(tmp_path / "x")], "--from-workdir"),
         (["--from-hf", str(tmp_path / "none"), "--to-workdir", str(tmp_path / "y")],
          "does not exist"),
-    ]:
-        proc = _jaxlm("convert", *args)
+    ]
+    # everything below only reads `run`: all processes at once
+    gen, back_proc, *errors = run_all(
+        [jaxlm_cmd("generate", "--workdir", str(run), "--prompt", "ab", "--max-new-tokens", "5",
+                   "--temperature", "0"),
+         jaxlm_cmd("convert", "--from-workdir", str(run), "--to-hf", str(out))]
+        + [jaxlm_cmd("convert", *args) for args, _ in bad], env=_env())
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.startswith("--- sample 1 ---\nab")
+    assert back_proc.returncode == 0, back_proc.stderr
+    back = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+    tokens = _tokens(2, 16)
+    np.testing.assert_allclose(_hf_logits(back, tokens), _hf_logits(model, tokens), atol=1e-5)
+    for (args, match), proc in zip(bad, errors):
         assert proc.returncode == 2 and match in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
@@ -322,7 +323,7 @@ def test_convert_cli_both_ways(hf_dir, tmp_path):
 @pytest.mark.slow
 def test_fine_tune_from_hf_folder(hf_dir, tmp_path):
     from jaxlm.train.checkpoint import restore_params
-    from test_train_e2e import TINY, _fail_msg, run_train
+    from test_train_e2e import TINY, _cmd, _fail_msg
 
     _, path = hf_dir
     model_keys = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4",
@@ -330,14 +331,16 @@ def test_fine_tune_from_hf_folder(hf_dir, tmp_path):
     # a learning rate of ~0: the one step leaves the imported weights (not a random init)
     args = [*TINY, *model_keys, "train.steps=1", "optim.warmup_steps=0", "optim.lr=1e-12",
             "train.samples=0", f"train.init_from={path}"]
-    proc = run_train("--workdir", str(tmp_path / "ft"), *args, "--quiet")
+    # and, at the same time, a model that does not match: refused with one line naming the keys
+    proc, mismatch = run_all(
+        [_cmd("--workdir", str(tmp_path / "ft"), *args, "--quiet"),
+         _cmd("--workdir", str(tmp_path / "ft2"), *TINY, "model.max_seq_len=64",
+              "train.steps=1", "optim.warmup_steps=0", f"train.init_from={path}")], env=_env())
     assert proc.returncode == 0, _fail_msg(proc)
     params, step = restore_params(tmp_path / "ft" / "checkpoints")
     _, want = load_hf_gpt2(path)
     assert step == 1
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, atol=1e-8), params, want)
-    # a model that does not match is refused with one line naming the keys
-    proc = run_train("--workdir", str(tmp_path / "ft2"), *TINY, "model.max_seq_len=64",
-                     "train.steps=1", "optim.warmup_steps=0", f"train.init_from={path}")
+    proc = mismatch
     assert proc.returncode == 2, _fail_msg(proc)
     assert "model.d_model" in proc.stderr and "Traceback" not in proc.stderr

@@ -14,7 +14,7 @@ import yaml
 from jaxlm.config import from_dict, load_config, replace
 from jaxlm.data.tokenizers import load_tokenizer
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_all
 
 TINY = [
     "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_seq_len=32",
@@ -67,9 +67,28 @@ def _snapshot(root: pathlib.Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def gpt_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("e2e") / "gpt"
-    proc = run_train("--workdir", str(workdir), *TINY, "train.steps=6")
+def first_runs(tmp_path_factory, synthetic_docs):
+    """The GPT run and the LSTM run below, started together (each is mostly one core's work:
+    start-up and compiling): name -> (workdir, finished process, its arguments, base dir)."""
+    gpt_dir = tmp_path_factory.mktemp("e2e") / "gpt"
+    base = tmp_path_factory.mktemp("lstm")
+    corpus = base / "corpus"
+    corpus.mkdir()
+    for i, doc in enumerate(synthetic_docs):
+        (corpus / f"doc{i:02d}.txt").write_text(doc, encoding="utf-8")
+    lstm_dir = base / "run"
+    lstm_args = ["--workdir", str(lstm_dir), *TINY, "train.steps=6", "model.family=lstm",
+                 f"data.corpus={corpus}", "data.tokenizer=sentencepiece",
+                 "data.sp_vocab_size=300", f"data.cache_dir={base / 'cache'}",
+                 "data.validation_fraction=0.2"]
+    gpt_args = ["--workdir", str(gpt_dir), *TINY, "train.steps=6"]
+    gpt, lstm = run_all([_cmd(*gpt_args), _cmd(*lstm_args)], env=_env(), timeout=600)
+    return {"gpt": (gpt_dir, gpt, gpt_args, None), "lstm": (lstm_dir, lstm, lstm_args, base)}
+
+
+@pytest.fixture(scope="module")
+def gpt_run(first_runs):
+    workdir, proc, _, _ = first_runs["gpt"]
     assert proc.returncode == 0, _fail_msg(proc)
     return workdir, proc, _snapshot(workdir)
 
@@ -174,17 +193,8 @@ def test_continue_to_more_steps(continued_run):
 
 
 @pytest.fixture(scope="module")
-def lstm_run(tmp_path_factory, synthetic_docs):
-    base = tmp_path_factory.mktemp("lstm")
-    corpus = base / "corpus"
-    corpus.mkdir()
-    for i, doc in enumerate(synthetic_docs):
-        (corpus / f"doc{i:02d}.txt").write_text(doc, encoding="utf-8")
-    workdir = base / "run"
-    args = ["--workdir", str(workdir), *TINY, "train.steps=6", "model.family=lstm",
-            f"data.corpus={corpus}", "data.tokenizer=sentencepiece", "data.sp_vocab_size=300",
-            f"data.cache_dir={base / 'cache'}", "data.validation_fraction=0.2"]
-    proc = run_train(*args)
+def lstm_run(first_runs):
+    workdir, proc, args, base = first_runs["lstm"]
     assert proc.returncode == 0, _fail_msg(proc)
     return workdir, proc, args, base
 
@@ -225,103 +235,35 @@ def test_lstm_resume_reuses_tokenizer(lstm_run):
 
 
 # ---------------------------------------------------------------------------------------------
-# bad input: one clear line, exit 2, nothing damaged. All processes run at once (start-up
-# dominates each).
+# bad input (config errors, a missing corpus, a changed config on resume, ...): tests/test_faults.py
 
 
-def _bad_cases(gpt_dir: pathlib.Path, tmp: pathlib.Path) -> dict[str, tuple[list[str], list[str]]]:
-    """name -> (argv, strings the error line must contain)."""
-    wd = lambda name: ["--workdir", str(tmp / name)]  # noqa: E731
-    bad_yaml = tmp / "bad.yaml"
-    bad_yaml.write_text("model: [unclosed\n")
-    missing_cfg = tmp / "missing_config.yaml"
-    missing_corpus = tmp / "no_such_corpus_dir"
-    return {
-        "unknown_key": (wd("a") + TINY + ["model.foo=1"], ["model.foo"]),
-        "wrong_type": (wd("b") + TINY + ["model.d_model=abc"], ["model.d_model"]),
-        "heads": (wd("c") + TINY + ["model.d_model=33"], ["model.d_model", "model.n_heads"]),
-        "seq_len": (wd("d") + TINY + ["data.seq_len=64"], ["data.seq_len", "model.max_seq_len"]),
-        "missing_corpus": (wd("e") + TINY + [f"data.corpus={missing_corpus}"],
-                           [str(missing_corpus)]),
-        "missing_config": (wd("f") + ["--config", str(missing_cfg)] + TINY, [str(missing_cfg)]),
-        "invalid_yaml": (wd("g") + ["--config", str(bad_yaml)] + TINY, [str(bad_yaml)]),
-        "no_equals": (wd("h") + TINY + ["model.d_model"], ["model.d_model"]),
-        "changed_resume": (["--workdir", str(gpt_dir)] + TINY + ["train.steps=6",
-                                                                   "model.d_model=64"],
-                           ["model.d_model", str(gpt_dir)]),
-    }
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    """`python train.py ARGS` in-process: the exit code (argparse's SystemExit included), stdout,
+    stderr. Start-up is the same three lines (train.py -> jaxlm.cli.main) as in the subprocess
+    runs above."""
+    from jaxlm import cli
+
+    try:
+        code = cli.main(list(args))
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-@pytest.fixture(scope="module")
-def bad_runs(gpt_run, tmp_path_factory):
-    gpt_dir = gpt_run[0]
-    tmp = tmp_path_factory.mktemp("bad")
-    cases = _bad_cases(gpt_dir, tmp)
-    before = _snapshot(gpt_dir)
-    procs = {
-        name: subprocess.Popen(_cmd(*argv), cwd=REPO_ROOT, env=_env(), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for name, (argv, _) in cases.items()
-    }
-    results = {}
-    for name, p in procs.items():
-        out, err = p.communicate(timeout=300)
-        results[name] = (p.returncode, out, err)
-    after = _snapshot(gpt_dir)
-    return cases, results, before, after, tmp
+def test_help(capsys):
+    code, out, err = _main(capsys, "--help")
+    assert code == 0, err
+    assert "overrides" in out
+    assert "key=value" in out
+    assert "--workdir" in out and "--config" in out
 
 
-BAD = ["unknown_key", "wrong_type", "heads", "seq_len", "missing_corpus", "missing_config",
-       "invalid_yaml", "no_equals", "changed_resume"]
-
-
-@pytest.mark.parametrize("name", BAD)
-def test_bad_input_one_line_error(name, bad_runs):
-    cases, results, *_ = bad_runs
-    code, out, err = results[name]
-    must = cases[name][1]
-    assert code == 2, (code, err[-3000:])
-    assert "Traceback" not in err, err[-3000:]
-    ours = [line for line in err.splitlines() if line.startswith("jaxlm:")]
-    assert len(ours) == 1, err[-3000:]
-    assert ours[0].startswith("jaxlm: error: ")
-    for s in must:
-        assert s in ours[0], (s, ours[0])
-
-
-@pytest.mark.parametrize("name", ["unknown_key", "wrong_type", "heads", "seq_len",
-                                  "missing_config", "invalid_yaml", "no_equals"])
-def test_config_errors_write_nothing(name, bad_runs):
-    cases, _, _, _, tmp = bad_runs
-    workdir = pathlib.Path(cases[name][0][1])
-    assert not workdir.exists(), f"{name}: {workdir} was created for a run that cannot start"
-
-
-def test_changed_config_resume_leaves_run_untouched(bad_runs):
-    _, results, before, after, _ = bad_runs
-    assert results["changed_resume"][0] == 2
-    assert set(after) == set(before)
-    changed = [k for k in before if before[k] != after[k]]
-    assert not changed, changed
-
-
-def _run_quick(*args):
-    return subprocess.run(_cmd(*args), cwd=REPO_ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=120)
-
-
-def test_help():
-    proc = _run_quick("--help")
-    assert proc.returncode == 0, proc.stderr
-    assert "overrides" in proc.stdout
-    assert "key=value" in proc.stdout
-    assert "--workdir" in proc.stdout and "--config" in proc.stdout
-
-
-def test_print_config(tmp_path):
-    proc = _run_quick("--workdir", str(tmp_path / "w"), "--print-config", "model.n_layers=3",
-                      "optim.lr=3e-4")
-    assert proc.returncode == 0, proc.stderr
-    cfg = from_dict(yaml.safe_load(proc.stdout))
+def test_print_config(tmp_path, capsys):
+    code, out, err = _main(capsys, "--workdir", str(tmp_path / "w"), "--print-config",
+                           "model.n_layers=3", "optim.lr=3e-4")
+    assert code == 0, err
+    cfg = from_dict(yaml.safe_load(out))
     assert cfg.model.n_layers == 3 and cfg.optim.lr == pytest.approx(3e-4)
     assert not (tmp_path / "w").exists()
