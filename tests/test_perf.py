@@ -284,8 +284,6 @@ def test_config_warnings():
     cfg = config_lib.load_config(None, ["train.steps=100", "train.eval_every=300",
                                         "model.dtype=bfloat16", "data.seq_len=32"])
     text = "\n".join(_config_warnings(cfg, "cpu"))
-    assert "train.eval_every=300 is more than train.steps=100" in text
-    assert "train.checkpoint_every=300" in text and "train.log_every" not in text
     assert "model.dtype=bfloat16 on CPU" in text
     assert "data.seq_len=32 uses under a quarter of model.max_seq_len=256" in text
     gpu = _config_warnings(config_lib.load_config(None, ["model.dtype=float32"]), "gpu")

@@ -460,12 +460,7 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
 
 def _config_warnings(cfg: RunConfig, platform: str) -> list[str]:
     """Settings that are valid but probably not what was meant."""
-    t, m, out = cfg.train, cfg.model, []
-    for key, every in (("eval_every", t.eval_every), ("checkpoint_every", t.checkpoint_every),
-                       ("log_every", t.log_every)):
-        if every > t.steps:
-            out.append(f"train.{key}={every} is more than train.steps={t.steps}: it never fires "
-                       f"before the end")
+    m, out = cfg.model, []
     if platform == "cpu" and m.dtype not in ("auto", "float32"):
         out.append(f"model.dtype={m.dtype} on CPU is emulated and slower than float32")
     if platform in ("gpu", "tpu") and m.dtype == "float32" and m.family == "transformer":
