@@ -162,16 +162,16 @@ def fit_power_law(x, L, irreducible: bool = True, n_boot: int = 200, level: floa
         "form": f"L({name}) = E + A / {name}^alpha" if irreducible else
                 f"L({name}) = A / {name}^alpha = ({name}_c / {name})^alpha",
         "n_points": int(x.size),
-        "A": _const(A, None if B is None else np.exp(B[:, 0]), level),
+        "A": _const(A, None if B is None else _exp(B[:, 0]), level),
         "alpha": _const(alpha, None if B is None else B[:, 1], level),
         f"{name}_c": _const(A ** (1 / alpha), None if B is None else
-                            np.exp(B[:, 0] / B[:, 1]), level),
+                            _exp(B[:, 0] / B[:, 1]), level),
         "x": x.tolist(), "loss": L.tolist(),
         "residuals_log_loss": (ll - pred).tolist(),
         "rmse_log_loss": float(np.sqrt(np.mean((ll - pred) ** 2))),
     }
     if irreducible:
-        out["E"] = _const(E, None if B is None else np.exp(B[:, 2]), level)
+        out["E"] = _const(E, None if B is None else _exp(B[:, 2]), level)
     return out
 
 
@@ -219,6 +219,11 @@ def _approach2_once(groups, lC, lN, lD, L):
 
 
 @_one_blas_thread
+def _exp(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.exp(x)
+
+
 def fit_approach2(N, D, C, L, rtol: float = 0.25, budget=None, n_boot: int = 200,
                   level: float = LEVEL, seed: int = 0, min_sizes: int = 3) -> dict:
     """IsoFLOP profiles. Every budget must hold at least `min_sizes` distinct model sizes and
@@ -265,9 +270,10 @@ def fit_approach2(N, D, C, L, rtol: float = 0.25, budget=None, n_boot: int = 200
         "form": "N_opt = k * C^a, D_opt = k_D * C^b (parabola of loss in log N per budget)",
         "n_budgets": len(groups),
         "a": _const(p[0], None if B is None else B[:, 0], level),
-        "k": _const(np.exp(p[1]), None if B is None else np.exp(B[:, 1]), level),
+        # a degenerate bootstrap resample can put log k past float range: inf, not a warning
+        "k": _const(np.exp(p[1]), None if B is None else _exp(B[:, 1]), level),
         "b": _const(p[2], None if B is None else B[:, 2], level),
-        "k_D": _const(np.exp(p[3]), None if B is None else np.exp(B[:, 3]), level),
+        "k_D": _const(np.exp(p[3]), None if B is None else _exp(B[:, 3]), level),
         "budgets": budgets,
         "_boot": B,  # (n_boot, 4) [a, log k, b, log k_D]; dropped before writing JSON
     }
@@ -281,8 +287,8 @@ def approach2_predict(fit2: dict, C, level: float = LEVEL) -> dict:
     out = {"C": C.tolist(), "N_opt": n.tolist(), "D_opt": d.tolist()}
     B = fit2.get("_boot")
     if B is not None and len(B) > 1:
-        nb = np.exp(B[:, 1:2] + B[:, 0:1] * lC)
-        db = np.exp(B[:, 3:4] + B[:, 2:3] * lC)
+        nb = _exp(B[:, 1:2] + B[:, 0:1] * lC)
+        db = _exp(B[:, 3:4] + B[:, 2:3] * lC)
         out["N_opt_interval"] = [_interval(nb[:, j], level) for j in range(C.size)]
         out["D_opt_interval"] = [_interval(db[:, j], level) for j in range(C.size)]
     return out

@@ -1,29 +1,33 @@
-"""PNG plots of the scaling fits (matplotlib, Agg backend: no display needed).
+"""PNG plots of the scaling fits (matplotlib).
 
-Each function takes `{family: fit_all result}` and a path, and writes one figure."""
+Each function takes `{family: fit_all result}` and a path, and writes one figure. Figures are
+made with matplotlib's object API, not pyplot: no display is needed, and the backend of a
+notebook importing this module (its inline plots) is left alone."""
 
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxlm.scaling.fit import approach3_eval, power_law_eval
 
-from jaxlm.scaling.fit import approach3_eval, power_law_eval  # noqa: E402
+COLORS = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
-COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+def _figure(*grid: int, figsize: tuple[float, float]):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid)
 
 
 def _save(fig, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def loss_vs_compute(fits: dict, data: dict, path) -> None:
     """All runs' loss against training FLOPs, the compute frontier and its fitted power law."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = _figure(figsize=(6.4, 4.4))
     for i, (fam, f) in enumerate(fits.items()):
         c, C, L = COLORS[i % len(COLORS)], data[fam]["C"], data[fam]["L"]
         ax.scatter(C, L, s=12, alpha=0.35, color=c, label=f"{fam} runs")
@@ -42,9 +46,9 @@ def loss_vs_compute(fits: dict, data: dict, path) -> None:
 
 def isoflop_curves(fit2: dict, path, family: str = "") -> None:
     """Loss vs N per IsoFLOP budget, the fitted parabolas and their minima."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, (ax, ax2) = _figure(1, 2, figsize=(10, 4.2))
     budgets = fit2["budgets"]
-    cmap = plt.get_cmap("viridis")
+    cmap = matplotlib.colormaps["viridis"]
     for j, b in enumerate(budgets):
         c = cmap(j / max(len(budgets) - 1, 1))
         N, L = np.asarray(b["N"]), np.asarray(b["loss"])
@@ -72,7 +76,7 @@ def isoflop_curves(fit2: dict, path, family: str = "") -> None:
 
 def law_vs_data(fits: dict, data: dict, path) -> None:
     """Approach 3 (predicted vs observed) and the Kaplan L(N), L(D) fits against the data."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = _figure(1, 3, figsize=(14, 4.2))
     for i, (fam, f) in enumerate(fits.items()):
         c, d = COLORS[i % len(COLORS)], data[fam]
         pred = approach3_eval(f["approach3"]["_theta"], d["N"], d["D"])
@@ -101,7 +105,7 @@ def law_vs_data(fits: dict, data: dict, path) -> None:
 
 def holdout(fits: dict, path) -> None:
     """Held-out (largest-compute) runs against the prediction of a fit made without them."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = _figure(figsize=(6.4, 4.4))
     for i, (fam, f) in enumerate(fits.items()):
         if "holdout" not in f:
             continue

@@ -191,6 +191,11 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
     platform = jax.devices()[0].platform
     for msg in _config_warnings(cfg, platform):
         warn(f"jaxlm: warning: {msg}")
+    tp, vocab = mesh.shape["tensor"], cfg.model.vocab_size
+    if tp > 1 and vocab % tp:
+        warn(f"jaxlm: warning: model.vocab_size={vocab} does not divide over mesh.tensor={tp}: "
+             f"the embedding and output head stay whole on every device; "
+             f"model.vocab_size={-(-vocab // (tp * 8)) * tp * 8} would shard them")
     # what the model computes with here (the saved config keeps what was asked for: `auto`s)
     m = dataclasses.replace(cfg.model, dtype=config_lib.compute_dtype(cfg.model.dtype, platform))
     attn_impl = _resolve_attention(m, d.seq_len, platform, warn)
