@@ -4,6 +4,8 @@ filters do what they say, and `jaxlm generate` works on a trained run directory.
 from __future__ import annotations
 
 import dataclasses
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -35,7 +37,10 @@ CONFIGS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _model(cfg: ModelConfig, seed: int = 0):
+    """(model, params) of a config, built once per session and shared: both are immutable, and
+    the one model object lets `generate`'s compiled loops be reused across tests."""
     model = build_model(cfg)
     params = nn.meta.unbox(
         model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8), jnp.int32))["params"])

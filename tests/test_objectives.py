@@ -9,7 +9,6 @@ import pathlib
 import random
 import shutil
 import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -25,7 +24,7 @@ from jaxlm.evaluate import classification_metrics
 from jaxlm.models import build_model
 from jaxlm.train.step import MlmSpec, loss_and_grads, mlm_corrupt, token_nats
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, jaxlm_cmd, run_all
 
 VOCAB = 259
 ENC = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, max_seq_len=32,
@@ -231,12 +230,17 @@ def test_tfds_labelled_with_mock_data():
 # end to end through the CLI: an MLM run, then a classifier fine-tuned from it
 
 
-def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-m", "jaxlm.cli", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+_ENV = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+
+
+def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return _ok(subprocess.run(jaxlm_cmd(*args), cwd=REPO_ROOT, env=_ENV, capture_output=True,
+                              text=True, timeout=timeout))
 
 
 def _final(workdir: pathlib.Path) -> dict:
@@ -253,15 +257,14 @@ def mlm_run(tmp_path_factory):
     return wd
 
 
-def test_mlm_run_learns(mlm_run):
+def test_mlm_run_learns(mlm_run, cls_run_and_mlm_eval):
     final = _final(mlm_run)
     # chance: 1/256 bytes; always guessing the commonest byte of the eval text scores ~0.15
     assert final["eval_accuracy"] > 0.25, final
     assert final["eval_perplexity"] < 40, final
     samples = mlm_run / "samples.txt"
     assert not samples.exists() or samples.read_text() == ""  # an encoder does not sample
-    out = json.loads(_cli("eval", "--workdir", str(mlm_run), "--max-batches", "10",
-                          "--json").stdout)
+    out = json.loads(_ok(cls_run_and_mlm_eval[2]).stdout)
     assert out["objective"] == "mlm" and out["step"] == 150
     assert out["eval_accuracy"] == pytest.approx(final["eval_accuracy"], abs=1e-6)
     assert out["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-5)
@@ -275,13 +278,25 @@ def cls_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cls_run(mlm_run, cls_data, tmp_path_factory):
+def cls_run_and_mlm_eval(mlm_run, cls_data, tmp_path_factory):
+    """A classifier fine-tuned from the MLM run, trained while `jaxlm eval` scores the MLM run
+    (both only read it): (its run directory, the train process, the eval process)."""
     wd = tmp_path_factory.mktemp("cls") / "run"
-    _cli("train", "--workdir", str(wd), "--quiet", "model.objective=classify",
-         "model.causal=false", f"train.init_from={mlm_run}", f"data.corpus={cls_data}",
-         "data.validation_fraction=0.2", *MODEL, "train.steps=150", "optim.lr=3e-3",
-         "optim.warmup_steps=10", "train.eval_every=0", "train.final_eval_batches=0",
-         "train.checkpoint_every=0")
+    train_proc, eval_proc = run_all([
+        jaxlm_cmd("train", "--workdir", str(wd), "--quiet", "model.objective=classify",
+                  "model.causal=false", f"train.init_from={mlm_run}", f"data.corpus={cls_data}",
+                  "data.validation_fraction=0.2", *MODEL, "train.steps=150", "optim.lr=3e-3",
+                  "optim.warmup_steps=10", "train.eval_every=0", "train.final_eval_batches=0",
+                  "train.checkpoint_every=0"),
+        jaxlm_cmd("eval", "--workdir", str(mlm_run), "--max-batches", "10", "--json"),
+    ], env=_ENV)
+    return wd, train_proc, eval_proc
+
+
+@pytest.fixture(scope="module")
+def cls_run(cls_run_and_mlm_eval):
+    wd, train_proc, _ = cls_run_and_mlm_eval
+    _ok(train_proc)
     return wd
 
 

@@ -142,54 +142,8 @@ def test_metrics_records(gpt_run):
     assert records[0].get("event") == "start" and records[0]["vocab_size"] == 259
 
 
-def _rerun(workdir, steps: int):
-    """The same command again on an existing run directory, with train.steps=`steps`."""
-    proc = run_train("--workdir", str(workdir), *TINY, f"train.steps={steps}")
-    assert proc.returncode == 0, _fail_msg(proc)
-    return workdir, proc
-
-
-@pytest.fixture(scope="module")
-def resumed_run(gpt_run):
-    return _rerun(gpt_run[0], 6)
-
-
-@pytest.mark.slow
-def test_rerun_resumes(resumed_run):
-    workdir, proc = resumed_run
-    assert "Traceback" not in proc.stderr
-    assert "resum" in (proc.stdout + proc.stderr).lower()
-    steps = [r["step"] for r in _step_records(workdir)]
-    assert steps == [2, 3, 4, 6]  # no step trained or logged twice
-    assert "compiled" not in [r.get("event") for r in _records(workdir)[-3:]]  # nothing trained
-    starts = [r for r in _records(workdir) if r.get("event") == "start"]
-    assert [r["start_step"] for r in starts] == [0, 6]
-
-
-@pytest.fixture(scope="module")
-def continued_run(resumed_run):
-    return _rerun(resumed_run[0], 8)
-
-
-@pytest.mark.slow
-def test_continue_to_more_steps(continued_run):
-    workdir, proc = continued_run
-    assert "Traceback" not in proc.stderr
-    assert "finished step 8" in proc.stdout
-    steps = [r["step"] for r in _step_records(workdir)]
-    assert steps == sorted(set(steps))  # increasing, no duplicates
-    assert steps[-1] == 8 and 6 in steps
-    compiled = [r for r in _records(workdir) if r.get("event") == "compiled"]
-    assert compiled[-1]["step"] == 7  # training picked up at step 7, not 1
-    finals = [r for r in _records(workdir) if r.get("event") == "final"]
-    assert finals[-1]["step"] == 8
-    assert _ckpt_steps(workdir)[-1] == 8
-    saved = yaml.safe_load((workdir / "config.yaml").read_text())
-    assert saved["train"]["steps"] == 8
-
-
 # ---------------------------------------------------------------------------------------------
-# LSTM with a trained SentencePiece tokenizer on a local text corpus
+# LSTM with a trained SentencePiece tokenizer on a local text corpus (run with the GPT above)
 
 
 @pytest.fixture(scope="module")
@@ -222,11 +176,75 @@ def test_lstm_sentencepiece_run(lstm_run):
     assert (workdir / "samples.txt").read_text().startswith("--- sample 1 ---")
 
 
+# ---------------------------------------------------------------------------------------------
+# the same commands again: resume, continue; the LSTM resumes with its tokenizer
+
+
+def _rerun(workdir, steps: int):
+    """The same command again on an existing run directory, with train.steps=`steps`."""
+    proc = run_train("--workdir", str(workdir), *TINY, f"train.steps={steps}")
+    assert proc.returncode == 0, _fail_msg(proc)
+    return workdir, proc
+
+
+@pytest.fixture(scope="module")
+def resumed_run(gpt_run):
+    return _rerun(gpt_run[0], 6)
+
+
 @pytest.mark.slow
-def test_lstm_resume_reuses_tokenizer(lstm_run):
-    workdir, _, args, _ = lstm_run
-    model_bytes = (workdir / "tokenizer.model").read_bytes()
-    proc = run_train(*[a if a != "train.steps=6" else "train.steps=7" for a in args])
+def test_rerun_resumes(resumed_run):
+    workdir, proc = resumed_run
+    assert "Traceback" not in proc.stderr
+    assert "resum" in (proc.stdout + proc.stderr).lower()
+    steps = [r["step"] for r in _step_records(workdir)]
+    assert steps == [2, 3, 4, 6]  # no step trained or logged twice
+    assert "compiled" not in [r.get("event") for r in _records(workdir)[-3:]]  # nothing trained
+    starts = [r for r in _records(workdir) if r.get("event") == "start"]
+    assert [r["start_step"] for r in starts] == [0, 6]
+
+
+@pytest.fixture(scope="module")
+def last_runs(resumed_run, lstm_run):
+    """Both runs again, at once: the GPT continued to 8 steps, the LSTM (whose tokenizer file is
+    read first) to 7."""
+    gpt_dir = resumed_run[0]
+    lstm_dir, _, lstm_args, _ = lstm_run
+    model_bytes = (lstm_dir / "tokenizer.model").read_bytes()
+    gpt, lstm = run_all(
+        [_cmd("--workdir", str(gpt_dir), *TINY, "train.steps=8"),
+         _cmd(*[a if a != "train.steps=6" else "train.steps=7" for a in lstm_args])],
+        env=_env(), timeout=600)
+    return {"gpt": (gpt_dir, gpt), "lstm": (lstm_dir, lstm, model_bytes)}
+
+
+@pytest.fixture(scope="module")
+def continued_run(last_runs):
+    workdir, proc = last_runs["gpt"]
+    assert proc.returncode == 0, _fail_msg(proc)
+    return workdir, proc
+
+
+@pytest.mark.slow
+def test_continue_to_more_steps(continued_run):
+    workdir, proc = continued_run
+    assert "Traceback" not in proc.stderr
+    assert "finished step 8" in proc.stdout
+    steps = [r["step"] for r in _step_records(workdir)]
+    assert steps == sorted(set(steps))  # increasing, no duplicates
+    assert steps[-1] == 8 and 6 in steps
+    compiled = [r for r in _records(workdir) if r.get("event") == "compiled"]
+    assert compiled[-1]["step"] == 7  # training picked up at step 7, not 1
+    finals = [r for r in _records(workdir) if r.get("event") == "final"]
+    assert finals[-1]["step"] == 8
+    assert _ckpt_steps(workdir)[-1] == 8
+    saved = yaml.safe_load((workdir / "config.yaml").read_text())
+    assert saved["train"]["steps"] == 8
+
+
+@pytest.mark.slow
+def test_lstm_resume_reuses_tokenizer(last_runs):
+    workdir, proc, model_bytes = last_runs["lstm"]
     assert proc.returncode == 0, _fail_msg(proc)
     assert "resum" in proc.stderr.lower()
     assert "training a SentencePiece" not in proc.stderr
