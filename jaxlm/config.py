@@ -43,7 +43,7 @@ class ModelConfig:
     init_std: float = 0.02  # std of the normal weight init (residual outputs: / sqrt(2*n_layers))
     dtype: str = "auto"  # compute dtype: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16 | float16
     param_dtype: str = "float32"  # dtype of the parameters and optimizer state
-    attention_impl: str = "auto"  # auto | xla | cudnn | splash (auto: cuDNN on GPU, splash on TPU)
+    attention_impl: str = "auto"  # auto|xla|cudnn|splash|blockwise: see jaxlm/models/attention.py
     remat: str = "none"  # none | full | dots_saveable: recompute block activations in backward
     scan_layers: bool = False  # transformer: one nn.scan over stacked layers (flat compile time)
     # what the model is trained for (transformer only for mlm/classify): clm = next-token LM;
@@ -258,7 +258,8 @@ def validate(cfg: RunConfig) -> None:
     _choice("model.mlp", m.mlp, ("gelu", "swiglu"))
     _choice("model.dtype", m.dtype, ("auto", *DTYPES))
     _choice("model.param_dtype", m.param_dtype, DTYPES)
-    _choice("model.attention_impl", m.attention_impl, ("auto", "xla", "cudnn", "splash"))
+    _choice("model.attention_impl", m.attention_impl,
+            ("auto", "xla", "cudnn", "splash", "blockwise"))
     _choice("model.remat", m.remat, REMAT_POLICIES)
     _choice("model.objective", m.objective, OBJECTIVES)
     _choice("model.pooling", m.pooling, ("auto", "last", "first", "mean"))

@@ -116,21 +116,15 @@ def test_splash_matches_xla_in_interpreter(causal, kv_heads):
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-def test_splash_model_matches_xla_model():
-    """model.attention_impl=splash (interpreted off TPU) gives the XLA model's logits."""
-    t = 128
-    model, params = _params(GPT, t)
-    splash_model = build_model(dataclasses.replace(GPT, attention_impl="splash"))
-    x = jax.random.randint(jax.random.key(1), (2, t), 0, 512)
-    np.testing.assert_allclose(splash_model.apply({"params": params}, x),
-                               model.apply({"params": params}, x), atol=1e-4)
-
-
 def test_attention_resolution_on_cpu_falls_back_loudly():
     shapes = dict(platform="cpu", dtype="float32", n_heads=4, n_kv_heads=4, head_dim=16,
                   seq_len=64)
-    assert attention.resolve("auto", **shapes) == ("xla", None)
-    assert attention.resolve("xla", **shapes) == ("xla", None)
+    assert attention.resolve("auto", **shapes) == ("xla", None)  # one block: nothing to skip
+    assert attention.resolve("auto", **{**shapes, "seq_len": 256}) == ("blockwise", None)
+    assert attention.resolve("auto", **{**shapes, "seq_len": 256, "causal": False}) == ("xla", None)
+    assert attention.resolve("xla", **{**shapes, "seq_len": 256}) == ("xla", None)
+    impl, warning = attention.resolve("blockwise", **{**shapes, "causal": False})
+    assert impl == "xla" and "blockwise is for causal attention" in warning
     impl, warning = attention.resolve("cudnn", **shapes)
     assert impl == "xla" and "attention_impl=cudnn needs a GPU" in warning
     impl, warning = attention.resolve("splash", **shapes)
@@ -138,6 +132,24 @@ def test_attention_resolution_on_cpu_falls_back_loudly():
     # on a GPU, float32 compute rules cuDNN flash attention out before anything is compiled
     impl, warning = attention.resolve("auto", **{**shapes, "platform": "gpu"})
     assert impl == "xla" and "bfloat16/float16" in warning and "model.dtype=float32" in warning
+
+
+@pytest.mark.parametrize("impl", ["blockwise", "splash"])
+def test_fast_attention_models_match_xla_in_training(impl):
+    """The kernels in a model: same logits and gradients as XLA attention (t = 2 blocks; GQA)."""
+    t = 256
+    cfg = dataclasses.replace(GPT, max_seq_len=t, n_kv_heads=2, n_layers=1)
+    model, params = _params(cfg, t)
+    fast = build_model(dataclasses.replace(cfg, attention_impl=impl))
+    x = jax.random.randint(jax.random.key(2), (2, t), 0, 512)
+
+    def loss(m, p):
+        return jax.nn.log_softmax(m.apply({"params": p}, x)).mean()
+
+    np.testing.assert_allclose(loss(fast, params), loss(model, params), rtol=1e-6)
+    grads = [jax.grad(lambda p, m=m: loss(m, p))(params) for m in (fast, model)]
+    for a, b in zip(*map(jax.tree.leaves, grads)):
+        np.testing.assert_allclose(a, b, atol=2e-6)
 
 
 def test_attention_resolution_when_the_kernel_does_not_compile():

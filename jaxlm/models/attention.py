@@ -4,8 +4,10 @@
 - `xla`: `jax.nn.dot_product_attention`'s XLA implementation (every platform).
 - `cudnn`: its cuDNN flash-attention implementation (NVIDIA GPUs; bfloat16/float16 compute).
 - `splash`: the Pallas splash-attention kernel (TPU), as in MaxText.
-- `auto` (default): cudnn on GPU and splash on TPU when they compile for the model's shapes,
-  otherwise XLA.
+- `blockwise`: exact causal attention that skips the key blocks above the diagonal
+  (`models.block_attention`; plain jnp, any platform): the CPU fast path.
+- `auto` (default): cudnn on GPU and splash on TPU when they compile for the model's shapes;
+  on CPU, blockwise for causal attention over at least two blocks; otherwise XLA.
 
 `resolve` makes the choice once at startup by compiling the kernel for the run's shapes; when
 a fast kernel is unavailable it says why and the run continues with XLA (never silently).
@@ -21,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
+IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash", "blockwise")
+BLOCK_SIZE = 128  # blockwise: query/key block (benchmarks/bench_attention.py)
 
 
 def _splash_module():
@@ -93,8 +96,13 @@ def resolve(requested: str, *, platform: str, dtype: str, n_heads: int, n_kv_hea
 
     Compiles the candidate kernel (forward and backward) for one sequence of the run's shapes,
     so a fast path is only chosen when it works on this device."""
-    if requested == "xla" or (requested == "auto" and platform not in ("gpu", "tpu")):
-        return "xla", None
+    if requested == "blockwise" and not causal:
+        return "xla", ("jaxlm: model.attention_impl=blockwise is for causal attention; using XLA "
+                       "attention for this bidirectional model")
+    if requested in ("xla", "blockwise"):
+        return requested, None
+    if requested == "auto" and platform not in ("gpu", "tpu"):
+        return ("blockwise" if causal and seq_len >= 2 * BLOCK_SIZE else "xla"), None
     want = requested if requested != "auto" else ("cudnn" if platform == "gpu" else "splash")
     needs = {"cudnn": "gpu", "splash": "tpu"}[want]
     if platform != needs:

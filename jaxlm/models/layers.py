@@ -13,7 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxlm.models.attention import splash_attention
+from jaxlm.models.attention import BLOCK_SIZE, splash_attention
+from jaxlm.models.block_attention import block_causal_attention
 
 Dtype = Any
 
@@ -100,7 +101,7 @@ class Attention(nn.Module):
     out_init_std: float
     dtype: Dtype
     param_dtype: Dtype
-    implementation: Optional[str] = None  # xla | cudnn | splash (see models.attention); None: JAX's
+    implementation: Optional[str] = None  # xla|cudnn|splash|blockwise (models.attention)
     decode: bool = False
     causal: bool = True  # False: bidirectional (the masked-LM / classification encoder)
 
@@ -133,9 +134,12 @@ class Attention(nn.Module):
             impl = self.implementation if mask is None else None  # padding masks: XLA
             if impl == "splash":
                 out_btnh = splash_attention(q_btnh, k_btkh, v_btkh, causal=self.causal)
+            elif impl == "blockwise" and self.causal:
+                out_btnh = block_causal_attention(q_btnh, k_btkh, v_btkh, block_size=BLOCK_SIZE)
             else:
                 out_btnh = jax.nn.dot_product_attention(
-                    q_btnh, k_btkh, v_btkh, mask=mask, is_causal=self.causal, implementation=impl,
+                    q_btnh, k_btkh, v_btkh, mask=mask, is_causal=self.causal,
+                    implementation=impl if impl in ("xla", "cudnn") else None,
                 )
         return nn.DenseGeneral(
             features=d, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
