@@ -221,8 +221,13 @@ def test_train_logs_mfu_and_prefetch_keeps_the_data_order(tmp_path, synthetic_do
     losses = {}
     for prefetch in (0, 2):
         cfg = config_lib.load_config(None, base + [f"train.prefetch={prefetch}"])
-        train(cfg, tmp_path / f"p{prefetch}", quiet=True)
+        seen = []
+        train(cfg, tmp_path / f"p{prefetch}", quiet=True, on_log=seen.append)
         records = load_metrics(tmp_path / f"p{prefetch}")
+        # on_log got exactly the step records and the final one, as written
+        assert [r["step"] for r in seen] == [r["step"] for r in records if "step" in r
+                                              and r.get("event") in (None, "final")]
+        assert seen[-1]["event"] == "final" and seen[0]["loss"] == records[2]["loss"]
         steps = [r for r in records if "step" in r and "event" not in r]
         losses[prefetch] = [r["loss"] for r in steps]
         start = records[0]

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import pathlib
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -136,8 +136,13 @@ class RunResult:
     mfu: float = 0.0  # model FLOPs utilization at the last log step (see jaxlm.flops)
 
 
-def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) -> RunResult:
-    """Trains (or resumes) the run in `workdir` to `cfg.train.steps`; evaluates and samples."""
+def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False,
+          on_log: Optional[Callable[[dict], None]] = None) -> RunResult:
+    """Trains (or resumes) the run in `workdir` to `cfg.train.steps`; evaluates and samples.
+
+    `on_log(record)` (process 0 only) gets each logged record as it is written to metrics.jsonl:
+    step records (loss, learning_rate, tokens_per_sec, mfu, eval_* at eval steps) and the
+    final one (`event: final`), e.g. to draw a live loss curve in a notebook."""
     t_start = time.time()
     workdir = pathlib.Path(workdir)
     distributed = sharding.initialize_distributed(cfg.distributed)  # before any device is touched
@@ -360,6 +365,8 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
             last_log = (time.time(), step)  # eval time is not training throughput
             last_eval = (step, record["eval_loss"])
         writer.write(record)
+        if on_log is not None and main:
+            on_log(record)
         post = {"loss": f"{m['loss']:.3f}", "tok/s": f"{rate:,.0f}",
                 "mfu": f"{100 * record['mfu']:.1f}%"}
         if do_eval:
@@ -440,9 +447,12 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False) ->
         final_eval = evaluate(eval_step, state.params, eval_batches(t.final_eval_batches),
                               token_bytes, put, bar=eval_bar(t.final_eval_batches))
         train_rate = rate
-        writer.write({"event": "final", "step": final_step, **final_eval,
-                      "tokens_per_sec": train_rate, "mfu": flops.mfu(train_rate, model_fpt, peak), "skipped_steps": skipped,
-                      "wall_time_sec": time.time() - t_start})
+        final_record = {"event": "final", "step": final_step, **final_eval,
+                        "tokens_per_sec": train_rate, "mfu": flops.mfu(train_rate, model_fpt, peak),
+                        "skipped_steps": skipped, "wall_time_sec": time.time() - t_start}
+        writer.write(final_record)
+        if on_log is not None and main:
+            on_log(final_record)
         samples = _samples(cfg, model, state.params, tokenizer) if objective == "clm" else []
         if main:
             (workdir / SAMPLES_FILE).write_text(
