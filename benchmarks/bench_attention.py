@@ -1,15 +1,22 @@
 """Causal self-attention forward + backward on CPU: `jax.nn.dot_product_attention`'s XLA
-implementation (what jaxlm's Attention runs on CPU) against a block-causal formulation in plain
-jax.numpy that skips the key blocks above the diagonal, and PyTorch's `scaled_dot_product_attention`.
+implementation (what jaxlm's Attention runs on CPU) against `jaxlm.models.block_attention`
+(block-causal: skips the key blocks above the diagonal) and PyTorch's
+`scaled_dot_product_attention`.
 
     python benchmarks/bench_attention.py --append                  # quickstart shapes
-    python benchmarks/bench_attention.py --batch 4 --seq 1024 --heads 4 --head-dim 32
+    python benchmarks/bench_attention.py --batch 4 --seq 1024 --append
+    python benchmarks/bench_attention.py --train-step --append    # the quickstart train step
+    python benchmarks/bench_attention.py --train-step --append model.max_seq_len=1024 \
+        data.seq_len=1024 train.batch_size=4
 
 Inputs (b, t, n, h) float32; the loss is sum(out ** 2); timed: value and gradients w.r.t. q, k,
-v. Rounds alternate the implementations; medians count. The block-causal version splits the
-queries into `blocks` row blocks, each attending only to the keys up to its own end, so it
-does (blocks + 1) / (2 * blocks) of the full score matmuls; its gradients are checked against
+v. Rounds alternate the implementations; medians count. Gradients are checked against
 dot_product_attention's (largest error relative to the largest gradient).
+
+--train-step: the whole jaxlm train step (as `_common.build` builds it; config overrides as for
+train.py) twice, once as is and once traced with causal, unmasked `jax.nn.dot_product_attention`
+calls replaced by `block_causal_attention` (what the Attention layer would gain on CPU),
+alternating rounds on the same random batches, with the losses of both compared.
 """
 
 from __future__ import annotations
@@ -23,36 +30,81 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm.models.block_attention import block_causal_attention
 
-def block_causal_attention(q_btnh: jax.Array, k_btnh: jax.Array, v_btnh: jax.Array,
-                           blocks: int) -> jax.Array:
-    """Causal softmax attention, computed per block of `t / blocks` queries over only the keys
-    up to the block's end (float32 softmax, 1/sqrt(h) scale, as dot_product_attention)."""
-    t, h = q_btnh.shape[1], q_btnh.shape[3]
-    size = t // blocks
-    causal_ss = jnp.tril(jnp.ones((size, size), bool))
-    outs = []
-    for i in range(blocks):
-        q = q_btnh[:, i * size:(i + 1) * size]
-        k, v = k_btnh[:, :(i + 1) * size], v_btnh[:, :(i + 1) * size]
-        s_bnqk = jnp.einsum("bqnh,bknh->bnqk", q, k).astype(jnp.float32) / np.sqrt(h)
-        mask_qk = jnp.concatenate([jnp.ones((size, i * size), bool), causal_ss], axis=1)
-        p_bnqk = jax.nn.softmax(jnp.where(mask_qk, s_bnqk, jnp.finfo(jnp.float32).min), axis=-1)
-        outs.append(jnp.einsum("bnqk,bknh->bqnh", p_bnqk.astype(q.dtype), v))
-    return jnp.concatenate(outs, axis=1)
+
+def train_step_ab(overrides: list[str], block_size: int, rounds: int, steps: int) -> str:
+    """The train step with dot_product_attention vs block-causal attention; a Markdown report."""
+    import _common
+    from jaxlm import config as config_lib
+    from jaxlm.data.tokenizers import ByteTokenizer
+
+    cfg = config_lib.load_config(None, ["train.steps=100", "optim.warmup_steps=10", *overrides])
+    cfg = config_lib.replace(cfg, **{"model.vocab_size": ByteTokenizer().vocab_size})
+    b, t = cfg.train.batch_size, cfg.data.seq_len
+    rng = np.random.default_rng(0)
+    data = [{"inputs": rng.integers(0, 256, (b, t), dtype=np.int32),
+             "targets": rng.integers(0, 256, (b, t), dtype=np.int32),
+             "mask": np.ones((b, t), bool)} for _ in range(2)]
+
+    def setup() -> list:
+        s = _common.build(cfg)
+        batches = [jax.device_put(x, s.batch_sharding) for x in data]
+        state, m = s.train_step(s.state, batches[0])  # traced and compiled now
+        float(m["loss"])
+        return [s.train_step, state, batches]
+
+    runs = {"dot_product_attention": setup()}
+    with _common.block_causal_patch(block_size):
+        runs[f"block-causal ({block_size})"] = setup()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    losses: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            for i in range(steps):
+                run[1], m = run[0](run[1], run[2][i % 2])
+                losses[name].append(float(m["loss"]))
+            times[name].append((time.perf_counter() - t0) / steps)
+    (a, ta), (bname, tb) = times.items()
+    med_a, med_b = statistics.median(ta), statistics.median(tb)
+    diff = max(abs(x - y) for x, y in zip(*losses.values()))
+    m = cfg.model
+    return (f"jaxlm train step, d_model {m.d_model}, {m.n_layers} layers, {m.n_heads} heads, "
+            f"batch {b} x {t}, {_common.compute_dtype(cfg)}; median of {rounds} alternating "
+            f"rounds x {steps} steps. Largest |loss difference| over {len(ta) * steps} steps: "
+            f"{diff:.1e}.\n\n| attention | step (ms) | per round (ms) | step time ratio |\n"
+            f"|---|---|---|---|\n"
+            f"| {a} | {1e3 * med_a:.0f} | {', '.join(f'{1e3 * x:.0f}' for x in ta)} | 1.00x |\n"
+            f"| {bname} | {1e3 * med_b:.0f} | {', '.join(f'{1e3 * x:.0f}' for x in tb)} | "
+            f"{med_b / med_a:.2f}x |")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--head-dim", type=int, default=32)
-    ap.add_argument("--blocks", default="1,2,4", help="block counts for the block-causal version")
+    ap.add_argument("--block-sizes", default="64,128,256", help="for the block-causal version")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
+    ap.add_argument("--train-step", action="store_true", help="time the whole train step")
+    ap.add_argument("--steps", type=int, default=3, help="--train-step: steps per round")
+    ap.add_argument("--block-size", type=int, default=128, help="--train-step: block_size")
+    ap.add_argument("overrides", nargs="*", help="--train-step: config overrides")
     args = ap.parse_args()
+    if args.train_step:
+        report = train_step_ab(args.overrides, args.block_size, args.rounds, args.steps)
+        print(report)
+        if args.append:
+            import _common
+
+            _common.append_results("train step with block-causal attention (bench_attention)",
+                                   report)
+        return
 
     shape = (args.batch, args.seq, args.heads, args.head_dim)
     rng = np.random.default_rng(0)
@@ -62,15 +114,17 @@ def main() -> None:
         return jax.jit(jax.value_and_grad(lambda *qkv: (attn(*qkv) ** 2).sum(), argnums=(0, 1, 2)))
 
     impls = {"jax.nn.dot_product_attention (xla)": fwd_bwd(
-        lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla"))}
-    for nb in (int(x) for x in args.blocks.split(",")):
-        impls[f"block-causal, {nb} blocks"] = fwd_bwd(
-            lambda q, k, v, nb=nb: block_causal_attention(q, k, v, nb))
+        lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                                     implementation="xla"))}
+    for size in sorted({min(int(x), args.seq) for x in args.block_sizes.split(",")}):
+        impls[f"block-causal, block_size {size}"] = fwd_bwd(
+            lambda q, k, v, size=size: block_causal_attention(q, k, v, block_size=size))
     ref = jax.tree.leaves(impls["jax.nn.dot_product_attention (xla)"](q, k, v)[1])
     errors = {}
     for name, fn in impls.items():
         grads = jax.tree.leaves(fn(q, k, v)[1])
-        errors[name] = max(float(jnp.abs(a - b).max() / jnp.abs(b).max()) for a, b in zip(grads, ref))
+        errors[name] = max(float(jnp.abs(a - b).max() / jnp.abs(b).max())
+                           for a, b in zip(grads, ref))
     runs: dict[str, Callable[[], object]] = {
         name: (lambda fn=fn: jax.block_until_ready(fn(q, k, v))) for name, fn in impls.items()}
     if not args.no_torch:
@@ -96,7 +150,8 @@ def main() -> None:
             run()
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["jax.nn.dot_product_attention (xla)"])
-    lines = ["| implementation | fwd+bwd (ms, median) | vs dot_product_attention | max rel. grad error |",
+    lines = ["| implementation | fwd+bwd (ms, median) | vs dot_product_attention | "
+             "max rel. grad error |",
              "|---|---|---|---|"]
     for name, ts in times.items():
         med = statistics.median(ts)

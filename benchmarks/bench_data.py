@@ -29,7 +29,8 @@ from jaxlm.data.tokenizers import ByteTokenizer, SentencePieceTokenizer, Tokeniz
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batches", type=int, default=200, help="pipeline batches per round")
     ap.add_argument("--steps", type=int, default=5, help="train steps per round")
@@ -89,18 +90,21 @@ def main() -> None:
                 float(m["loss"])
                 rates[key].append(args.steps * tokens_per_batch / (time.perf_counter() - t0))
         med = {k: statistics.median(v) for k, v in rates.items()}
-        med["pipeline"] = min(rates["pipeline"])  # rounds after prefetched buffers refilled read fast
+        # the slowest round: a round after grain refilled its buffers in the background reads fast
+        med["pipeline"] = min(rates["pipeline"])
         rows.append((name, tok.vocab_size, startup, med))
         print(name, {k: [round(x) for x in v] for k, v in rates.items()}, flush=True)
     lines = ["| tokenizer | vocab | pipeline start (s) | pipeline tokens/s | train tokens/s "
              "(in memory) | train tokens/s (fed live) | pipeline / train |",
              "|---|---|---|---|---|---|---|"]
     for name, vocab, startup, med in rows:
-        p, tr, live = med["pipeline"], med["train (batches in memory)"], med["train fed by the pipeline"]
+        p, tr = med["pipeline"], med["train (batches in memory)"]
+        live = med["train fed by the pipeline"]
         lines.append(f"| {name} | {vocab} | {startup:.2f} | {p:,.0f} | {tr:,.0f} | {live:,.0f} | "
                      f"**{p / tr:.0f}x** |")
     notes.append(f"quickstart model and batch ({t.batch_size} x {d.seq_len}), median (pipeline: "
-                 f"slowest) of {args.rounds} rounds ({args.batches} pipeline batches, {args.steps} steps each)")
+                 f"slowest) of {args.rounds} rounds ({args.batches} pipeline batches, "
+                 f"{args.steps} steps each)")
     table = "\n".join(lines)
     print(table + "\n\n" + "; ".join(notes) + ".")
     if args.append:

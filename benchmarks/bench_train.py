@@ -88,14 +88,16 @@ def measure(spec: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     ap.add_argument("--sizes", help=f"comma-separated, from {', '.join(SIZES)} (default: preset)")
     ap.add_argument("--seq-lens", help="comma-separated (default: preset)")
     ap.add_argument("--families", default="transformer,lstm")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
     ap.add_argument("--batch-size", type=int, help="sequences per step (default: preset)")
-    ap.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default: preset)")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"),
+                    help="compute dtype (default: preset)")
     ap.add_argument("--vocab-size", type=int, help="default: preset (259 bytes / 50304 GPT-2)")
     ap.add_argument("--remat", default="none", choices=("none", "full", "dots_saveable"))
     ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
@@ -106,8 +108,10 @@ def main() -> None:
         return
     runs, vocab, batch, dtype = PRESETS[args.preset]
     if args.sizes or args.seq_lens:
-        sizes = args.sizes.split(",") if args.sizes else sorted({s for s, _ in runs}, key=list(SIZES).index)
-        seqs = [int(x) for x in args.seq_lens.split(",")] if args.seq_lens else sorted({t for _, t in runs})
+        sizes = (args.sizes.split(",") if args.sizes
+                 else sorted({s for s, _ in runs}, key=list(SIZES).index))
+        seqs = ([int(x) for x in args.seq_lens.split(",")] if args.seq_lens
+                else sorted({t for _, t in runs}))
         runs = [(s, t) for s in sizes for t in seqs]
     rows: list[dict] = []
     roof = None  # a measured CPU matmul roof, measured once (it varies with machine load)

@@ -16,6 +16,7 @@ Default XLA flags (no --xla_backend_optimization_level=0, unlike the test suite)
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 import os
 import statistics
 import time
@@ -49,6 +50,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10, help="steps per side per round")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    ap.add_argument("--block-causal", type=int, metavar="BLOCK_SIZE",
+                    help="trace jaxlm's step with block-causal attention "
+                         "(_common.block_causal_patch)")
     ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
     ap.add_argument("overrides", nargs="*", help="config overrides (default: the quickstart)")
     args = ap.parse_args()
@@ -90,7 +94,8 @@ def main() -> None:
         torch_losses.extend(float(x) for x in losses)
         return time.perf_counter() - t0
 
-    t_compile = run_jax(0, 1)
+    with _common.block_causal_patch(args.block_causal) if args.block_causal else nullcontext():
+        t_compile = run_jax(0, 1)  # traces and compiles the step
     t_torch_first = run_torch(0, 1)
     tokens = args.steps * cfg.train.batch_size * cfg.data.seq_len
     rates: dict[str, list[float]] = {"jaxlm": [], "torch": []}
@@ -108,7 +113,8 @@ def main() -> None:
     m = cfg.model
     table = "\n".join([
         "| | jaxlm | PyTorch |", "|---|---|---|",
-        f"| tokens/s (median of {args.rounds} rounds x {args.steps} steps) | {jr:,.0f} | {tr:,.0f} |",
+        f"| tokens/s (median of {args.rounds} rounds x {args.steps} steps) | {jr:,.0f} | "
+        f"{tr:,.0f} |",
         f"| tokens/s per round | {', '.join(f'{x:,.0f}' for x in rates['jaxlm'])} | "
         f"{', '.join(f'{x:,.0f}' for x in rates['torch'])} |",
         f"| first step (s; jaxlm: trace + compile) | {t_compile:.2f} | {t_torch_first:.2f} |",
@@ -119,7 +125,9 @@ def main() -> None:
     summary = (f"Model: d_model {m.d_model}, {m.n_layers} layers, {m.n_heads} heads, vocab "
                f"{m.vocab_size} ({n_params:,} params), batch {cfg.train.batch_size} x "
                f"{cfg.data.seq_len}, {_common.compute_dtype(cfg)}, attention "
-               f"{_common.attention_impl(cfg)}; same initial "
+               f"{_common.attention_impl(cfg)}"
+               f"{f' (block-causal, block_size {args.block_causal})' if args.block_causal else ''}"
+               f"; same initial "
                f"weights and batches. Largest |loss difference| over the {total} steps: "
                f"{diffs.max():.2e} (at step {int(diffs.argmax()) + 1}). torch threads: "
                f"{torch.get_num_threads()} (os.cpu_count() = {os.cpu_count()}).")

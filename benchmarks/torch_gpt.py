@@ -55,9 +55,9 @@ class TorchGPT(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        if (cfg.family, cfg.position, cfg.norm, cfg.mlp, cfg.tie_embeddings, cfg.use_bias) != (
-                "transformer", "learned", "layernorm", "gelu", True, True) or cfg.n_kv_heads not in (
-                None, cfg.n_heads):
+        layout = (cfg.family, cfg.position, cfg.norm, cfg.mlp, cfg.tie_embeddings, cfg.use_bias)
+        gpt2 = ("transformer", "learned", "layernorm", "gelu", True, True)
+        if layout != gpt2 or cfg.n_kv_heads not in (None, cfg.n_heads):
             raise ValueError("TorchGPT implements the GPT-2 layout only")
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
