@@ -4,6 +4,8 @@ memory over model sizes x sequence lengths x families, on the devices JAX sees.
     python benchmarks/bench_train.py                          # CPU preset: tiny/small, seq 128/256
     python benchmarks/bench_train.py --sizes tiny --seq-lens 256 --families transformer --steps 5
     python benchmarks/bench_train.py --preset gpu --dtype bfloat16 --append   # GPT-2 124M..1.3B
+    python benchmarks/bench_train.py --sizes tiny --seq-lens 256 --families transformer \
+        --rounds 4 --compare-xla-flags=--xla_cpu_experimental_ynn_fusion_type=   # flags A/B
 
 Each configuration runs in its own process (so peak memory is its own), built as the training
 loop builds it (`_common.build`: mesh over all devices, sharded state, donated jitted step),
@@ -11,13 +13,16 @@ on random token batches. Compile time = `train_step.lower(...).compile()`. After
 steps, `--steps` steps are timed one by one (each waits for its loss); the median counts.
 MFU uses jaxlm.flops: PaLM model FLOPs per token over `system_peak` (a data-sheet peak on
 accelerators, a measured float32 matmul roof on CPU). Peak memory: the device's
-peak_bytes_in_use on accelerators, the process's max RSS on CPU.
+peak_bytes_in_use on accelerators, the process's max RSS on CPU. `--rounds N` repeats the
+list N times (configurations alternate) and reports each one's median round;
+`--compare-xla-flags FLAGS` adds a copy of every configuration run with FLAGS in XLA_FLAGS.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -87,6 +92,16 @@ def measure(spec: dict) -> dict:
             "memory_gib": mem / 2**30, "memory_source": mem_src, "loss": float(metrics["loss"])}
 
 
+def median_row(rounds: list[dict]) -> dict:
+    """One configuration's rounds -> its row: the round with the median step time (an error
+    when every round failed), with every round's step time in `rounds_ms`."""
+    ok = sorted((r for r in rounds if "error" not in r), key=lambda r: r["step_ms"])
+    if not ok:
+        return rounds[-1]
+    return {**ok[(len(ok) - 1) // 2],
+            "rounds_ms": [r["step_ms"] for r in rounds if "error" not in r]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,6 +115,9 @@ def main() -> None:
                     help="compute dtype (default: preset)")
     ap.add_argument("--vocab-size", type=int, help="default: preset (259 bytes / 50304 GPT-2)")
     ap.add_argument("--remat", default="none", choices=("none", "full", "dots_saveable"))
+    ap.add_argument("--rounds", type=int, default=1, help="repeat every configuration, alternating")
+    ap.add_argument("--compare-xla-flags", metavar="FLAGS",
+                    help="also run every configuration with these XLA_FLAGS added (A/B)")
     ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child process: one JSON spec
     args = ap.parse_args()
@@ -113,28 +131,38 @@ def main() -> None:
         seqs = ([int(x) for x in args.seq_lens.split(",")] if args.seq_lens
                 else sorted({t for _, t in runs}))
         runs = [(s, t) for s in sizes for t in seqs]
-    rows: list[dict] = []
+    variants = [""] + ([args.compare_xla_flags] if args.compare_xla_flags else [])
+    specs = [{"family": family, "size": size, "seq_len": seq_len, "steps": args.steps,
+              "batch": args.batch_size or batch, "dtype": args.dtype or dtype,
+              "vocab": args.vocab_size or vocab, "remat": args.remat, "xla_flags": flags}
+             for family in args.families.split(",") for size, seq_len in runs
+             for flags in variants]
+    results: list[list[dict]] = [[] for _ in specs]
     roof = None  # a measured CPU matmul roof, measured once (it varies with machine load)
-    for family in args.families.split(","):
-        for size, seq_len in runs:
-            spec = {"family": family, "size": size, "seq_len": seq_len, "steps": args.steps,
-                    "batch": args.batch_size or batch, "dtype": args.dtype or dtype,
-                    "vocab": args.vocab_size or vocab, "remat": args.remat, "roof": roof}
-            proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)],
-                                  capture_output=True, text=True)
+    for _ in range(args.rounds):  # rounds alternate the configurations (and flag variants)
+        for spec, got in zip(specs, results):
+            env = dict(os.environ)
+            if spec["xla_flags"]:
+                env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {spec['xla_flags']}".strip()
+            proc = subprocess.run([sys.executable, __file__, "--one",
+                                   json.dumps({**spec, "roof": roof})],
+                                  capture_output=True, text=True, env=env)
             out = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not out:
                 err = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                print(f"{family} {size} seq {seq_len}: failed: {err}", file=sys.stderr)
-                rows.append({**spec, "error": err[:120]})
+                print(f"{spec}: failed: {err}", file=sys.stderr)
+                got.append({**spec, "error": err[:120]})
                 continue
-            rows.append(json.loads(out[0][len("RESULT "):]))
-            if rows[-1]["peak_source"].startswith("measured"):
-                roof = (rows[-1]["peak_flops"], rows[-1]["peak_source"])
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    lines = ["| family | size | params | seq | batch | dtype | attention | compile (s) | "
+            got.append(json.loads(out[0][len("RESULT "):]))
+            if got[-1]["peak_source"].startswith("measured"):
+                roof = (got[-1]["peak_flops"], got[-1]["peak_source"])
+            print(json.dumps(got[-1]), file=sys.stderr, flush=True)
+    rows = [median_row(got) for got in results]
+    flags_col = bool(args.compare_xla_flags)
+    lines = ["| family | size | params | seq | batch | dtype | attention | "
+             + ("XLA flags | " if flags_col else "") + "compile (s) | "
              "step (ms, median) | tokens/s | MFU | peak memory (GiB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if flags_col else "")]
     for r in rows:
         head = f"| {r['family']} | {r['size']} | "
         if "error" in r:
@@ -142,7 +170,9 @@ def main() -> None:
                          f"failed: {r['error']} | | | | | |")
             continue
         lines.append(head + f"{r['params'] / 1e6:.2f}M | {r['seq_len']} | {r['batch']} | "
-                     f"{r['dtype']} | {r['attention']} | {r['compile_s']:.1f} | "
+                     f"{r['dtype']} | {r['attention']} | "
+                     + (f"{r['xla_flags'] or 'default'} | " if flags_col else "")
+                     + f"{r['compile_s']:.1f} | "
                      f"{r['step_ms']:.0f} | {r['tokens_per_sec']:,.0f} | {100 * r['mfu']:.1f}% | "
                      f"{r['memory_gib']:.2f} |")
     ok = [r for r in rows if "error" not in r]
@@ -151,6 +181,12 @@ def main() -> None:
         notes = (f"MFU denominator: {ok[0]['peak_flops'] / 1e12:.3g} TFLOP/s "
                  f"({ok[0]['peak_source']}); peak memory: {ok[0]['memory_source']}; "
                  f"{args.steps} timed steps per row after 2 warm-up steps, random tokens.")
+        if args.rounds > 1:
+            per_round = "; ".join(
+                f"{r['family']} {r['size']}/{r['seq_len']}/{r['xla_flags'] or 'default'}: "
+                + ", ".join(f"{x:.0f}" for x in r["rounds_ms"]) for r in ok)
+            notes += (f" Rows: the median of {args.rounds} alternating rounds; step ms per "
+                      f"round: {per_round}.")
     table = "\n".join(lines)
     print(table + "\n\n" + notes)
     if args.append:
