@@ -3,7 +3,6 @@ it), the run environment line, peak memory, and appending a section to RESULTS.m
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import os
@@ -13,7 +12,7 @@ import resource
 import shlex
 import sys
 from importlib import metadata
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 
@@ -35,27 +34,6 @@ class Setup(NamedTuple):
     batch_sharding: jax.sharding.NamedSharding
     lr_schedule: Any
     mesh: jax.sharding.Mesh
-
-
-@contextlib.contextmanager
-def block_causal_patch(block_size: int = 128) -> Iterator[None]:
-    """While tracing inside: causal, unmasked `jax.nn.dot_product_attention` calls (jaxlm's
-    Attention on CPU) run `jaxlm.models.block_attention.block_causal_attention` instead. A
-    benchmark-only stand-in for wiring it into the attention dispatch."""
-    from jaxlm.models.block_attention import block_causal_attention
-
-    stock = jax.nn.dot_product_attention
-
-    def patched(q, k, v, *args, mask=None, is_causal=False, **kwargs):
-        if mask is None and is_causal and not args:
-            return block_causal_attention(q, k, v, block_size=block_size)
-        return stock(q, k, v, *args, mask=mask, is_causal=is_causal, **kwargs)
-
-    jax.nn.dot_product_attention = patched
-    try:
-        yield
-    finally:
-        jax.nn.dot_product_attention = stock
 
 
 def compute_dtype(cfg: RunConfig) -> str:

@@ -14,9 +14,8 @@ v. Rounds alternate the implementations; medians count. Gradients are checked ag
 dot_product_attention's (largest error relative to the largest gradient).
 
 --train-step: the whole jaxlm train step (as `_common.build` builds it; config overrides as for
-train.py) twice, once as is and once traced with causal, unmasked `jax.nn.dot_product_attention`
-calls replaced by `block_causal_attention` (what the Attention layer would gain on CPU),
-alternating rounds on the same random batches, with the losses of both compared.
+train.py) with model.attention_impl=xla and =blockwise (block_causal_attention), alternating
+rounds on the same random batches, with the losses of both compared.
 """
 
 from __future__ import annotations
@@ -33,8 +32,8 @@ import numpy as np
 from jaxlm.models.block_attention import block_causal_attention
 
 
-def train_step_ab(overrides: list[str], block_size: int, rounds: int, steps: int) -> str:
-    """The train step with dot_product_attention vs block-causal attention; a Markdown report."""
+def train_step_ab(overrides: list[str], rounds: int, steps: int) -> str:
+    """The train step with XLA vs blockwise attention; a Markdown report."""
     import _common
     from jaxlm import config as config_lib
     from jaxlm.data.tokenizers import ByteTokenizer
@@ -47,16 +46,14 @@ def train_step_ab(overrides: list[str], block_size: int, rounds: int, steps: int
              "targets": rng.integers(0, 256, (b, t), dtype=np.int32),
              "mask": np.ones((b, t), bool)} for _ in range(2)]
 
-    def setup() -> list:
-        s = _common.build(cfg)
+    def setup(impl: str) -> list:
+        s = _common.build(config_lib.replace(cfg, **{"model.attention_impl": impl}))
         batches = [jax.device_put(x, s.batch_sharding) for x in data]
         state, m = s.train_step(s.state, batches[0])  # traced and compiled now
         float(m["loss"])
         return [s.train_step, state, batches]
 
-    runs = {"dot_product_attention": setup()}
-    with _common.block_causal_patch(block_size):
-        runs[f"block-causal ({block_size})"] = setup()
+    runs = {impl: setup(impl) for impl in ("xla", "blockwise")}
     times: dict[str, list[float]] = {k: [] for k in runs}
     losses: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(rounds):
@@ -73,7 +70,7 @@ def train_step_ab(overrides: list[str], block_size: int, rounds: int, steps: int
     return (f"jaxlm train step, d_model {m.d_model}, {m.n_layers} layers, {m.n_heads} heads, "
             f"batch {b} x {t}, {_common.compute_dtype(cfg)}; median of {rounds} alternating "
             f"rounds x {steps} steps. Largest |loss difference| over {len(ta) * steps} steps: "
-            f"{diff:.1e}.\n\n| attention | step (ms) | per round (ms) | step time ratio |\n"
+            f"{diff:.1e}.\n\n| model.attention_impl | step (ms) | per round (ms) | step time ratio |\n"
             f"|---|---|---|---|\n"
             f"| {a} | {1e3 * med_a:.0f} | {', '.join(f'{1e3 * x:.0f}' for x in ta)} | 1.00x |\n"
             f"| {bname} | {1e3 * med_b:.0f} | {', '.join(f'{1e3 * x:.0f}' for x in tb)} | "
@@ -93,11 +90,10 @@ def main() -> None:
     ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
     ap.add_argument("--train-step", action="store_true", help="time the whole train step")
     ap.add_argument("--steps", type=int, default=3, help="--train-step: steps per round")
-    ap.add_argument("--block-size", type=int, default=128, help="--train-step: block_size")
     ap.add_argument("overrides", nargs="*", help="--train-step: config overrides")
     args = ap.parse_args()
     if args.train_step:
-        report = train_step_ab(args.overrides, args.block_size, args.rounds, args.steps)
+        report = train_step_ab(args.overrides, args.rounds, args.steps)
         print(report)
         if args.append:
             import _common

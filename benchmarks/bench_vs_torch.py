@@ -2,6 +2,7 @@
 
     python benchmarks/bench_vs_torch.py --rounds 3 --steps 10 --append
     python benchmarks/bench_vs_torch.py model.n_layers=6 data.seq_len=128   # other shapes
+    python benchmarks/bench_vs_torch.py model.attention_impl=xla            # jaxlm's attention
 
 The model is jaxlm's quickstart Transformer (config overrides as for train.py); the PyTorch twin
 (`torch_gpt.TorchGPT`) is loaded with jaxlm's initial params, and both train with the same AdamW,
@@ -16,7 +17,6 @@ Default XLA flags (no --xla_backend_optimization_level=0, unlike the test suite)
 from __future__ import annotations
 
 import argparse
-from contextlib import nullcontext
 import os
 import statistics
 import time
@@ -50,9 +50,6 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10, help="steps per side per round")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
-    ap.add_argument("--block-causal", type=int, metavar="BLOCK_SIZE",
-                    help="trace jaxlm's step with block-causal attention "
-                         "(_common.block_causal_patch)")
     ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
     ap.add_argument("overrides", nargs="*", help="config overrides (default: the quickstart)")
     args = ap.parse_args()
@@ -94,8 +91,7 @@ def main() -> None:
         torch_losses.extend(float(x) for x in losses)
         return time.perf_counter() - t0
 
-    with _common.block_causal_patch(args.block_causal) if args.block_causal else nullcontext():
-        t_compile = run_jax(0, 1)  # traces and compiles the step
+    t_compile = run_jax(0, 1)  # traces and compiles the step
     t_torch_first = run_torch(0, 1)
     tokens = args.steps * cfg.train.batch_size * cfg.data.seq_len
     rates: dict[str, list[float]] = {"jaxlm": [], "torch": []}
@@ -125,9 +121,7 @@ def main() -> None:
     summary = (f"Model: d_model {m.d_model}, {m.n_layers} layers, {m.n_heads} heads, vocab "
                f"{m.vocab_size} ({n_params:,} params), batch {cfg.train.batch_size} x "
                f"{cfg.data.seq_len}, {_common.compute_dtype(cfg)}, attention "
-               f"{_common.attention_impl(cfg)}"
-               f"{f' (block-causal, block_size {args.block_causal})' if args.block_causal else ''}"
-               f"; same initial "
+               f"{_common.attention_impl(cfg)}; same initial "
                f"weights and batches. Largest |loss difference| over the {total} steps: "
                f"{diffs.max():.2e} (at step {int(diffs.argmax()) + 1}). torch threads: "
                f"{torch.get_num_threads()} (os.cpu_count() = {os.cpu_count()}).")
