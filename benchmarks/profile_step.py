@@ -27,7 +27,7 @@ from jaxlm.data.tokenizers import ByteTokenizer
 
 PARTS = (  # (part, op_name pattern), first match wins
     ("attention projections", r"/attn/(query|key|value|out)/"),
-    ("attention core (dot_product_attention)", r"/attn/"),
+    ("attention core (scores, softmax, weighted values)", r"/attn/"),
     ("MLP", r"/mlp/"),
     ("norms", r"/(ln_\d|ln_f|norm)/|/ln_"),
     ("embedding, logits, loss",
