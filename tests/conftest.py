@@ -12,6 +12,16 @@ os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+# The same tiny models are compiled over and over, in-process and by every `python train.py` the
+# tests start: one persistent compilation cache for the session (inherited by those processes)
+# turns the repeats into loads. Fresh per session, removed at its end (pytest_unconfigure).
+_OWN_XLA_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_XLA_CACHE:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxlm-tests-xla-cache-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
 import pathlib  # noqa: E402
 import random  # noqa: E402
@@ -22,6 +32,13 @@ from typing import Optional, Sequence  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def pytest_unconfigure(config):
+    if _OWN_XLA_CACHE:
+        import shutil
+
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def run_all(cmds: Sequence[Sequence[str]], *, timeout: int = 300,
