@@ -12,8 +12,6 @@ import pathlib
 from typing import Any, Optional, Sequence
 
 import yaml
-from omegaconf import OmegaConf
-from omegaconf import errors as oc_errors
 
 from jaxlm.errors import JaxlmError
 
@@ -147,7 +145,16 @@ class RunConfig:
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
 
-def _oc_error(e: oc_errors.OmegaConfBaseException, source: str) -> JaxlmError:
+def _omegaconf() -> tuple[Any, Any]:
+    """(OmegaConf, omegaconf.errors), imported when a config is parsed: building models and
+    training from Python needs only the dataclasses, not OmegaConf."""
+    import omegaconf  # noqa: PLC0415
+
+    return omegaconf.OmegaConf, omegaconf.errors
+
+
+def _oc_error(e: Exception, source: str) -> JaxlmError:
+    _, oc_errors = _omegaconf()
     key = getattr(e, "full_key", None)
     msg = str(getattr(e, "msg", e)).splitlines()[0]
     where = f" (in {source})" if source else ""
@@ -172,6 +179,7 @@ def _read_yaml(path: str) -> dict:
 
 
 def _parse_overrides(overrides: Sequence[str]) -> Any:
+    OmegaConf, oc_errors = _omegaconf()
     for o in overrides:
         if "=" not in o or o.startswith("="):
             raise JaxlmError(f"override '{o}' is not of the form key.sub=value")
@@ -183,6 +191,7 @@ def _parse_overrides(overrides: Sequence[str]) -> Any:
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> RunConfig:
     """Builds a validated RunConfig from defaults, an optional YAML file and `a.b=value` overrides."""
+    OmegaConf, oc_errors = _omegaconf()
     cfg = OmegaConf.structured(RunConfig)
     OmegaConf.set_readonly(cfg, False)
     layers = []
@@ -205,6 +214,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Ru
 
 def from_dict(data: dict) -> RunConfig:
     """A validated RunConfig from a nested dict (e.g. a saved config.yaml)."""
+    OmegaConf, oc_errors = _omegaconf()
     cfg = OmegaConf.structured(RunConfig)
     OmegaConf.set_readonly(cfg, False)
     try:
@@ -216,6 +226,7 @@ def from_dict(data: dict) -> RunConfig:
 
 
 def to_yaml(cfg: RunConfig) -> str:
+    OmegaConf, _ = _omegaconf()
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
