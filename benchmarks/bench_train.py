@@ -58,7 +58,9 @@ def measure(spec: dict) -> dict:
                  f"train.batch_size={spec['batch']}", f"train.steps={spec['steps'] + 10}",
                  "optim.warmup_steps=2", f"model.dtype={spec['dtype']}",
                  f"model.remat={spec['remat']}",
-                 *(f"model.{k}={v}" for k, v in SIZES[spec["size"]].items())]
+                 f"model.attention_impl={spec.get('attention_impl', 'auto')}",
+                 f"model.scan_layers={str(spec.get('scan_layers', False)).lower()}",
+                 *(f"model.{k}={v}" for k, v in spec.get("dims", SIZES[spec["size"]]).items())]
     cfg = config_lib.load_config(None, overrides)
     setup = _common.build(cfg)
     b, t = cfg.train.batch_size, cfg.data.seq_len
