@@ -8,10 +8,10 @@ stops starting parts when --budget-s is spent, so one slow part cannot eat the r
   env       GPU, driver, package versions, the attention kernel `auto` resolves to
   roof      bf16 and fp32 matmul rate (8192^3), the practical ceiling beside the data sheet's
   train     tokens/s, step time, MFU, compile time, peak memory: GPT-2 124M/350M/774M at seq
-            1024, 1.3B at seq 2048; bf16, cuDNN attention, scanned layers, no remat
+            1024, 1.3B at seq 2048; bf16, cuDNN attention, scanned layers, full remat
   decode    greedy decode tokens/s, jaxlm vs transformers' generate, GPT-2 small, batch 1 and 8
   numerics  loss curves of a small model in bf16 vs fp32 compute from the same init
-  loo       350M leave-one-out: XLA attention, full remat, unrolled layers
+  loo       350M leave-one-out: XLA attention, no remat, dots_saveable remat, unrolled layers
   train_py  README's main job (`python train.py`, the quickstart) on the GPU
 
 Writes DIR/suite.json (every result) and DIR/table.md (ready for benchmarks/RESULTS.md) after
@@ -45,8 +45,10 @@ TINY = ({"d_model": 64, "n_layers": 2, "n_heads": 4}, 64, 2)  # every size in a 
 def plan(dry: bool) -> list[tuple[str, str, dict, int]]:
     """[(label, part, spec, time limit in s)] in the order they run."""
     roof_n = 256 if dry else 8192
+    # remat=full + scanned layers: fits every size (1.3B at seq 2048 without remat asked for
+    # 126 GiB) and was faster than no remat with scan at 350M (benchmarks/RESULTS.md, 11-30).
     base = {"family": "transformer", "steps": 2 if dry else 10, "dtype": "bfloat16",
-            "vocab": 512 if dry else 50304, "remat": "none", "attention_impl": "cudnn",
+            "vocab": 512 if dry else 50304, "remat": "full", "attention_impl": "cudnn",
             "scan_layers": True}
     trains = []
     for size, (dims, seq, batch) in SIZES.items():
@@ -57,7 +59,8 @@ def plan(dry: bool) -> list[tuple[str, str, dict, int]]:
     mid = trains[1][2]  # 350M: leave-one-out around it
     loo = [(f"loo {name}", "train", {**mid, **change, "variant": name}, 60 if dry else 130)
            for name, change in (("xla attention", {"attention_impl": "xla"}),
-                                ("remat full", {"remat": "full"}),
+                                ("remat none", {"remat": "none"}),
+                                ("remat dots_saveable", {"remat": "dots_saveable"}),
                                 ("unrolled layers", {"scan_layers": False}))]
     d0, seq0, _ = TINY if dry else SIZES["gpt2-124m"]
     gpt2 = ({"n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 512, "n_positions": 128}
