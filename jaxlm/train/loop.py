@@ -264,7 +264,6 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False,
     if main:
         (workdir / CONFIG_FILE).write_text(config_lib.to_yaml(cfg))
         tokenizer.save(workdir)
-    writer = metrics_lib.MetricsWriter(workdir, enabled=main)
     if restored is not None:
         state, start_step = restored.state, restored.step
         skipped = int(restored.meta.get("skipped_steps", 0))
@@ -276,6 +275,9 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False,
         if t.init_from:
             state = _init_from(t.init_from, cfg.model, state, optimizer, shardings, log)
         start_step, skipped = 0, 0
+    # opened once the state is there (a failed --init_from leaves no TensorBoard writer behind:
+    # its thread, never closed, fails at interpreter exit on Python 3.12)
+    writer = metrics_lib.MetricsWriter(workdir, enabled=main)
     writer.truncate_after(start_step)  # step records past the checkpoint are about to be redone
 
     total_params, non_embed = flops.param_counts(state.params)

@@ -146,7 +146,7 @@ def train_step(
         loss, grads = poison_steps(state.step + 1, loss, grads, debug_nan_steps)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)  # else: skip the update
     metrics = {
         "loss": loss,

@@ -187,7 +187,14 @@ def test_grad_accumulation_equals_one_big_batch(family, cfg):
     one, p_one = _train(cfg, mesh_cfg, n, grad_accum=1, batches=big)
     acc, p_acc = _train(cfg, mesh_cfg, n, grad_accum=4, batches=big)
     np.testing.assert_allclose(acc, one, atol=1e-6, rtol=0)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=0), p_acc, p_one)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(p_acc), jax.tree.leaves(p_one)):
+        if "'key']['bias']" in jax.tree_util.keystr(path):
+            # softmax ignores a per-query shift of the scores, so the key bias's gradient is 0 in
+            # exact arithmetic: Adam normalizes the rounding noise, and the bias stays near 0 in
+            # both runs with noise of its own (about 1e-6, varying with the XLA version)
+            assert np.abs(a).max() < 1e-5 and np.abs(b).max() < 1e-5, jax.tree_util.keystr(path)
+            continue
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0, err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.mark.parametrize("remat", ["full", "dots_saveable"])
