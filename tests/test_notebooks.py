@@ -167,6 +167,43 @@ def outputs_text(nb: nbformat.NotebookNode) -> str:
 def has_image(nb: nbformat.NotebookNode) -> int:
     return sum("image/png" in out.get("data", {}) for c in nb.cells for out in c.get("outputs", []))
 
+@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("has_jax", [True, False])
+def test_install_cell_keeps_the_runtimes_jax(name, has_jax):
+    """Run the install cell as on a fresh Colab runtime (jaxlm missing), recording the pip call:
+    where JAX is importable (Colab ships it matched to its accelerator) pip is asked for jaxlm
+    alone; only a runtime without JAX is given a JAX build."""
+    import importlib.util
+    import subprocess
+
+    install = [c.source for c in nbformat.read(COLAB / f"{name}.ipynb", as_version=4).cells
+               if c.cell_type == "code"][0]
+    calls = []
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(mod, *a):
+        if mod == "jaxlm" or (mod == "jax" and not has_jax):
+            return None
+        return real_find_spec(mod, *a)
+
+    patches = [(importlib.util, "find_spec", find_spec),
+               (subprocess, "check_call", lambda args, **kw: calls.append(list(args)))]
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
+    try:
+        for obj, attr, new in patches:
+            setattr(obj, attr, new)
+        exec(compile(install, f"{name}.ipynb install cell", "exec"), {"__name__": "__main__"})
+    finally:
+        for obj, attr, old in saved:
+            setattr(obj, attr, old)
+    assert len(calls) == 1 and calls[0][1:4] == ["-m", "pip", "install"]
+    wanted = [a for a in calls[0][4:] if not a.startswith("-")]
+    assert wanted[0] == f"jaxlm @ git+{REPO_URL}"
+    jax_reqs = [a for a in wanted[1:] if re.match(r"jax\b", a)]
+    assert jax_reqs == ([] if has_jax else [jax_reqs[0]]), wanted
+    assert not any("<" in a for a in wanted), "no upper bound that could downgrade JAX"
+
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
