@@ -404,3 +404,22 @@ def pooling(m: ModelConfig) -> str:
     if m.pooling != "auto":
         return m.pooling
     return "last" if is_causal(m) else "mean"
+
+
+def config_warnings(cfg: RunConfig, platform: str, tensor_parallel: int = 1) -> list[str]:
+    """Settings that are valid but probably not what was meant, on this platform and mesh."""
+    m, out = cfg.model, []
+    if platform == "cpu" and m.dtype not in ("auto", "float32"):
+        out.append(f"model.dtype={m.dtype} on CPU is emulated and slower than float32")
+    if platform in ("gpu", "tpu") and m.dtype == "float32" and m.family == "transformer":
+        out.append(f"model.dtype=float32 on {platform.upper()}: bfloat16 compute (float32 "
+                   f"params stay) is usually 2-4x faster; set model.dtype=bfloat16")
+    if m.family == "transformer" and cfg.data.seq_len < m.max_seq_len // 4:
+        out.append(f"data.seq_len={cfg.data.seq_len} uses under a quarter of "
+                   f"model.max_seq_len={m.max_seq_len}; the unused positions are never trained")
+    tp, vocab = tensor_parallel, m.vocab_size
+    if tp > 1 and vocab and vocab % tp:
+        out.append(f"model.vocab_size={vocab} does not divide over mesh.tensor={tp}: the "
+                   f"embedding and output head stay whole on every device; "
+                   f"model.vocab_size={-(-vocab // (tp * 8)) * tp * 8} would shard them")
+    return out

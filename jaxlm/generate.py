@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm.errors import JaxlmError
+from jaxlm.models import build_model
+from jaxlm.rundir import load_run
 
 PROMPT_BUCKET = 16  # prompt lengths are padded up to a multiple of this (fewer recompiles)
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -271,6 +273,23 @@ def sample_tokens(
     return np.asarray(out.sequences, np.int32)
 
 
+def run_samples(model: nn.Module, params: Any, tokenizer: Any, *, prompt: str, n: int,
+                tokens: int, temperature: float, seed: int) -> list[str]:
+    """The end-of-run samples: `n` continuations of `prompt` (the EOS token when it encodes to
+    nothing), up to `tokens` new tokens each within the model's context, decoded."""
+    if not n:
+        return []
+    ids = [int(i) for i in tokenizer.encode(prompt)] or [tokenizer.eos_id]
+    m = model.cfg
+    if m.family == "transformer":
+        ids = ids[-(m.max_seq_len - 1):]
+        tokens = min(tokens, m.max_seq_len - len(ids))
+    out = generate(model, params, ids, max_new_tokens=tokens, num_return_sequences=n,
+                   temperature=temperature, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+                   seed=seed)
+    return [tokenizer.decode(s) for s in out.sequences]
+
+
 class TextGenerator:
     """Text in, text out, like a `pipeline("text-generation")`:
 
@@ -283,8 +302,6 @@ class TextGenerator:
     """
 
     def __init__(self, model_config: Any, params: Any, tokenizer: Any):
-        from jaxlm.models import build_model
-
         self.config = model_config
         self.model = build_model(model_config)
         self.params = params
@@ -292,8 +309,6 @@ class TextGenerator:
 
     @classmethod
     def from_workdir(cls, workdir: str, step: Optional[int] = None) -> "TextGenerator":
-        from jaxlm.interop.rundir import load_run
-
         run = load_run(workdir, step=step)
         check_generative(run.config.model)
         if run.tokenizer is None:

@@ -96,12 +96,27 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
 
 
+def put_batch(mesh: Mesh, batch: dict[str, np.ndarray], global_batch: int
+              ) -> dict[str, jax.Array]:
+    """This process's rows of a global batch (`local_rows`) -> global arrays on the mesh:
+    (batch, length) arrays as `batch_sharding`, (batch,) arrays (labels) split the same way."""
+    rows = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    two_d = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(two_d if v.ndim > 1 else rows, v,
+                                                      (global_batch,) + v.shape[1:])
+            for k, v in batch.items()}
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
 def data_parallel_size(mesh: Mesh) -> int:
     return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def tensor_parallel_size(mesh: Mesh) -> int:
+    return mesh.shape["tensor"]
 
 
 def local_rows(mesh: Mesh, global_batch: int) -> slice:

@@ -29,7 +29,7 @@ from jaxlm.config import from_dict, load_config
 from jaxlm.errors import JaxlmError
 from jaxlm.models import build_model
 from jaxlm.train import metrics as metrics_lib
-from jaxlm.train.checkpoint import CORRUPT_DIR, Checkpointer
+from jaxlm.checkpoint import CORRUPT_DIR, Checkpointer
 from jaxlm.train.loop import train
 from jaxlm.train.optim import build_optimizer
 from jaxlm.train.preemption import EXIT_PREEMPTED, StopSignals

@@ -626,7 +626,7 @@ def test_train_iterator_state_survives_json(n):
     misreads); after `grain_state_from_json` it restores the same batches as the state itself."""
     import json
 
-    from jaxlm.train.checkpoint import grain_state_from_json
+    from jaxlm.checkpoint import grain_state_from_json
 
     it, state = _state_after(n, **RESTORE_KW)
     expected = _take(it, 10)
@@ -643,7 +643,7 @@ def test_checkpointer_restores_data_iterator(tmp_path):
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from jaxlm.train.checkpoint import Checkpointer
+    from jaxlm.checkpoint import Checkpointer
 
     tok = ByteTokenizer()
     # the pipeline's defaults, as the training loop uses them

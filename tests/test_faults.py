@@ -22,7 +22,7 @@ import pytest
 
 from jaxlm.config import load_config
 from jaxlm.errors import NonFiniteError
-from jaxlm.train.checkpoint import Checkpointer
+from jaxlm.checkpoint import Checkpointer
 from jaxlm.train.loop import train
 
 from conftest import REPO_ROOT

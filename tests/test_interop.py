@@ -322,7 +322,7 @@ def test_convert_cli_both_ways(hf_dir, tmp_path):
 
 @pytest.mark.slow
 def test_fine_tune_from_hf_folder(hf_dir, tmp_path):
-    from jaxlm.train.checkpoint import restore_params
+    from jaxlm.checkpoint import restore_params
     from test_train_e2e import TINY, _cmd, _fail_msg
 
     _, path = hf_dir

@@ -336,7 +336,7 @@ def test_finetune_starts_from_checkpoint_and_freezes(mlm_run, cls_data, tmp_path
     result = train(cfg, tmp_path / "ft", quiet=True)
     src = load_run(mlm_run).params
     got = _leaves({k: v for k, v in jax.device_get(result.params).items() if k != "classifier"})
-    from jaxlm.interop.rundir import match_layout
+    from jaxlm.init_from import match_layout
 
     want = _leaves(match_layout(jax.device_get(src), cfg.model))
     assert set(got) == set(want)

@@ -297,18 +297,16 @@ def test_xla_default_flags_parse_with_this_jaxlib():
 
 
 def test_config_warnings():
-    from jaxlm.train.loop import _config_warnings
-
     cfg = config_lib.load_config(None, ["train.steps=100", "train.eval_every=300",
                                         "model.dtype=bfloat16", "data.seq_len=32"])
-    text = "\n".join(_config_warnings(cfg, "cpu"))
+    text = "\n".join(config_lib.config_warnings(cfg, "cpu"))
     assert "model.dtype=bfloat16 on CPU" in text
     assert "data.seq_len=32 uses under a quarter of model.max_seq_len=256" in text
-    gpu = _config_warnings(config_lib.load_config(None, ["model.dtype=float32"]), "gpu")
+    gpu = config_lib.config_warnings(config_lib.load_config(None, ["model.dtype=float32"]), "gpu")
     assert gpu == ["model.dtype=float32 on GPU: bfloat16 compute (float32 params stay) is usually "
                    "2-4x faster; set model.dtype=bfloat16"]
     for platform in ("cpu", "gpu", "tpu"):  # the default (auto) is right everywhere
-        assert _config_warnings(config_lib.load_config(None, []), platform) == []
+        assert config_lib.config_warnings(config_lib.load_config(None, []), platform) == []
 
 
 def test_auto_compute_dtype():

@@ -14,7 +14,8 @@ import pathlib
 import random
 import sys
 import threading
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+import time
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -214,3 +215,35 @@ def load_tokenizer(directory: str | pathlib.Path) -> Tokenizer:
     if meta.get("type") == "sentencepiece":
         return SentencePieceTokenizer.load(pathlib.Path(directory) / meta["model"])
     raise JaxlmError(f"{meta_path}: unknown tokenizer type {meta.get('type')!r}")
+
+
+def select_tokenizer(d: Any, train_texts: Sequence[str], workdir: pathlib.Path,
+                     init_from: Optional[str], log: Callable[[str], None],
+                     show: bool = False) -> Tokenizer:
+    """The tokenizer of a run (`d`: its DataConfig): the run directory's own when resuming, the
+    one the `init_from` weights were made with, else byte-level, a given SentencePiece model,
+    or one trained on up to `d.sp_train_chars` characters of `train_texts`."""
+    if (workdir / TOKENIZER_JSON).exists():
+        return load_tokenizer(workdir)
+    source = pathlib.Path(init_from).expanduser() if init_from else None
+    if source is not None and (source / TOKENIZER_JSON).exists():
+        return load_tokenizer(source)  # fine-tuning: the token ids the weights were made with
+    if d.tokenizer == "byte":
+        return ByteTokenizer()
+    if d.sp_model:
+        return SentencePieceTokenizer.load(d.sp_model)
+    log(f"training a SentencePiece {d.sp_model_type} tokenizer ({d.sp_vocab_size} pieces) "
+        f"on up to {d.sp_train_chars:,} characters of the train split")
+    order = np.random.default_rng(d.seed).permutation(len(train_texts))
+    texts, total = [], 0
+    for i in order:
+        if total >= d.sp_train_chars:
+            break
+        texts.append(train_texts[int(i)])
+        total += len(texts[-1])
+    t0 = time.time()
+    tok = SentencePieceTokenizer.train(texts, d.sp_vocab_size, d.sp_model_type,
+                                       max_chars=d.sp_train_chars, seed=d.seed,
+                                       show_progress=show)
+    log(f"trained the tokenizer in {time.time() - t0:.1f} s")
+    return tok

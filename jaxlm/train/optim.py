@@ -61,3 +61,17 @@ def build_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfo
     if cfg.grad_clip > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
     return opt
+
+
+def frozen_backbone(optimizer: optax.GradientTransformation, trainable: str = "classifier"
+                    ) -> optax.GradientTransformation:
+    """`optimizer` whose updates (weight decay included) reach the `trainable` top-level entry
+    only: every other parameter stays exactly as it is. (The optimizer state keeps its full
+    shape, so the state's shardings and checkpoints are those of the unfrozen run.)"""
+
+    def update(grads, state, params=None):
+        updates, state = optimizer.update(grads, state, params)
+        return {k: v if k == trainable else jax.tree.map(jax.numpy.zeros_like, v)
+                for k, v in updates.items()}, state
+
+    return optax.GradientTransformation(optimizer.init, update)

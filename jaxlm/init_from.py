@@ -1,107 +1,21 @@
-"""jaxlm run directories as a source and a target of weights.
-
-`load_run` reads a run's config, tokenizer and params (its newest checkpoint, or the `params/`
-of a directory made by `jaxlm convert`); `write_run` makes such a directory from imported
-weights; `load_init_params` serves `train.init_from` (a Hugging Face folder or a run directory),
-checking that the weights fit the model being trained.
-"""
+"""`train.init_from`: the starting weights of a fine-tuning run, from a Hugging Face GPT-2
+folder or a jaxlm run directory, checked against the model being trained."""
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Optional
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import yaml
 
-from jaxlm import config as config_lib
-from jaxlm.config import ModelConfig, RunConfig
-from jaxlm.data.tokenizers import TOKENIZER_JSON, Tokenizer, load_tokenizer
+from jaxlm.config import ModelConfig
 from jaxlm.errors import JaxlmError
+from jaxlm.interop.hf_gpt2 import CONFIG_JSON, load_hf_gpt2
 from jaxlm.models.transformer import mlp_width, stack_layers, unstack_layers
-from jaxlm.train.checkpoint import checkpoint_steps, load_params, restore_params, save_params
-
-CONFIG_FILE = "config.yaml"  # as jaxlm.train.loop writes it
-CHECKPOINTS = "checkpoints"
-PARAMS_DIR = "params"  # imported weights of a converted run (no optimizer state, no step)
-
-
-@dataclasses.dataclass
-class Run:
-    workdir: pathlib.Path
-    config: RunConfig
-    params: Any = dataclasses.field(repr=False)
-    tokenizer: Optional[Tokenizer]
-    step: Optional[int]  # the checkpoint's step; None for a converted run's params/
-
-
-def read_run_config(workdir: str | pathlib.Path) -> RunConfig:
-    wd = pathlib.Path(workdir)
-    if not wd.exists():
-        raise JaxlmError(f"run directory {wd} does not exist")
-    if not wd.is_dir():
-        raise JaxlmError(f"run directory {wd} is not a directory")
-    path = wd / CONFIG_FILE
-    if not path.is_file():
-        raise JaxlmError(f"{wd} is not a jaxlm run directory (no {CONFIG_FILE})")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise JaxlmError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    cfg = config_lib.from_dict(data)
-    if cfg.model.vocab_size is None:
-        raise JaxlmError(f"{path} has no model.vocab_size")
-    return cfg
-
-
-def has_weights(workdir: str | pathlib.Path) -> bool:
-    wd = pathlib.Path(workdir)
-    return bool(checkpoint_steps(wd / CHECKPOINTS)) or (wd / PARAMS_DIR).is_dir()
-
-
-def load_run(workdir: str | pathlib.Path, step: Optional[int] = None,
-             shardings: Any = None) -> Run:
-    """A run directory's config, tokenizer (None if it has none) and params: checkpoint `step`
-    (default the newest), else the imported `params/`. Params land on one device unless
-    `shardings` (a tree matching them) is given."""
-    wd = pathlib.Path(workdir)
-    cfg = read_run_config(wd)
-    tokenizer = load_tokenizer(wd) if (wd / TOKENIZER_JSON).is_file() else None
-    if checkpoint_steps(wd / CHECKPOINTS):
-        params, step = restore_params(wd / CHECKPOINTS, step, shardings)
-    elif (wd / PARAMS_DIR).is_dir() and step is None:
-        params = load_params(wd / PARAMS_DIR, shardings)
-    else:
-        raise JaxlmError(f"no checkpoint in {wd}" + (f" for step {step}" if step else "")
-                         + f" ({CHECKPOINTS}/ is missing or empty)")
-    return Run(wd, cfg, params, tokenizer, step)
-
-
-def write_run(workdir: str | pathlib.Path, run_config: RunConfig, params: Any,
-              tokenizer: Optional[Tokenizer] = None) -> pathlib.Path:
-    """A new run directory holding imported weights: config.yaml, the tokenizer, params/.
-    Refuses a directory that is not empty (nothing is overwritten)."""
-    wd = pathlib.Path(workdir)
-    if wd.exists() and (not wd.is_dir() or any(wd.iterdir())):
-        raise JaxlmError(f"{wd} already exists and is not empty: convert into a new directory")
-    config_lib.validate(run_config)
-    try:
-        wd.mkdir(parents=True, exist_ok=True)
-        (wd / CONFIG_FILE).write_text(config_lib.to_yaml(run_config))
-        if tokenizer is not None:
-            tokenizer.save(wd)
-    except OSError as e:
-        raise JaxlmError(f"cannot write {wd}: {e.strerror}") from None
-    save_params(wd / PARAMS_DIR, jax.tree.map(jnp.asarray, params))
-    return wd
-
-
-# ---------------------------------------------------------------------------------------------
-# train.init_from
-
+from jaxlm.rundir import CONFIG_FILE, load_run
 
 # Keys that change how parameters are computed with or trained, not what they are.
 _FREE_KEYS = ("dtype", "param_dtype", "remat", "attention_impl", "scan_layers", "dropout",
@@ -150,8 +64,6 @@ def load_init_params(source: str, cfg: ModelConfig, like: Any = None,
     Fine-tuning with another head: top-level entries of `like` named in `fresh` (e.g. the
     `classifier`) that the source lacks keep `like`'s values; source entries `like` has no place
     for among the heads (`lm_head`, a `classifier`) are dropped."""
-    from jaxlm.interop.hf_gpt2 import CONFIG_JSON, load_hf_gpt2
-
     path = pathlib.Path(source).expanduser()
     if not path.is_dir():
         raise JaxlmError(f"train.init_from={source} does not exist or is not a directory")
@@ -185,3 +97,15 @@ def load_init_params(source: str, cfg: ModelConfig, like: Any = None,
                 raise JaxlmError(f"train.init_from={source}: parameter {name} has shape "
                                  f"{b.shape}; this model's is {a.shape}{hint}")
     return params
+
+
+def init_state_from(source: str, model_cfg: ModelConfig, state: Any, optimizer: Any,
+                    shardings: Any, log: Callable[[str], None]) -> Any:
+    """Fine-tuning: the fresh `state` with params imported from `source` (checked against the
+    model, placed with the state's shardings) and an optimizer state initialized from them.
+    A `classifier` head the source lacks keeps its fresh initialization."""
+    params = jax.device_put(load_init_params(source, model_cfg, like=state.params,
+                                             fresh=("classifier",)), shardings.params)
+    opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
+    log(f"initialized the parameters from {source}")
+    return state.replace(params=params, opt_state=opt_state)

@@ -1,0 +1,90 @@
+"""Orbax failures as one line each, and Orbax's own noise (logged tracebacks, warnings about
+routine things, unraisable errors of abandoned writes) kept off the user's terminal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from typing import Any
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    line = text.splitlines()[0]
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def read_reason(e: BaseException) -> str:
+    """Why a restore failed, in a line: the TensorStore error under Orbax's wrapper (which only
+    names the array slice), without its spec dump."""
+    while (e.__cause__ is not None and "TensorStore" in str(e)
+           and not isinstance(e, (json.JSONDecodeError, OSError))):
+        e = e.__cause__
+    line = first_line(e).split(" [tensorstore_spec")[0]
+    return f"{type(e).__name__}: {line}" if isinstance(e, json.JSONDecodeError) else line
+
+
+def os_reason(e: BaseException) -> str:
+    """'No space left on device [errno 28]' for an OS-level write failure (TensorStore reports
+    those inside a long message), else the message's first line."""
+    if isinstance(e, OSError) and e.errno:
+        return f"{e.strerror or os.strerror(e.errno)} [errno {e.errno}]"
+    m = re.search(r"os_error_code='?(\d+)", str(e))
+    if m:
+        return f"{os.strerror(int(m.group(1)))} [errno {m.group(1)}]"
+    return first_line(e)
+
+
+class _QuietOrbax(logging.Filter):
+    """Drops Orbax's own log records. It logs every failure it then raises, with tracebacks,
+    and warns about routine things (a save without eval metrics); jaxlm reports what Orbax
+    raises as one line instead. Also drops asyncio's reports of Orbax's abandoned writes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "/orbax/" in record.pathname.replace("\\", "/"):
+            return False
+        if record.name != "asyncio":
+            return True
+        text = record.getMessage()
+        return not ("/orbax/" in text or "tensorstore_spec" in text)
+
+
+_QUIET = _QuietOrbax()
+
+
+def _from_orbax(unraisable: Any) -> bool:
+    """An unraisable error left behind by a failed Orbax read or write: 'Event loop is closed'
+    from TensorStore callbacks into Orbax's closed loop, or Orbax coroutines dropped with their
+    error (printed as tracebacks at random moments, even at exit, after jaxlm reported it)."""
+    e = unraisable.exc_value
+    if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+        return True
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None and "/orbax/" in code.co_filename.replace("\\", "/"):
+        return True
+    tb = unraisable.exc_traceback
+    while tb is not None:
+        if "/orbax/" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def quiet_orbax() -> None:
+    """Installs the filters above, and an unraisable hook that drops what `_from_orbax` names."""
+    for name in ("absl", "asyncio"):
+        if _QUIET not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_QUIET)
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxlm", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not _from_orbax(unraisable):
+            previous(unraisable)
+
+    hook._jaxlm = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
