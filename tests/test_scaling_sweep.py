@@ -62,6 +62,20 @@ def test_smoke_spec_expands(repo_root):
         2, 32, 10, 2)
 
 
+def test_sweep_module_keeps_the_names_its_callers_use():
+    """`jaxlm sweep`, the notebooks and these tests import from jaxlm.scaling.sweep; the names
+    live in spec (schema), plan (expansion) and results (runs.csv)."""
+    from jaxlm.scaling import plan, results, spec
+
+    for mod, names in ((spec, ["SweepSpec", "load_spec", "validate_spec", "write_spec_copy"]),
+                       (plan, ["Member", "expand", "worker_members", "member_config",
+                               "plan_table", "n_heads_for", "model_param_counts"]),
+                       (results, ["RUNS_CSV", "COLUMNS", "read_rows", "append_row"])):
+        for name in names:
+            assert getattr(sweep, name) is getattr(mod, name), name
+    assert callable(sweep.run_sweep)
+
+
 def test_head_rule():
     assert sweep.n_heads_for(64, 64) == 1
     assert sweep.n_heads_for(256, 64) == 4

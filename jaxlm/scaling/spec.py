@@ -1,0 +1,188 @@
+"""Sweep specs (configs/sweeps/*.yaml): the schema, loading and validation.
+
+A spec names model families (transformer, lstm) with their sizes (a shape, or a target
+non-embedding parameter count), a grid of token budgets or IsoFLOP compute budgets, seeds, and
+the lr and batch-size rules by size; jaxlm.scaling.plan expands it into members. Unknown keys
+and bad values are one-line JaxlmErrors naming the key by its full path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf import errors as oc_errors
+
+from jaxlm import config as config_lib
+from jaxlm.errors import JaxlmError
+
+FAMILIES = ("transformer", "lstm")
+FLOPS_RULES = ("6N", "counter")
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeSpec:
+    n_layers: Optional[int] = None  # with d_model: a shape; alone with params: fixes the depth
+    d_model: Optional[int] = None
+    params: Optional[float] = None  # target non-embedding parameter count (shape solved)
+    tag: Optional[str] = None  # appended to the member names ("-TAG")
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # run-config keys
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleSpec:
+    """value(N) = value * (N / ref_params) ** exponent, clipped to [min, max]."""
+
+    value: Optional[float] = None  # None: the base config's value
+    ref_params: float = 1.0e6
+    exponent: float = 0.0
+    min: Optional[float] = None
+    max: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilySpec:
+    sizes: list[SizeSpec] = dataclasses.field(default_factory=list)
+    head_dim: int = 64  # transformer: n_heads = d_model // head_dim
+    width_multiple: int = 32  # parameter targets: d_model is a multiple of this
+    aspect_ratio: float = 32.0  # parameter targets: preferred d_model / n_layers
+    max_layers: int = 12  # parameter targets: deepest shape considered
+    tolerance: float = 0.1  # parameter targets: accepted relative error of N
+    lr: Optional[RuleSpec] = None  # None: the sweep's lr rule
+    batch_size: Optional[RuleSpec] = None  # None: the sweep's batch-size rule
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # run-config keys
+
+
+@dataclasses.dataclass(frozen=True)
+class IsoFlopSpec:
+    budgets: list[float] = dataclasses.field(default_factory=list)  # compute budgets C (FLOPs)
+    flops_rule: str = "6N"  # 6N: D = C/(6N); counter: D = C / flops.flops_per_token
+    min_steps: int = 20  # members with fewer training steps are left out
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    base_config: Optional[str] = None  # a run config (relative to the spec's folder); None: defaults
+    base_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    families: dict[str, FamilySpec] = dataclasses.field(default_factory=dict)
+    tokens: list[float] = dataclasses.field(default_factory=list)  # token-budget grid
+    isoflop: Optional[IsoFlopSpec] = None  # or IsoFLOP budgets
+    lr: RuleSpec = dataclasses.field(default_factory=RuleSpec)
+    batch_size: RuleSpec = dataclasses.field(default_factory=RuleSpec)
+    warmup_fraction: float = 0.05  # optim.warmup_steps = round(fraction * steps)
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])  # train.seed (init)
+
+
+def _spec_error(e: oc_errors.OmegaConfBaseException, source: str) -> JaxlmError:
+    key = getattr(e, "full_key", None)
+    msg = str(getattr(e, "msg", e)).splitlines()[0]
+    if isinstance(e, oc_errors.ConfigKeyError):
+        return JaxlmError(f"unknown sweep spec key '{key}' (in {source}): {msg}")
+    return JaxlmError(f"bad value for sweep spec key '{key}' (in {source}): {msg}")
+
+
+_NESTED = {("SweepSpec", "families"): ("dict", FamilySpec), ("SweepSpec", "isoflop"): IsoFlopSpec,
+           ("SweepSpec", "lr"): RuleSpec, ("SweepSpec", "batch_size"): RuleSpec,
+           ("FamilySpec", "sizes"): ("list", SizeSpec), ("FamilySpec", "lr"): RuleSpec,
+           ("FamilySpec", "batch_size"): RuleSpec}
+
+
+def _check_keys(data: Any, cls: type, prefix: str, source: str) -> None:
+    """Unknown keys, named by their full path (OmegaConf loses it inside lists and dicts)."""
+    if not isinstance(data, dict):
+        return
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            raise JaxlmError(f"unknown sweep spec key '{where}' (in {source}); expected one of "
+                             f"{', '.join(sorted(fields))}")
+        nested = _NESTED.get((cls.__name__, key))
+        if isinstance(nested, tuple) and nested[0] == "dict" and isinstance(value, dict):
+            for k, v in value.items():
+                _check_keys(v, nested[1], f"{where}.{k}.", source)
+        elif isinstance(nested, tuple) and isinstance(value, list):
+            for i, v in enumerate(value):
+                _check_keys(v, nested[1], f"{where}[{i}].", source)
+        elif nested is not None and not isinstance(nested, tuple):
+            _check_keys(value, nested, f"{where}.", source)
+
+
+def load_spec(path: str | os.PathLike) -> SweepSpec:
+    """Parses and validates a sweep spec; a relative base_config is resolved against its folder."""
+    path = pathlib.Path(path)
+    data = config_lib._read_yaml(str(path))
+    _check_keys(data, SweepSpec, "", str(path))
+    try:
+        spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepSpec),
+                                                   OmegaConf.create(data)))
+    except oc_errors.OmegaConfBaseException as e:
+        raise _spec_error(e, str(path)) from None
+    if spec.base_config and not pathlib.Path(spec.base_config).expanduser().is_absolute():
+        spec = dataclasses.replace(spec, base_config=str(path.parent / spec.base_config))
+    validate_spec(spec, str(path))
+    return spec
+
+
+def validate_spec(spec: SweepSpec, source: str = "sweep spec") -> None:
+    def bad(key: str, why: str) -> JaxlmError:
+        return JaxlmError(f"sweep spec key '{key}' {why} (in {source})")
+
+    if not spec.families:
+        raise bad("families", "is empty: name transformer and/or lstm with their sizes")
+    for fam, fs in spec.families.items():
+        if fam not in FAMILIES:
+            raise bad(f"families.{fam}", f"is not a model family; choose from {', '.join(FAMILIES)}")
+        if not fs.sizes:
+            raise bad(f"families.{fam}.sizes", "is empty")
+        for i, s in enumerate(fs.sizes):
+            k = f"families.{fam}.sizes[{i}]"
+            shape = s.n_layers is not None and s.d_model is not None
+            if s.params is not None and s.d_model is not None:
+                raise bad(k, "gives both params and d_model: give a shape or a target")
+            if not shape and s.params is None:
+                raise bad(k, "needs n_layers and d_model, or params")
+            for name in ("n_layers", "d_model", "params"):
+                v = getattr(s, name)
+                if v is not None and v <= 0:
+                    raise bad(f"{k}.{name}", f"must be > 0; got {v}")
+        for name in ("head_dim", "width_multiple", "max_layers", "aspect_ratio", "tolerance"):
+            if getattr(fs, name) <= 0:
+                raise bad(f"families.{fam}.{name}", f"must be > 0; got {getattr(fs, name)}")
+    if bool(spec.tokens) == (spec.isoflop is not None):
+        raise bad("tokens", "or 'isoflop' must be given, exactly one of them")
+    if spec.isoflop is not None:
+        if not spec.isoflop.budgets:
+            raise bad("isoflop.budgets", "is empty")
+        if spec.isoflop.flops_rule not in FLOPS_RULES:
+            raise bad("isoflop.flops_rule", f"must be one of {', '.join(FLOPS_RULES)}; "
+                      f"got '{spec.isoflop.flops_rule}'")
+        if any(c <= 0 for c in spec.isoflop.budgets):
+            raise bad("isoflop.budgets", "must all be > 0")
+    if any(d <= 0 for d in spec.tokens):
+        raise bad("tokens", "must all be > 0")
+    if not spec.seeds:
+        raise bad("seeds", "is empty")
+    if not 0 <= spec.warmup_fraction < 1:
+        raise bad("warmup_fraction", f"must be in [0, 1); got {spec.warmup_fraction}")
+    rules = [("lr", spec.lr), ("batch_size", spec.batch_size)]
+    rules += [(f"families.{f}.{n}", getattr(fs, n)) for f, fs in spec.families.items()
+              for n in ("lr", "batch_size")]
+    for key, r in rules:
+        if r is not None and ((r.value is not None and r.value <= 0) or r.ref_params <= 0):
+            raise bad(key, "needs value > 0 and ref_params > 0")
+
+
+def write_spec_copy(spec: SweepSpec, workdir: str | os.PathLike) -> None:
+    """DIR/sweep.yaml: the resolved spec, for the record (first writer wins)."""
+    path = pathlib.Path(workdir) / "sweep.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(OmegaConf.to_yaml(OmegaConf.structured(spec)))
+
+
+__all__ = ["SizeSpec", "RuleSpec", "FamilySpec", "IsoFlopSpec", "SweepSpec", "FAMILIES",
+           "FLOPS_RULES", "load_spec", "validate_spec", "write_spec_copy"]
