@@ -2,6 +2,7 @@
 input, and the `jaxlm fit` command's outputs."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -43,13 +44,14 @@ def test_approach3_recovers_random_law(seed):
     k = random_constants(rng)
     N, D, _, L = isoflop_grid(rng, k, noise=0.003)
     f = F.fit_approach3(N, D, L, n_boot=0)
-    assert f["E"]["value"] == pytest.approx(k["E"], rel=0.05)
-    assert f["alpha"]["value"] == pytest.approx(k["al"], abs=0.02)
-    assert f["beta"]["value"] == pytest.approx(k["be"], abs=0.02)
-    assert f["A"]["value"] == pytest.approx(k["A"], rel=0.4)
-    assert f["B"]["value"] == pytest.approx(k["B"], rel=0.4)
-    assert f["a"]["value"] == pytest.approx(k["be"] / (k["al"] + k["be"]), abs=0.02)
-    assert np.sqrt(np.mean(np.square(f["residuals_log_loss"]))) < 0.006
+    assert f.E.value == pytest.approx(k["E"], rel=0.05)
+    assert f.alpha.value == pytest.approx(k["al"], abs=0.02)
+    assert f.beta.value == pytest.approx(k["be"], abs=0.02)
+    assert f.A.value == pytest.approx(k["A"], rel=0.4)
+    assert f.B.value == pytest.approx(k["B"], rel=0.4)
+    assert f.a.value == pytest.approx(k["be"] / (k["al"] + k["be"]), abs=0.02)
+    assert np.sqrt(np.mean(np.square(f.residuals_log_loss))) < 0.006
+    assert f.E.interval is None and f.boot is None  # no bootstrap
 
 
 def test_approach2_recovers_allocation_exponent():
@@ -59,13 +61,14 @@ def test_approach2_recovers_allocation_exponent():
     C = C * np.exp(rng.uniform(-0.05, 0.05, C.size))  # measured FLOPs scatter within a budget
     f = F.fit_approach2(N, D, C, L, n_boot=50)
     a_true = k["be"] / (k["al"] + k["be"])
-    assert f["n_budgets"] == 5
-    assert f["a"]["value"] == pytest.approx(a_true, abs=0.04)
-    assert f["b"]["value"] == pytest.approx(1 - a_true, abs=0.06)
-    lo, hi = f["a"]["interval"]
-    assert lo < f["a"]["value"] < hi
+    assert f.n_budgets == 5
+    assert f.a.value == pytest.approx(a_true, abs=0.04)
+    assert f.b.value == pytest.approx(1 - a_true, abs=0.06)
+    lo, hi = f.a.interval
+    assert lo < f.a.value < hi
     p = F.approach2_predict(f, [1e21])
-    assert p["N_opt_interval"][0][0] < p["N_opt"][0] < p["N_opt_interval"][0][1]
+    assert p.N_opt_interval[0][0] < p.N_opt[0] < p.N_opt_interval[0][1]
+    assert p.loss is None and "loss" not in p.to_json()
 
 
 @pytest.mark.parametrize("irreducible", [True, False])
@@ -75,13 +78,14 @@ def test_power_law_recovers(irreducible):
     x = np.geomspace(1e5, 1e10, 12)
     L = (E + A * x ** -al) * np.exp(rng.normal(0, 0.003, x.size))
     f = F.fit_power_law(x, L, irreducible=irreducible, n_boot=50, name="N")
-    assert f["alpha"]["value"] == pytest.approx(al, abs=0.03)
-    assert f["A"]["value"] == pytest.approx(A, rel=0.3)
+    assert f.alpha.value == pytest.approx(al, abs=0.03)
+    assert f.A.value == pytest.approx(A, rel=0.3)
     if irreducible:
-        assert f["E"]["value"] == pytest.approx(E, abs=0.1)
+        assert f.E.value == pytest.approx(E, abs=0.1)
     else:
-        assert "E" not in f
-        assert f["N_c"]["value"] == pytest.approx(A ** (1 / al), rel=0.5)
+        assert f.E is None and "E" not in f.to_json()
+        assert f.x_c.value == pytest.approx(A ** (1 / al), rel=0.5)
+        assert f.to_json()["N_c"] == f.x_c.to_json()
 
 
 def test_compute_frontier_is_lower_envelope():
@@ -98,11 +102,10 @@ def test_predict_matches_brute_force():
     C = 1e22
     p = F.predict(f, C)
     n = np.geomspace(1e6, 1e13, 200001)
-    L_grid = law3(n, C / (6 * n), f["E"]["value"], f["A"]["value"], f["B"]["value"],
-                  f["alpha"]["value"], f["beta"]["value"])
-    assert p["N_opt"][0] == pytest.approx(n[np.argmin(L_grid)], rel=1e-3)
-    assert p["loss"][0] == pytest.approx(L_grid.min(), rel=1e-6)
-    assert p["N_opt"][0] * p["D_opt"][0] * 6 == pytest.approx(C)
+    L_grid = law3(n, C / (6 * n), f.E.value, f.A.value, f.B.value, f.alpha.value, f.beta.value)
+    assert p.N_opt[0] == pytest.approx(n[np.argmin(L_grid)], rel=1e-3)
+    assert p.loss[0] == pytest.approx(L_grid.min(), rel=1e-6)
+    assert p.N_opt[0] * p.D_opt[0] * 6 == pytest.approx(C)
 
 
 def test_bootstrap_intervals_cover_at_about_nominal_rate():
@@ -116,17 +119,63 @@ def test_bootstrap_intervals_cover_at_about_nominal_rate():
                                   per_budget=8)
         f = F.fit_approach3(N, D, L, n_boot=30, level=0.9, seed=int(rng.integers(1 << 30)),
                             n_starts=2)
-        for key, true in (("E", k["E"]), ("alpha", k["al"]), ("beta", k["be"])):
-            lo, hi = f[key]["interval"]
+        for est, true in ((f.E, k["E"]), (f.alpha, k["al"]), (f.beta, k["be"])):
+            lo, hi = est.interval
             hits3.append(lo <= true <= hi)
         x = np.geomspace(1e5, 1e9, 10)
         y = 50 * x ** -k["al"] * np.exp(rng.normal(0, 0.02, x.size))
         g = F.fit_power_law(x, y, irreducible=False, n_boot=30, level=0.9,
                             seed=int(rng.integers(1 << 30)))
-        lo, hi = g["alpha"]["interval"]
+        lo, hi = g.alpha.interval
         hits1.append(lo <= k["al"] <= hi)
     assert 0.72 <= np.mean(hits3) <= 1.0, np.mean(hits3)
     assert 0.7 <= np.mean(hits1) <= 1.0, np.mean(hits1)
+
+
+# ------------------------------------------------------------------ typed records
+
+
+def test_fit_all_record_is_fit_json_and_reads_like_a_dict():
+    """fit_all gives a frozen FamilyFit whose to_json() is fit.json's family entry (its keys
+    in fit.json's order, no bootstrap samples or theta), and which reads like the dicts it
+    replaced (`jaxlm fit`'s summary line and the notebooks read it so)."""
+    rng = np.random.default_rng(9)
+    k = random_constants(rng)
+    N, D, C, L = isoflop_grid(rng, k, noise=0.005, budgets=np.geomspace(1e17, 1e19, 4),
+                              per_budget=5)
+    f = F.fit_all(N, D, C * 1.05, L, n_boot=8)
+    assert isinstance(f, F.FamilyFit) and isinstance(f.approach3, F.Approach3Fit)
+    assert isinstance(f.approach2, F.Approach2Fit) and isinstance(f.holdout, F.HoldoutCheck)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.approach3.E = None
+    doc = f.to_json()
+    assert list(doc) == ["n_points", "skipped", "L(N)", "L(D)", "L(C)", "approach2",
+                         "approach3", "predictions", "holdout"]
+    assert list(doc["approach3"]) == ["form", "n_points", "huber_delta", "objective", "E", "A",
+                                      "B", "alpha", "beta", "a", "b", "N", "D", "loss",
+                                      "residuals_log_loss", "rmse_log_loss"]
+    assert list(doc["L(C)"]) == ["form", "n_points", "A", "alpha", "C_c", "x", "loss",
+                                 "residuals_log_loss", "rmse_log_loss", "E", "index"]
+    assert list(doc["approach2"]) == ["form", "n_budgets", "a", "k", "b", "k_D", "budgets"]
+    assert list(doc["predictions"]) == ["approach3", "approach2", "L(C)"]
+    assert list(doc["predictions"]["L(C)"]) == ["C", "loss"]
+    assert list(doc["holdout"]["fit"]) == ["E", "A", "B", "alpha", "beta"]
+    assert json.loads(json.dumps(doc, allow_nan=False)) == doc
+    assert F.strip_private({"fam": f}) == {"fam": doc}
+    # the dict view: the same keys, with the in-memory values
+    assert list(f) == list(doc) and list(f["approach3"]) == list(doc["approach3"])
+    assert f["approach3"]["E"]["value"] == f.approach3.E.value
+    assert f.get("L(C)", {}).get("alpha", {}).get("value") == f.power_laws["L(C)"].alpha.value
+    assert "approach2" in f and "nope" not in f and f["skipped"] == {}
+    assert F.predict(f["approach3"], 1e21).to_json() == F.predict(f.approach3, 1e21).to_json()
+
+
+def test_records_write_non_finite_values_as_null():
+    assert F.Estimate(2.0).to_json() == {"value": 2.0}
+    assert F.Estimate(float("nan"), (1.0, float("inf"))).to_json() == {
+        "value": None, "interval": [1.0, None]}
+    assert F.Prediction(C=[1e20], loss=[np.float64(2.5)]).to_json() == {"C": [1e20],
+                                                                        "loss": [2.5]}
 
 
 # ------------------------------------------------------------------ degenerate input

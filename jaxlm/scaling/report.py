@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxlm.errors import JaxlmError
 from jaxlm.scaling import fit as F
+from jaxlm.scaling.records import Estimate
 
 OK_STATUS = ("ok", "finished", "done", "")
 
@@ -90,7 +91,7 @@ def read_runs(path) -> dict:
     return fams
 
 
-def fit_runs(data: dict, **kw) -> dict:
+def fit_runs(data: dict, **kw) -> dict[str, F.FamilyFit]:
     """fit_all for each family; a family's error names the family."""
     out = {}
     for fam, d in data.items():
@@ -105,98 +106,116 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _fmt(c: Optional[dict], digits: int = 4) -> str:
+def _fmt(c: Optional[Estimate], digits: int = 4) -> str:
     if c is None:
         return "–"
-    s = f"{c['value']:.{digits}g}"
-    iv = c.get("interval")
+    s = f"{c.value:.{digits}g}"
+    iv = c.interval
     if iv and all(v is not None and np.isfinite(v) for v in iv):
         s += f" [{iv[0]:.{digits - 1}g}, {iv[1]:.{digits - 1}g}]"
     return s
 
 
-def markdown(fits: dict, source: str, level: float, n_boot: int) -> str:
+def _fmt_at(values: list, intervals: Optional[list], j: int) -> str:
+    """Prediction j with its interval (when the prediction has intervals)."""
+    return _fmt(Estimate(values[j], None if intervals is None else tuple(intervals[j])), 3)
+
+
+def _law_alpha(f: F.FamilyFit, key: str) -> Optional[Estimate]:
+    law = f.power_laws.get(key)
+    return None if law is None else law.alpha
+
+
+def _comparison(fits: dict[str, F.FamilyFit]) -> list[str]:
+    """The families side by side."""
+    fams = list(fits)
+    L = ["## Families compared", "",
+         "| | " + " | ".join(fams) + " |", "|---" * (len(fams) + 1) + "|"]
+    rows = [("runs", lambda f: str(f.n_points)),
+            ("frontier exponent alpha_C (L(C))", lambda f: _fmt(_law_alpha(f, "L(C)"))),
+            ("L(N) exponent alpha_N", lambda f: _fmt(_law_alpha(f, "L(N)"))),
+            ("L(D) exponent alpha_D", lambda f: _fmt(_law_alpha(f, "L(D)"))),
+            ("Approach 3 E", lambda f: _fmt(f.approach3.E)),
+            ("Approach 3 alpha", lambda f: _fmt(f.approach3.alpha)),
+            ("Approach 3 beta", lambda f: _fmt(f.approach3.beta)),
+            ("N_opt ~ C^a (Approach 3)", lambda f: _fmt(f.approach3.a)),
+            ("N_opt ~ C^a (Approach 2)",
+             lambda f: _fmt(f.approach2.a if f.approach2 is not None else None))]
+    L += [f"| {name} | " + " | ".join(fn(fits[x]) for x in fams) + " |" for name, fn in rows]
+    return L + ["", "![loss vs compute](loss_vs_compute.png)", ""]
+
+
+def _predictions(f: F.FamilyFit) -> list[str]:
+    L = ["### Predictions", "", "Approach 3 (C = 6 N D):", "",
+         "| C | N_opt | D_opt | loss |", "|---|---|---|---|"]
+    p = f.predictions["approach3"]
+    for j, c in enumerate(p.C):
+        cell = [_fmt_at(p.N_opt, p.N_opt_interval, j), _fmt_at(p.D_opt, p.D_opt_interval, j),
+                _fmt_at(p.loss, p.loss_interval, j)]
+        L.append(f"| {c:.3g} | " + " | ".join(cell) + " |")
+    if "approach2" in f.predictions:
+        p = f.predictions["approach2"]
+        L += ["", "Approach 2 (C as measured):", "", "| C | N_opt | D_opt |", "|---|---|---|"]
+        for j, c in enumerate(p.C):
+            L.append(f"| {c:.3g} | {_fmt_at(p.N_opt, p.N_opt_interval, j)} | "
+                     f"{_fmt_at(p.D_opt, p.D_opt_interval, j)} |")
+    return L
+
+
+def _family(f: F.FamilyFit, title: str, sfx: str) -> list[str]:
+    """One family's section: Approach 3, the power laws, Approach 2, predictions, holdout."""
+    L = [title, "", f"{f.n_points} runs.", ""]
+    a3 = f.approach3
+    L += ["### Chinchilla Approach 3: L(N, D) = E + A/N^alpha + B/D^beta", "",
+          f"Huber loss (delta = {a3.huber_delta:g}) on log-loss residuals, L-BFGS from "
+          f"a grid of initial values; RMSE of log loss {a3.rmse_log_loss:.4f}.", "",
+          "| constant | value [interval] |", "|---|---|"]
+    L += [f"| {k} | {_fmt(getattr(a3, k))} |" for k in ("E", "A", "B", "alpha", "beta", "a", "b")]
+    L += ["", "a = beta/(alpha+beta) and b = alpha/(alpha+beta): N_opt ~ C^a, D_opt ~ C^b.", ""]
+    L += ["### Kaplan-style power laws", "", "| law | alpha | A | E | points |",
+          "|---|---|---|---|---|"]
+    for key in ("L(N)", "L(D)", "L(C)"):
+        if key in f.power_laws:
+            p = f.power_laws[key]
+            L.append(f"| {key} | {_fmt(p.alpha)} | {_fmt(p.A)} | {_fmt(p.E)} | {p.n_points} |")
+    L += ["", "L(N) and L(D) use the best loss reached at each size / token budget; L(C) "
+          "the compute frontier (runs with lower loss than every run with less compute).", ""]
+    if f.approach2 is not None:
+        a2 = f.approach2
+        L += ["### Chinchilla Approach 2 (IsoFLOP profiles)", "",
+              f"{a2.n_budgets} budgets. N_opt = k C^a: a = {_fmt(a2.a)}, "
+              f"k = {_fmt(a2.k)}; D_opt = k_D C^b: b = {_fmt(a2.b)}. "
+              f"{a2.note or ''}", "", f"![IsoFLOP profiles](isoflop{sfx}.png)", ""]
+    L += _predictions(f)
+    if f.holdout is not None:
+        h = f.holdout
+        err = np.abs(np.asarray(h.relative_error))
+        L += ["", "### Held-out runs", "",
+              f"Approach 3 fitted on the {h.n_train} lowest-compute runs predicts the "
+              f"{len(err)} highest-compute ones with mean |relative error| "
+              f"{err.mean() * 100:.2f}% (max {err.max() * 100:.2f}%)."]
+    if f.skipped:
+        L += ["", "Not fitted: " + "; ".join(f"{k}: {v}" for k, v in f.skipped.items()) + "."]
+    return L + [""]
+
+
+def markdown(fits: dict[str, F.FamilyFit], source: str, level: float, n_boot: int) -> str:
     pct = f"{level * 100:g}%"
     L = [f"# Scaling-law fit of `{source}`", "",
          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Intervals: {pct} "
          f"percentile bootstrap ({n_boot} resamples). N = non-embedding parameters, D = tokens, "
          "C = training FLOPs.", ""]
-    fams = list(fits)
-    if len(fams) > 1:
-        L += ["## Families compared", "",
-              "| | " + " | ".join(fams) + " |", "|---" * (len(fams) + 1) + "|"]
-        rows = [("runs", lambda f: str(f["n_points"])),
-                ("frontier exponent alpha_C (L(C))",
-                 lambda f: _fmt(f.get("L(C)", {}).get("alpha"))),
-                ("L(N) exponent alpha_N", lambda f: _fmt(f.get("L(N)", {}).get("alpha"))),
-                ("L(D) exponent alpha_D", lambda f: _fmt(f.get("L(D)", {}).get("alpha"))),
-                ("Approach 3 E", lambda f: _fmt(f["approach3"]["E"])),
-                ("Approach 3 alpha", lambda f: _fmt(f["approach3"]["alpha"])),
-                ("Approach 3 beta", lambda f: _fmt(f["approach3"]["beta"])),
-                ("N_opt ~ C^a (Approach 3)", lambda f: _fmt(f["approach3"]["a"])),
-                ("N_opt ~ C^a (Approach 2)", lambda f: _fmt(f.get("approach2", {}).get("a")))]
-        L += [f"| {name} | " + " | ".join(fn(fits[x]) for x in fams) + " |" for name, fn in rows]
-        L += ["", "![loss vs compute](loss_vs_compute.png)", ""]
+    one = len(fits) == 1
+    if not one:
+        L += _comparison(fits)
     for fam, f in fits.items():
-        sfx = "" if len(fams) == 1 else f"_{_slug(fam)}"
-        L += [f"## {fam}" if len(fams) > 1 else "## Fits", "", f"{f['n_points']} runs.", ""]
-        a3 = f["approach3"]
-        L += ["### Chinchilla Approach 3: L(N, D) = E + A/N^alpha + B/D^beta", "",
-              f"Huber loss (delta = {a3['huber_delta']:g}) on log-loss residuals, L-BFGS from "
-              f"a grid of initial values; RMSE of log loss {a3['rmse_log_loss']:.4f}.", "",
-              "| constant | value [interval] |", "|---|---|"]
-        L += [f"| {k} | {_fmt(a3[k])} |" for k in ("E", "A", "B", "alpha", "beta", "a", "b")]
-        L += ["", "a = beta/(alpha+beta) and b = alpha/(alpha+beta): N_opt ~ C^a, D_opt ~ C^b.",
-              ""]
-        L += ["### Kaplan-style power laws", "", "| law | alpha | A | E | points |",
-              "|---|---|---|---|---|"]
-        for key in ("L(N)", "L(D)", "L(C)"):
-            if key in f:
-                p = f[key]
-                L.append(f"| {key} | {_fmt(p['alpha'])} | {_fmt(p['A'])} | "
-                         f"{_fmt(p.get('E'))} | {p['n_points']} |")
-        L += ["", "L(N) and L(D) use the best loss reached at each size / token budget; L(C) "
-              "the compute frontier (runs with lower loss than every run with less compute).", ""]
-        if "approach2" in f:
-            a2 = f["approach2"]
-            L += ["### Chinchilla Approach 2 (IsoFLOP profiles)", "",
-                  f"{a2['n_budgets']} budgets. N_opt = k C^a: a = {_fmt(a2['a'])}, "
-                  f"k = {_fmt(a2['k'])}; D_opt = k_D C^b: b = {_fmt(a2['b'])}. "
-                  f"{a2.get('note', '')}", "", f"![IsoFLOP profiles](isoflop{sfx}.png)", ""]
-        L += ["### Predictions", "", "Approach 3 (C = 6 N D):", "",
-              "| C | N_opt | D_opt | loss |", "|---|---|---|---|"]
-        p = f["predictions"]["approach3"]
-        for j, c in enumerate(p["C"]):
-            cell = []
-            for k in ("N_opt", "D_opt", "loss"):
-                iv = p.get(k + "_interval", [[None, None]] * len(p["C"]))[j]
-                cell.append(_fmt({"value": p[k][j], "interval": iv}, 3))
-            L.append(f"| {c:.3g} | " + " | ".join(cell) + " |")
-        if "approach2" in f["predictions"]:
-            p = f["predictions"]["approach2"]
-            L += ["", "Approach 2 (C as measured):", "", "| C | N_opt | D_opt |", "|---|---|---|"]
-            for j, c in enumerate(p["C"]):
-                iv = [p.get(k + "_interval", [[None, None]] * len(p["C"]))[j]
-                      for k in ("N_opt", "D_opt")]
-                L.append(f"| {c:.3g} | {_fmt({'value': p['N_opt'][j], 'interval': iv[0]}, 3)} | "
-                         f"{_fmt({'value': p['D_opt'][j], 'interval': iv[1]}, 3)} |")
-        if "holdout" in f:
-            h = f["holdout"]
-            err = np.abs(np.asarray(h["relative_error"]))
-            L += ["", "### Held-out runs", "",
-                  f"Approach 3 fitted on the {h['n_train']} lowest-compute runs predicts the "
-                  f"{len(err)} highest-compute ones with mean |relative error| "
-                  f"{err.mean() * 100:.2f}% (max {err.max() * 100:.2f}%)."]
-        if f["skipped"]:
-            L += ["", "Not fitted: " + "; ".join(f"{k}: {v}" for k, v in f["skipped"].items())
-                  + "."]
-        L.append("")
+        L += _family(f, "## Fits" if one else f"## {fam}", "" if one else f"_{_slug(fam)}")
     L += ["## Plots", "", "![loss vs compute](loss_vs_compute.png)",
           "![fitted law vs data](law_vs_data.png)", "![held-out runs](holdout.png)", ""]
     return "\n".join(L)
 
 
-def write_outputs(fits: dict, data: dict, outdir, source: str = "runs.csv",
+def write_outputs(fits: dict[str, F.FamilyFit], data: dict, outdir, source: str = "runs.csv",
                   level: float = F.LEVEL, n_boot: int = 0, inputs: Optional[dict] = None) -> list:
     """Write fit.json, report.md and the PNGs into outdir; returns the written paths."""
     from jaxlm.scaling import plots
@@ -219,9 +238,9 @@ def write_outputs(fits: dict, data: dict, outdir, source: str = "runs.csv",
     plots.holdout(fits, out / "holdout.png")
     written += [out / "loss_vs_compute.png", out / "law_vs_data.png", out / "holdout.png"]
     for fam, f in fits.items():
-        if "approach2" in f:
+        if f.approach2 is not None:
             name = "isoflop.png" if len(fits) == 1 else f"isoflop_{_slug(fam)}.png"
-            plots.isoflop_curves(f["approach2"], out / name, "" if len(fits) == 1 else fam)
+            plots.isoflop_curves(f.approach2, out / name, "" if len(fits) == 1 else fam)
             written.append(out / name)
     (out / "report.md").write_text(markdown(fits, source, level, n_boot))
     written.append(out / "report.md")
