@@ -1,0 +1,80 @@
+"""Whole conversions, what `jaxlm convert` runs: a Hugging Face GPT-2 folder or a PyTorch LSTM
+state_dict -> a new jaxlm run directory (config.yaml, params/, a tokenizer when one applies),
+and a run directory -> a Hugging Face GPT-2 folder. Targets must be new or empty directories."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Callable, Optional
+
+from jaxlm.config import ModelConfig, RunConfig, replace
+from jaxlm.data.tokenizers import ByteTokenizer, Tokenizer
+from jaxlm.errors import JaxlmError
+from jaxlm.interop.hf_gpt2 import load_hf_gpt2, save_hf_gpt2
+from jaxlm.interop.lstm_torch import load_torch_lstm
+from jaxlm.interop.rundir import load_run, write_run  # the one place this module names rundir
+
+# A folder holding any of these has a Hugging Face tokenizer, which jaxlm does not read.
+HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+
+
+@dataclasses.dataclass
+class Converted:
+    path: pathlib.Path  # what was written
+    model: ModelConfig
+    tokenizer: Optional[Tokenizer] = None  # a new run directory's tokenizer (None: none)
+    step: Optional[int] = None  # run -> HF: the checkpoint's step (None: imported params/)
+
+
+def require_empty(path: str | pathlib.Path) -> None:
+    """Refuses a target that exists and is not an empty directory (nothing is overwritten)."""
+    p = pathlib.Path(path)
+    if p.exists() and (not p.is_dir() or any(p.iterdir())):
+        raise JaxlmError(f"{p} already exists and is not empty: choose a new directory")
+
+
+def run_to_hf(workdir: str | pathlib.Path, hf_dir: str | pathlib.Path,
+              step: Optional[int] = None) -> Converted:
+    """A run directory's newest checkpoint (or `step`, or its imported params/) -> a folder with
+    config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained loads."""
+    require_empty(hf_dir)
+    run = load_run(workdir, step=step)
+    eos = run.tokenizer.eos_id if run.tokenizer is not None else None
+    path = save_hf_gpt2(run.config.model, run.params, hf_dir, eos_token_id=eos)
+    return Converted(path, run.config.model, run.tokenizer, run.step)
+
+
+def hf_to_run(hf_dir: str | pathlib.Path, workdir: str | pathlib.Path, *,
+              scan_layers: bool = False,
+              note: Callable[[str], None] = lambda msg: None) -> Converted:
+    """A Hugging Face GPT-2 save_pretrained folder -> a new run directory. Layers are stored
+    stacked with scan_layers=True. A folder with its own tokenizer gets none in the run directory
+    (said through `note`); otherwise the byte tokenizer when the vocabulary holds it."""
+    require_empty(workdir)
+    model_cfg, params = load_hf_gpt2(hf_dir, scan_layers=scan_layers)
+    own_tokenizer = any((pathlib.Path(hf_dir) / f).exists() for f in HF_TOKENIZER_FILES)
+    if own_tokenizer:
+        note(f"{hf_dir} has a Hugging Face tokenizer, which jaxlm does not read: the run "
+             "directory gets no tokenizer (generate from token ids in Python)")
+    return _write(workdir, model_cfg, params, byte_tokenizer=not own_tokenizer)
+
+
+def torch_lstm_to_run(state_dict: str | pathlib.Path,
+                      workdir: str | pathlib.Path) -> Converted:
+    """A torch.save'd state_dict of Embedding -> LSTM -> Linear -> a new run directory (with the
+    byte tokenizer when the vocabulary holds it)."""
+    require_empty(workdir)
+    model_cfg, params = load_torch_lstm(state_dict)
+    return _write(workdir, model_cfg, params)
+
+
+def _write(workdir: str | pathlib.Path, model_cfg: ModelConfig, params,
+           byte_tokenizer: bool = True) -> Converted:
+    tokenizer = None
+    if byte_tokenizer and model_cfg.vocab_size >= ByteTokenizer.vocab_size:
+        tokenizer = ByteTokenizer()
+    run_cfg = RunConfig(model=model_cfg)
+    run_cfg = replace(run_cfg, **{"data.seq_len": min(run_cfg.data.seq_len, model_cfg.max_seq_len)})
+    path = write_run(workdir, run_cfg, params, tokenizer)
+    return Converted(path, model_cfg, tokenizer)
