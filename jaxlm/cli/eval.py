@@ -1,18 +1,19 @@
-"""`jaxlm eval --workdir DIR`: a run's eval metrics (see jaxlm.eval_run). Wired into jaxlm.cli."""
+"""`jaxlm eval --workdir DIR`: a run's eval metrics (jaxlm.eval_run.evaluate_run)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from jaxlm.cli.status import Status
 from jaxlm.errors import JaxlmError
 
-COMMANDS = ("eval",)
+NAME = "eval"
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
-        "eval", help="evaluate a run's checkpoint on its eval split",
+        NAME, help="evaluate a run's checkpoint on its eval split",
         description="Evaluate a run directory's newest checkpoint (or --step) on its eval split: "
         "loss, perplexity, bits per byte and accuracy for language models (masked-token for "
         "model.objective=mlm); accuracy and macro precision/recall/F1 for classifiers.")
@@ -21,18 +22,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--max-batches", type=int, default=0,
                    help="evaluate only the first N batches (default 0: the whole eval split)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
-    e.set_defaults(func=cmd_eval)
+    e.set_defaults(func=run)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from jaxlm.eval_run import evaluate_run
-
+def run(args: argparse.Namespace) -> Status:
     if args.max_batches < 0:
         raise JaxlmError(f"--max-batches must be >= 0; got {args.max_batches}")
+    from jaxlm.eval_run import evaluate_run
+
     out = evaluate_run(args.workdir, step=args.step, max_batches=args.max_batches)
     if args.json:
         print(json.dumps(out))
     else:
         for k, v in out.items():
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
-    return 0
+    return Status.OK

@@ -1,16 +1,17 @@
 """`jaxlm fit --input runs.csv --output DIR`: fit scaling laws to a sweep's runs (or any CSV of
-params, tokens/flops, loss) and write fit.json, report.md and PNG plots. Wired into jaxlm.cli."""
+params, tokens/flops, loss) and write fit.json, report.md and PNG plots (jaxlm.scaling.report)."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
+from jaxlm.cli.status import Status
 from jaxlm.errors import JaxlmError
 
-COMMANDS = ("fit",)
+NAME = "fit"
 
-FIT_EPILOG = """\
+EPILOG = """\
 input columns (CSV header, case-insensitive):
   params           non-embedding parameter count N (required)
   loss             final loss in nats/token (required)
@@ -30,8 +31,8 @@ examples:
 """
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="fit scaling laws to runs.csv", epilog=FIT_EPILOG,
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(NAME, help="fit scaling laws to runs.csv", epilog=EPILOG,
                        description="Fit scaling laws with uncertainty; write fit.json, report.md "
                        "and PNG plots.", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="runs.csv (from `jaxlm sweep`) or any CSV "
@@ -53,18 +54,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", type=float, default=0.2, help="fraction of highest-compute "
                    "runs held out to test Approach 3's extrapolation (default 0.2; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.set_defaults(func=cmd_fit)
+    p.set_defaults(func=run)
 
 
-def cmd_fit(args: argparse.Namespace) -> int:
-    from jaxlm.scaling import report
-
+def run(args: argparse.Namespace) -> Status:
     if not 0 < args.level < 1:
         raise JaxlmError(f"--level must be between 0 and 1, not {args.level}")
     if args.bootstrap < 0:
         raise JaxlmError(f"--bootstrap must be >= 0, not {args.bootstrap}")
     if not 0 <= args.holdout < 0.9:
         raise JaxlmError(f"--holdout must be in [0, 0.9), not {args.holdout}")
+    from jaxlm.scaling import report
+
     t0 = time.perf_counter()
     data = report.read_runs(args.input)
     settings = {"approach2": args.approach2, "budget_rtol": args.budget_rtol,
@@ -85,4 +86,4 @@ def cmd_fit(args: argparse.Namespace) -> int:
               + (f"; frontier alpha_C={front:.3f}" if front is not None else ""))
     print(f"wrote {', '.join(p.name for p in written)} to {args.output} "
           f"in {time.perf_counter() - t0:.1f}s")
-    return 0
+    return Status.OK

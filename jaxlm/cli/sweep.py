@@ -1,14 +1,16 @@
 """`jaxlm sweep`: expand a sweep spec (configs/sweeps/*.yaml) and run its members, each a
-training run in DIR/runs/NAME, one row per run in DIR/runs.csv. Wired into `jaxlm.cli`."""
+training run in DIR/runs/NAME, one row per run in DIR/runs.csv (jaxlm.scaling.sweep)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-COMMANDS = ("sweep",)
+from jaxlm.cli.status import Status
 
-SWEEP_EPILOG = """\
+NAME = "sweep"
+
+EPILOG = """\
 examples:
   jaxlm sweep --config configs/sweeps/cpu_demo.yaml --workdir sweeps/cpu_demo --dry-run
   jaxlm sweep --config configs/sweeps/cpu_demo.yaml --workdir sweeps/cpu_demo
@@ -27,9 +29,9 @@ exit status:
 """
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run a scaling sweep (many training runs) into runs.csv",
-                       epilog=SWEEP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(NAME, help="run a scaling sweep (many training runs) into runs.csv",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Run every member of a sweep spec through the training loop; "
                        "append one row per finished run to DIR/runs.csv. Resumable.")
     p.add_argument("--config", required=True, help="sweep spec (configs/sweeps/*.yaml)")
@@ -41,10 +43,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="run members whose last row in runs.csv is failed again")
     p.add_argument("--verbose", action="store_true", help="show each run's own progress and logs")
-    p.set_defaults(func=cmd_sweep)
+    p.set_defaults(func=run)
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Status:
     from jaxlm.scaling import sweep
 
     spec = sweep.load_spec(args.config)
@@ -55,16 +57,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"worker {args.worker} of {args.num_workers}: {len(mine)} of "
                   f"{len(members)} members")
         print(sweep.plan_table(mine))
-        return 0
+        return Status.OK
     sweep.write_spec_copy(spec, args.workdir)
     out = sweep.run_sweep(spec, mine, args.workdir, retry_failed=args.retry_failed,
                           quiet_runs=not args.verbose)
     if out.preempted:
-        from jaxlm.train.preemption import EXIT_PREEMPTED
-
         print(f"jaxlm sweep: stopped at {out.preempted}; re-run the same command to resume",
               file=sys.stderr)
-        return EXIT_PREEMPTED
+        return Status.PREEMPTED
     print(f"jaxlm sweep: {len(out.ran)} ran, {len(out.skipped)} already done, "
           f"{len(out.failed)} failed; rows in {args.workdir}/{sweep.RUNS_CSV}", file=sys.stderr)
-    return 1 if out.failed else 0
+    return Status.FAILED if out.failed else Status.OK

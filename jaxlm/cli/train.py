@@ -1,15 +1,14 @@
-"""Command line: `jaxlm train` (and `python train.py`, which is the same)."""
+"""`jaxlm train` (the default command; `python train.py` is the same): train a model from a
+config and dotted overrides (jaxlm.train.loop.train), then print a summary."""
 
 from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
-from typing import Optional, Sequence
 
-from jaxlm import cli_eval, cli_generate, cli_sweep
-from jaxlm.scaling import cli as cli_fit
-from jaxlm.errors import JaxlmError, NonFiniteError
+from jaxlm.cli.status import Status
+
+NAME = "train"
 
 EPILOG = """\
 overrides:
@@ -35,7 +34,7 @@ exit status:
 """
 
 
-def _train_parser(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (default: the built-in quickstart config)")
     p.add_argument("--workdir", help="run directory (default: runs/<config name>); an existing "
                    "one is resumed")
@@ -45,46 +44,38 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jaxlm", description="Train and study language models with JAX and Flax. "
-        "`jaxlm COMMAND --help` explains each command; with no command, jaxlm trains.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    train_p = sub.add_parser(
-        "train", help="train a model (default command)", epilog=EPILOG,
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        NAME, help="train a model (default command)", epilog=EPILOG,
         description="Train a language model; resumes when --workdir already holds a run.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _train_parser(train_p)
-    cli_generate.add_parsers(sub)  # generate, convert
-    cli_eval.add_parsers(sub)  # eval
-    cli_fit.add_parsers(sub)  # fit
-    cli_sweep.add_parsers(sub)  # sweep
-    return parser
+    add_arguments(p)
+    p.set_defaults(func=run)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Status:
     from jaxlm.config import load_config, to_yaml
 
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
         print(to_yaml(cfg), end="")
-        return 0
+        return Status.OK
     from jaxlm.train.loop import train
 
     name = pathlib.Path(args.config).stem if args.config else "quickstart"
     workdir = args.workdir or str(pathlib.Path("runs") / name)
     result = train(cfg, workdir, quiet=args.quiet)
     if result.preempted:  # checkpointed and stopped by SIGTERM/SIGINT; the loop said how to resume
-        from jaxlm.train.preemption import EXIT_PREEMPTED
-
-        return EXIT_PREEMPTED
+        return Status.PREEMPTED
     import jax  # after train(): it initializes jax.distributed before any device is touched
 
-    if jax.process_index() != 0:  # multi-host: one summary, from process 0
-        return 0
+    if jax.process_index() == 0:  # multi-host: one summary, from process 0
+        _print_summary(cfg, result)
+    return Status.OK
+
+
+def _print_summary(cfg, result) -> None:
     e = result.eval
     if cfg.model.objective == "classify":
         summary = (f"eval loss {e['eval_loss']:.4f}, accuracy {e['eval_accuracy']:.4f}, "
@@ -98,26 +89,3 @@ def cmd_train(args: argparse.Namespace) -> int:
     for i, s in enumerate(result.samples):
         print(f"\n--- sample {i + 1} ---\n{s}")
     print(f"\nrun directory: {result.workdir}")
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if not argv or argv[0] not in ("train", *cli_generate.COMMANDS, *cli_fit.COMMANDS,
-                                   *cli_eval.COMMANDS, *cli_sweep.COMMANDS,
-                                   "-h", "--help"):
-        argv = ["train", *argv]  # `python train.py key=value` means `jaxlm train key=value`
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) if hasattr(args, "func") else cmd_train(args)
-    except JaxlmError as e:
-        print(f"jaxlm: error: {e}", file=sys.stderr)
-        return 3 if isinstance(e, NonFiniteError) else 2  # 3: diverged (train.nonfinite=halt)
-    except KeyboardInterrupt:
-        print("jaxlm: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

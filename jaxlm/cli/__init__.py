@@ -1,0 +1,62 @@
+"""The `jaxlm` command line (also `python train.py`, `python -m jaxlm`, `python -m jaxlm.cli`).
+
+One module per command (train, generate, convert, eval, fit, sweep) adds its subparser, checks
+its arguments and calls the library. Every exit status is decided here, in `main`:
+
+  0   finished (and --help)
+  1   `jaxlm sweep`: some member failed (its row in runs.csv says why)
+  2   bad input: a JaxlmError, reported as one line `jaxlm: error: ...` on stderr. argparse's own
+      usage errors exit 2 too (SystemExit from parse_args: usage + one error line)
+  3   halted on a non-finite loss (NonFiniteError, train.nonfinite=halt), reported the same way
+  75  stopped by SIGTERM/SIGINT after saving a checkpoint (EX_TEMPFAIL): re-run to resume
+  130 interrupted (KeyboardInterrupt: a second signal, or Ctrl-C outside the training loop)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from jaxlm.cli import convert, eval as eval_cmd, fit, generate, sweep, train
+from jaxlm.cli.status import Status
+from jaxlm.errors import JaxlmError, NonFiniteError
+from jaxlm.train.preemption import EXIT_PREEMPTED
+
+COMMANDS = (train, generate, convert, eval_cmd, fit, sweep)  # in `jaxlm --help` order
+DEFAULT_COMMAND = train.NAME
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NONFINITE = 3
+EXIT_INTERRUPTED = 130
+EXIT_STATUS = {Status.OK: EXIT_OK, Status.FAILED: EXIT_FAILED, Status.PREEMPTED: EXIT_PREEMPTED}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxlm", description="Train and study language models with JAX and Flax. "
+        "`jaxlm COMMAND --help` explains each command; with no command, jaxlm trains.",
+        epilog=train.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*(c.NAME for c in COMMANDS), "-h", "--help"):
+        argv = [DEFAULT_COMMAND, *argv]  # `python train.py key=value` is `jaxlm train key=value`
+    args = build_parser().parse_args(argv)  # usage errors: SystemExit(2); --help: SystemExit(0)
+    try:
+        status = args.func(args)
+    except JaxlmError as e:
+        print(f"jaxlm: error: {e}", file=sys.stderr)
+        return EXIT_NONFINITE if isinstance(e, NonFiniteError) else EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("jaxlm: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_STATUS[status]
