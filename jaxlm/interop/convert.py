@@ -13,7 +13,7 @@ from jaxlm.data.tokenizers import ByteTokenizer, Tokenizer
 from jaxlm.errors import JaxlmError
 from jaxlm.interop.hf_gpt2 import load_hf_gpt2, save_hf_gpt2
 from jaxlm.interop.lstm_torch import load_torch_lstm
-from jaxlm.interop.rundir import load_run, write_run  # the one place this module names rundir
+from jaxlm.rundir import load_run, write_run  # the one place this module names rundir
 
 # A folder holding any of these has a Hugging Face tokenizer, which jaxlm does not read.
 HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
