@@ -29,6 +29,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
     ("mlp", "tensor"),
+    ("gates", "tensor"),  # the LSTM's 4 x hidden gate axis
     ("vocab", "tensor"),
     ("length", None),
     ("head_dim", None),
@@ -91,17 +92,26 @@ def logical_sharding(tree: Any, mesh: Mesh) -> Any:
     return nn.logical_to_mesh_sharding(nn.get_partition_spec(tree), mesh, LOGICAL_RULES)
 
 
+def logical_spec(logical_axes: tuple[Optional[str], ...]) -> PartitionSpec:
+    """The PartitionSpec of an array with these logical axes, through LOGICAL_RULES."""
+    return nn.logical_to_mesh_axes(logical_axes, LOGICAL_RULES)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """(batch, length) arrays: batch split over data and fsdp."""
-    return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
+    return NamedSharding(mesh, logical_spec(("batch", "length")))
+
+
+def rows_sharding(mesh: Mesh) -> NamedSharding:
+    """(batch,) arrays (labels, row masks): split like the batch."""
+    return NamedSharding(mesh, logical_spec(("batch",)))
 
 
 def put_batch(mesh: Mesh, batch: dict[str, np.ndarray], global_batch: int
               ) -> dict[str, jax.Array]:
     """This process's rows of a global batch (`local_rows`) -> global arrays on the mesh:
     (batch, length) arrays as `batch_sharding`, (batch,) arrays (labels) split the same way."""
-    rows = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
-    two_d = batch_sharding(mesh)
+    rows, two_d = rows_sharding(mesh), batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(two_d if v.ndim > 1 else rows, v,
                                                       (global_batch,) + v.shape[1:])
             for k, v in batch.items()}

@@ -21,9 +21,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
-IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash", "blockwise")
+from jaxlm import sharding
+from jaxlm.config import ATTENTION_IMPLS
+
+IMPLEMENTATIONS = ATTENTION_IMPLS  # defined with the config
 BLOCK_SIZE = 128  # blockwise: query/key block (benchmarks/bench_attention.py)
 
 
@@ -73,7 +75,7 @@ def splash_attention(q_btnh: jax.Array, k_btkh: jax.Array, v_btkh: jax.Array, *,
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
         return _splash_local(q_btnh, k_btkh, v_btkh, causal, interpret)
-    spec = P(("data", "fsdp"), None, "tensor", None)
+    spec = sharding.logical_spec(("batch", "length", "heads", "head_dim"))
     return jax.shard_map(
         lambda q, k, v: _splash_local(q, k, v, causal, interpret),
         mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False,

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlm.config import REMAT_POLICIES
 from jaxlm.models.attention import BLOCK_SIZE, splash_attention
 from jaxlm.models.block_attention import block_causal_attention
 
@@ -28,10 +29,12 @@ def dtype_of(name: str) -> Dtype:
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
 
 
-REMAT_POLICIES = {
+# model.remat (config.REMAT_POLICIES, "none" aside) -> what jax.checkpoint saves for backward
+REMAT_SAVE = {
     "full": None,  # save nothing: recompute the whole block in the backward pass
     "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep matmul outputs
 }
+assert set(REMAT_SAVE) == set(REMAT_POLICIES) - {"none"}
 
 
 def normal(std: float, axes: tuple[Optional[str], ...]) -> Callable:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlm.config import ModelConfig
-from jaxlm.models.layers import REMAT_POLICIES, dtype_of, normal
+from jaxlm.models.layers import REMAT_SAVE, dtype_of, normal
 from jaxlm.sharding import constrain
 
 
@@ -44,10 +44,10 @@ class LSTMLayer(nn.Module):
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         h, d_in = self.hidden, x_btd.shape[-1]
         scale = 1.0 / h**0.5
-        w_ih = self.param("w_ih", _uniform(scale, ("embed", "mlp")), (d_in, 4 * h), self.param_dtype)
-        w_hh = self.param("w_hh", _uniform(scale, ("embed", "mlp")), (h, 4 * h), self.param_dtype)
-        b_ih = self.param("b_ih", _uniform(scale, ("mlp",)), (4 * h,), self.param_dtype)
-        b_hh = self.param("b_hh", _uniform(scale, ("mlp",)), (4 * h,), self.param_dtype)
+        w_ih = self.param("w_ih", _uniform(scale, ("embed", "gates")), (d_in, 4 * h), self.param_dtype)
+        w_hh = self.param("w_hh", _uniform(scale, ("embed", "gates")), (h, 4 * h), self.param_dtype)
+        b_ih = self.param("b_ih", _uniform(scale, ("gates",)), (4 * h,), self.param_dtype)
+        b_hh = self.param("b_hh", _uniform(scale, ("gates",)), (4 * h,), self.param_dtype)
         b = x_btd.shape[0]
         gates_in_btg = (x_btd.astype(self.dtype) @ w_ih.astype(self.dtype)) + (b_ih + b_hh).astype(
             self.dtype
@@ -108,7 +108,7 @@ class LSTMLM(nn.Module):
         x_btd = nn.Dropout(c.dropout)(x_btd, deterministic=not train)
         layer_cls = LSTMLayer
         if c.remat != "none" and not decode:
-            layer_cls = nn.remat(LSTMLayer, policy=REMAT_POLICIES[c.remat])
+            layer_cls = nn.remat(LSTMLayer, policy=REMAT_SAVE[c.remat])
         valid_bt = None if positions_bt is None or not decode else positions_bt >= 0
         for i in range(c.n_layers):
             layer = layer_cls(c.d_model, dtype, pdtype, name=f"lstm_{i}")

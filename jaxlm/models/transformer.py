@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jaxlm.config import ModelConfig, is_causal, pooling
 from jaxlm.sharding import constrain
-from jaxlm.models.layers import REMAT_POLICIES, Attention, Mlp, Norm, dtype_of, normal
+from jaxlm.models.layers import REMAT_SAVE, Attention, Mlp, Norm, dtype_of, normal
 
 
 def mlp_width(cfg: ModelConfig) -> int:
@@ -72,7 +72,7 @@ def _block_class(cfg: ModelConfig, decode: bool = False) -> type:
     if cfg.remat == "none" or decode:  # decoding has no backward pass to save memory for
         return Block
     # prevent_cse is only needed outside scan (scan already stops CSE across iterations).
-    return nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    return nn.remat(Block, policy=REMAT_SAVE[cfg.remat], prevent_cse=not cfg.scan_layers)
 
 
 class Transformer(nn.Module):

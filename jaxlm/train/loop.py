@@ -16,7 +16,6 @@ leaves the state as it was (inside the jitted step) and is counted, or halts the
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import pathlib
 import time
@@ -28,19 +27,13 @@ from jax.experimental import multihost_utils
 
 from jaxlm import config as config_lib
 from jaxlm import flops, rundir, sharding
-from jaxlm.checkpoint import Checkpointer
 from jaxlm.config import RunConfig
-from jaxlm.data.prefetch import DevicePrefetcher
-from jaxlm.data.source import RunData, load_run_data
-from jaxlm.data.tokenizers import Tokenizer, select_tokenizer
-from jaxlm.errors import JaxlmError, NonFiniteError
+from jaxlm.errors import NonFiniteError
 from jaxlm.evaluate import evaluate
 from jaxlm.generate import run_samples
-from jaxlm.init_from import init_state_from
 from jaxlm.train import metrics as metrics_lib
 from jaxlm.train.preemption import StopSignals
-from jaxlm.train.setup import Assembly, assemble
-from jaxlm.train.state import init_state
+from jaxlm.train.start import OpenRun, open_run, write_header
 
 # the run directory's file names, where callers found them before jaxlm.rundir existed
 CONFIG_FILE, SAMPLES_FILE = rundir.CONFIG_FILE, rundir.SAMPLES_FILE
@@ -59,33 +52,6 @@ class RunResult:
     preempted: bool = False  # stopped by SIGTERM/SIGINT after checkpointing: re-run to resume
     skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient norm
     mfu: float = 0.0  # model FLOPs utilization at the last log step (see jaxlm.flops)
-
-
-@dataclasses.dataclass
-class _Run:
-    """Everything `train` sets up before its first step."""
-    cfg: RunConfig  # model.vocab_size resolved
-    workdir: pathlib.Path
-    main: bool  # process 0: writes the run directory's files
-    log: Callable[[str], None]  # status lines (unless quiet)
-    warn: Callable[[str], None]  # warnings (even when quiet)
-    show: bool
-    data: RunData
-    tokenizer: Tokenizer
-    mesh: jax.sharding.Mesh
-    asm: Assembly
-    put: Callable[[dict], dict]  # this process's rows -> a global batch on the mesh
-    rows: slice  # this process's rows of each global batch
-    token_bytes: jax.Array
-    batches: DevicePrefetcher
-    ckpt: Checkpointer
-    state: Any
-    start_step: int
-    skipped: int
-    writer: metrics_lib.MetricsWriter
-    model_fpt: float  # model FLOPs per token (MFU)
-    peak: float
-    peak_source: str
 
 
 @dataclasses.dataclass
@@ -109,8 +75,8 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False,
     final one (`event: final`), e.g. to draw a live loss curve in a notebook."""
     t_start = time.time()
     distributed = sharding.initialize_distributed(cfg.distributed)  # before any device is touched
-    run = _open(cfg, pathlib.Path(workdir), quiet)
-    _write_header(run, distributed)
+    run = open_run(cfg, pathlib.Path(workdir), quiet)
+    write_header(run, distributed)
     loop = _Loop(run, on_log if run.main else None)
     try:
         stopped, final_step = loop.steps()
@@ -128,111 +94,10 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False,
         run.writer.close()
 
 
-def _open(cfg: RunConfig, workdir: pathlib.Path, quiet: bool) -> _Run:
-    """The run directory, data, tokenizer, mesh, assembly and state: resumed from the newest
-    whole checkpoint, or fresh (from `train.init_from` weights when set)."""
-    main = jax.process_index() == 0
-    show = main and not quiet
-    log = functools.partial(metrics_lib.log, enabled=show)
-    warn = functools.partial(metrics_lib.log, enabled=main)
-    d, t = cfg.data, cfg.train
-    rundir.prepare(workdir)
-    resuming = rundir.check_resumable(cfg, workdir, t.init_from)
-
-    data = load_run_data(d, cfg.model.objective, cfg.model.num_labels)
-    tokenizer = select_tokenizer(d, data.corpus.train, workdir, t.init_from, log, show)
-    if cfg.model.vocab_size is None:
-        cfg = config_lib.replace(cfg, **{"model.vocab_size": tokenizer.vocab_size})
-    elif cfg.model.vocab_size < tokenizer.vocab_size:
-        raise JaxlmError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
-                         f"tokenizer's {tokenizer.vocab_size} tokens")
-
-    mesh = sharding.make_mesh(cfg.mesh)
-    dp = sharding.data_parallel_size(mesh)
-    if t.batch_size % (dp * t.grad_accum):
-        accum = f" x train.grad_accum={t.grad_accum} microbatches" if t.grad_accum > 1 else ""
-        raise JaxlmError(f"train.batch_size={t.batch_size} does not divide over the {dp}-way "
-                         f"data-parallel mesh (mesh.data x mesh.fsdp){accum}")
-    platform = jax.devices()[0].platform
-    for msg in config_lib.config_warnings(cfg, platform, sharding.tensor_parallel_size(mesh)):
-        warn(f"jaxlm: warning: {msg}")
-    asm = assemble(cfg, mesh, tokenizer, warn)
-
-    rows = sharding.local_rows(mesh, t.batch_size)
-    put = functools.partial(sharding.put_batch, mesh, global_batch=t.batch_size)
-    # batches go to the devices t.prefetch steps ahead; checkpoints hold the position of the
-    # next batch trained on, so resuming is exact
-    batches = DevicePrefetcher(data.train_iterator(tokenizer, t.batch_size, rows), put,
-                               t.prefetch)
-    ckpt = Checkpointer(workdir / rundir.CHECKPOINTS, keep=t.keep_checkpoints)
-    # the newest whole checkpoint (damaged newer ones are reported and moved aside; if all are
-    # damaged this raises before anything in the run directory is touched)
-    restored = ckpt.restore_latest(asm.abstract, asm.shardings, batches, log=warn)
-    if main:
-        rundir.write_config(workdir, cfg, tokenizer)
-    if restored is not None:
-        state, start_step = restored.state, restored.step
-        skipped = int(restored.meta.get("skipped_steps", 0))
-        log(f"resuming {workdir} from the checkpoint at step {start_step}")
-    else:
-        if resuming:
-            warn(f"jaxlm: no complete checkpoint in {workdir / rundir.CHECKPOINTS}; "
-                 f"starting from step 0")
-        state, _ = init_state(asm.model, asm.optimizer, seed=t.seed, seq_len=d.seq_len,
-                              mesh=mesh)
-        if t.init_from:
-            state = init_state_from(t.init_from, cfg.model, state, asm.optimizer,
-                                    asm.shardings, log)
-        start_step, skipped = 0, 0
-    # opened once the state is there (a failed init_from leaves no TensorBoard writer behind:
-    # its thread, never closed, fails at interpreter exit on Python 3.12)
-    writer = metrics_lib.MetricsWriter(workdir, enabled=main)
-    writer.truncate_after(start_step)  # step records past the checkpoint are about to be redone
-
-    _, non_embed = flops.param_counts(state.params)
-    peak, peak_source = flops.system_peak(jax.devices(), asm.model_config.dtype, t.peak_flops)
-    token_bytes = jax.device_put(tokenizer.token_bytes().astype(np.float32),
-                                 sharding.replicated(mesh))
-    return _Run(cfg, workdir, main, log, warn, show, data, tokenizer, mesh, asm, put, rows,
-                token_bytes, batches, ckpt, state, start_step, skipped, writer,
-                flops.model_flops_per_token(cfg.model, non_embed, d.seq_len), peak, peak_source)
-
-
-def _write_header(run: _Run, distributed: Optional[str]) -> None:
-    """The `start` record of metrics.jsonl and the status line that says what runs where."""
-    cfg, m, mesh = run.cfg, run.asm.model_config, run.mesh
-    d, t, corpus = cfg.data, cfg.train, run.data.corpus
-    total_params, non_embed = flops.param_counts(run.state.params)
-    header = {
-        "event": "start", "devices": f"{jax.device_count()}x {jax.devices()[0].device_kind}",
-        "platform": jax.devices()[0].platform, "processes": jax.process_count(),
-        "distributed": distributed or "single process", "mesh": dict(mesh.shape),
-        "rules": sharding.rules_summary(), "family": m.family, "params": total_params,
-        "params_non_embedding": non_embed,
-        "flops_per_token": flops.flops_per_token(cfg.model, non_embed, d.seq_len),
-        "model_flops_per_token": run.model_fpt, "peak_flops": run.peak,
-        "peak_flops_source": run.peak_source, "compute_dtype": m.dtype,
-        "param_dtype": m.param_dtype, "attention": run.asm.attention or "none (recurrent)",
-        "remat": m.remat, "scan_layers": m.scan_layers, "grad_accum": t.grad_accum,
-        "batch_size": t.batch_size, "seq_len": d.seq_len, "vocab_size": m.vocab_size,
-        "objective": m.objective,
-        "corpus": corpus.name, "train_docs": len(corpus.train), "eval_docs": len(corpus.eval),
-        "start_step": run.start_step, "prefetch": t.prefetch,
-    }
-    run.writer.write(header)
-    run.log(f"jaxlm: {m.family} with {total_params:,} params ({non_embed:,} non-embedding) on "
-            f"{header['devices']} ({header['distributed']}), mesh {dict(mesh.shape)}; "
-            f"{m.dtype} compute / {m.param_dtype} params, attention {header['attention']}, "
-            f"remat {m.remat}{', scanned layers' if m.scan_layers else ''}"
-            f"{f', {t.grad_accum} microbatches' if t.grad_accum > 1 else ''}; "
-            f"{corpus.name}: {len(corpus.train)} train / {len(corpus.eval)} eval docs; "
-            f"vocab {m.vocab_size}; workdir {run.workdir}")
-
-
 class _Loop:
     """The step loop and the end of a run, over one `_Run` and its `_Progress`."""
 
-    def __init__(self, run: _Run, on_log: Optional[Callable[[dict], None]]):
+    def __init__(self, run: OpenRun, on_log: Optional[Callable[[dict], None]]):
         self.run, self.on_log, self.t = run, on_log, run.cfg.train
         self.state = run.state
         self.p = _Progress(skipped=run.skipped, last_saved=run.start_step or None,

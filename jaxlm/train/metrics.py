@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
-METRICS_FILE = "metrics.jsonl"
+from jaxlm.rundir import METRICS_FILE, TENSORBOARD_DIR  # the run directory owns the names
 
 
 def _clean(v: Any) -> Any:
@@ -31,7 +31,7 @@ class MetricsWriter:
         if enabled:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+            self._tb = SummaryWriter(str(pathlib.Path(workdir) / TENSORBOARD_DIR))
 
     def truncate_after(self, step: int) -> None:
         """Drops step records past `step` (written after the checkpoint a resume starts from)."""

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from jaxlm import sharding
 from jaxlm.train.state import TrainState
@@ -199,7 +199,7 @@ def compile_steps(
     """
     batch_sh = {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS[objective]}
     if objective == "classify":  # (b,) labels and row masks: rows split like the batch
-        batch_sh["targets"] = batch_sh["mask"] = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+        batch_sh["targets"] = batch_sh["mask"] = sharding.rows_sharding(mesh)
     mlm = mlm if objective == "mlm" else None
     num_labels = num_labels if objective == "classify" else 0
     rep = sharding.replicated(mesh)
