@@ -19,7 +19,7 @@ from omegaconf import errors as oc_errors
 from jaxlm import config as config_lib
 from jaxlm.errors import JaxlmError
 
-FAMILIES = ("transformer", "lstm")
+FAMILIES = config_lib.FAMILIES  # the model families, defined once with the config
 FLOPS_RULES = ("6N", "counter")
 
 
