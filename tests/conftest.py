@@ -25,13 +25,8 @@ if _OWN_XLA_CACHE:
 
 import pathlib  # noqa: E402
 import random  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from typing import Optional, Sequence  # noqa: E402
 
 import pytest  # noqa: E402
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def pytest_unconfigure(config):
@@ -41,27 +36,10 @@ def pytest_unconfigure(config):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
-def run_all(cmds: Sequence[Sequence[str]], *, timeout: int = 300,
-            env: Optional[dict] = None) -> list[subprocess.CompletedProcess]:
-    """Runs independent commands at once and returns their results in order. Each of these
-    processes is mostly interpreter and JAX start-up on one core: together they take about the
-    time of the slowest, not the sum."""
-    procs = [subprocess.Popen(list(c), cwd=REPO_ROOT, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in cmds]
-    results = []
-    for c, p in zip(cmds, procs):
-        out, err = p.communicate(timeout=timeout)
-        results.append(subprocess.CompletedProcess(list(c), p.returncode, out, err))
-    return results
-
-
-def jaxlm_cmd(*args: str) -> list[str]:
-    """`python -m jaxlm.cli ARGS` (the `jaxlm` console script)."""
-    return [sys.executable, "-m", "jaxlm.cli", *args]
-
-
 @pytest.fixture(scope="session")
 def repo_root() -> pathlib.Path:
+    from helpers import REPO_ROOT  # tests/helpers.py (imports jaxlm: not at conftest import time
+
     return REPO_ROOT
 
 
@@ -94,12 +72,12 @@ def synthetic_docs() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> pathlib.Path:
-    """A finished 3-step run of the tiny GPT (test_train_e2e.TINY, train.steps=3): checkpoint
+    """A finished 3-step run of the tiny GPT (helpers.TINY, train.steps=3): checkpoint
     at step 3, samples, tokenizer. Trained once, in-process, for every module that needs a
     finished run; read-only: copy it before changing anything."""
     from jaxlm.config import load_config
     from jaxlm.train.loop import train
-    from test_train_e2e import TINY
+    from helpers import TINY
 
     workdir = tmp_path_factory.mktemp("tiny") / "run"
     result = train(load_config(None, [*TINY, "train.steps=3"]), workdir, quiet=True)
@@ -107,7 +85,7 @@ def tiny_run(tmp_path_factory) -> pathlib.Path:
     return workdir
 
 
-# tests/multidevice needs 8 host devices, fixed before JAX starts: tests/test_sharding.py runs it
+# tests/multidevice needs 8 host devices, fixed before JAX starts: tests/e2e/test_sharding.py runs it
 # in its own process. Collect it here only when the device count is already set up for it.
 if "xla_force_host_platform_device_count=8" not in os.environ.get("XLA_FLAGS", ""):
     collect_ignore = ["multidevice"]

@@ -1,4 +1,4 @@
-"""Tests that need 8 (fake) CPU devices. `tests/test_sharding.py` runs this directory in a
+"""Tests that need 8 (fake) CPU devices. `tests/e2e/test_sharding.py` runs this directory in a
 subprocess with 8 host devices; run it directly with
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m pytest tests/multidevice
 """

@@ -1,0 +1,125 @@
+"""Interop through run directories: the convert CLI both ways, and fine-tuning from
+imported weights (`train.init_from`). Everything randomly initialized, offline."""
+
+from __future__ import annotations
+
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from jaxlm.interop import load_hf_gpt2
+
+from helpers import REPO_ROOT, _env, jaxlm_cmd, run_all
+
+VOCAB = 300
+HF_SHAPE = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=64,
+                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
+
+def _randomize(model: "torch.nn.Module", std: float = 0.1, seed: int = 0) -> None:
+    """HF initializes LayerNorms to 1/0 and biases to 0: perturb every tensor so that a
+    transposed or misplaced one cannot go unnoticed; a wider embedding spreads the logits."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * std
+            p.add_(noise if "weight" not in name or p.ndim > 1 else noise * 0.5)
+            if name.endswith("wte.weight"):
+                p.mul_(3.0)
+
+
+def _hf_model(**overrides):
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{**HF_SHAPE, **overrides}))
+    _randomize(model)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    model = _hf_model()
+    path = tmp_path_factory.mktemp("hf") / "gpt2"
+    model.save_pretrained(path)
+    assert (path / "model.safetensors").is_file()
+    return model, path
+
+
+def _tokens(b: int, t: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, VOCAB, (b, t))
+
+
+def _hf_logits(model, tokens: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(np.asarray(tokens, np.int64))).logits.numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# the convert CLI and fine-tuning from imported weights
+
+
+def _jaxlm(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(jaxlm_cmd(*args), cwd=REPO_ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_convert_cli_both_ways(hf_dir, tmp_path):
+    model, path = hf_dir
+    run = tmp_path / "run"
+    proc = _jaxlm("convert", "--from-hf", str(path), "--to-workdir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "config.yaml").is_file() and (run / "params").is_dir()
+    assert (run / "tokenizer.json").is_file()  # vocab 300 holds the byte tokenizer
+    out = tmp_path / "hf_out"
+    # nothing is overwritten; bad combinations are one line
+    bad = [
+        (["--from-hf", str(path), "--to-workdir", str(run)], "not empty"),
+        (["--from-hf", str(path), "--to-hf", str(tmp_path / "x")], "--from-workdir"),
+        (["--from-hf", str(tmp_path / "none"), "--to-workdir", str(tmp_path / "y")],
+         "does not exist"),
+    ]
+    # everything below only reads `run`: all processes at once
+    gen, back_proc, *errors = run_all(
+        [jaxlm_cmd("generate", "--workdir", str(run), "--prompt", "ab", "--max-new-tokens", "5",
+                   "--temperature", "0"),
+         jaxlm_cmd("convert", "--from-workdir", str(run), "--to-hf", str(out))]
+        + [jaxlm_cmd("convert", *args) for args, _ in bad], env=_env())
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.startswith("--- sample 1 ---\nab")
+    assert back_proc.returncode == 0, back_proc.stderr
+    back = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+    tokens = _tokens(2, 16)
+    np.testing.assert_allclose(_hf_logits(back, tokens), _hf_logits(model, tokens), atol=1e-5)
+    for (args, match), proc in zip(bad, errors):
+        assert proc.returncode == 2 and match in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_fine_tune_from_hf_folder(hf_dir, tmp_path):
+    from jaxlm.checkpoint import restore_params
+    from helpers import TINY, _cmd, _fail_msg
+
+    _, path = hf_dir
+    model_keys = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4",
+                  "model.max_seq_len=64", f"model.vocab_size={VOCAB}"]
+    # a learning rate of ~0: the one step leaves the imported weights (not a random init)
+    args = [*TINY, *model_keys, "train.steps=1", "optim.warmup_steps=0", "optim.lr=1e-12",
+            "train.samples=0", f"train.init_from={path}"]
+    # and, at the same time, a model that does not match: refused with one line naming the keys
+    proc, mismatch = run_all(
+        [_cmd("--workdir", str(tmp_path / "ft"), *args, "--quiet"),
+         _cmd("--workdir", str(tmp_path / "ft2"), *TINY, "model.max_seq_len=64",
+              "train.steps=1", "optim.warmup_steps=0", f"train.init_from={path}")], env=_env())
+    assert proc.returncode == 0, _fail_msg(proc)
+    params, step = restore_params(tmp_path / "ft" / "checkpoints")
+    _, want = load_hf_gpt2(path)
+    assert step == 1
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, atol=1e-8), params, want)
+    proc = mismatch
+    assert proc.returncode == 2, _fail_msg(proc)
+    assert "model.d_model" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,131 @@
+"""The `jaxlm fit` command: degenerate input, its outputs (fit.json, report, plots)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from jaxlm.cli import main
+
+
+def law3(N, D, E, A, B, al, be):
+    return E + A / N ** al + B / D ** be
+
+
+def random_constants(rng):
+    return dict(E=rng.uniform(1.5, 2.5), A=rng.uniform(200, 800), B=rng.uniform(500, 3000),
+                al=rng.uniform(0.28, 0.4), be=rng.uniform(0.28, 0.4))
+
+
+def isoflop_grid(rng, k, noise, budgets=np.geomspace(1e17, 1e20, 5), per_budget=9):
+    """IsoFLOP runs around each budget's optimum (+-1.2 decades of N), multiplicative noise."""
+    N, D = [], []
+    lG = (np.log(k["al"] * k["A"] / (k["be"] * k["B"]))) / (k["al"] + k["be"])
+    for C in budgets:
+        n_opt = np.exp(lG + k["be"] / (k["al"] + k["be"]) * np.log(C / 6))
+        n = n_opt * np.geomspace(10 ** -1.2, 10 ** 1.2, per_budget)
+        N.append(n), D.append(C / (6 * n))
+    N, D = np.concatenate(N), np.concatenate(D)
+    L = law3(N, D, **k) * np.exp(rng.normal(0, noise, N.size))
+    return N, D, 6 * N * D, L
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return str(path)
+
+
+def runs_rows(seed=0, families=("transformer", "lstm")):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for j, fam in enumerate(families):
+        k = random_constants(rng)
+        N, D, C, L = isoflop_grid(rng, k, noise=0.005, budgets=np.geomspace(1e17, 1e19, 4),
+                                  per_budget=5)
+        C = C * 1.05  # measured FLOPs include attention: not exactly 6 N D
+        for i in range(N.size):
+            rows.append({"name": f"{fam}-{i}", "family": fam, "params": int(N[i]),
+                         "params_total": int(N[i] * 1.3), "tokens": int(D[i]),
+                         "flops": C[i], "loss": L[i], "status": "ok"})
+    rows.append({"name": "broken", "family": families[0], "params": 10, "params_total": 10,
+                 "tokens": "", "flops": "", "loss": "", "status": "failed"})
+    return rows
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_file", "not found"),
+    ("missing_column", "missing column"),
+    ("nan_row", "NaN"),
+    ("nonpositive", "positive"),
+    ("too_few", "too few points"),
+    ("one_budget_two_sizes", "at least 3"),
+])
+def test_cli_degenerate_input_exit_2_one_line(tmp_path, capsys, case, message):
+    rows = [{k: r[k] for k in ("params", "tokens", "flops", "loss", "status")}
+            for r in runs_rows(families=("t",))]
+    extra = []
+    if case == "missing_column":
+        rows = [{"params": r["params"], "loss": r["loss"]} for r in rows]
+    elif case == "nan_row":
+        rows[3]["loss"] = "nan"
+    elif case == "nonpositive":
+        rows[2]["tokens"] = 0
+    elif case == "too_few":
+        rows = rows[:5]
+    elif case == "one_budget_two_sizes":
+        rows = [r for r in rows[:-1] if float(r["flops"]) < 3e17 or int(r["params"]) % 3 == 0]
+        extra = ["--approach2", "yes"]
+    path = tmp_path / "runs.csv" if case == "missing_file" else write_csv(tmp_path / "r.csv",
+                                                                          rows)
+    code = main(["fit", "--input", str(path), "--output", str(tmp_path / "out"), "--bootstrap",
+                 "0", *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("jaxlm: error:") and err.count("\n") == 1, err
+    assert message in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ the CLI's outputs
+
+
+def test_cli_writes_fit_json_report_and_plots(tmp_path, capsys):
+    path = write_csv(tmp_path / "runs.csv", runs_rows())
+    out = tmp_path / "fit"
+    assert main(["fit", "--input", path, "--output", str(out), "--bootstrap", "20",
+                 "--predict", "1e21"]) == 0
+    for name in ("fit.json", "report.md", "loss_vs_compute.png", "law_vs_data.png",
+                 "holdout.png", "isoflop_transformer.png", "isoflop_lstm.png"):
+        assert (out / name).stat().st_size > 0, name
+    doc = json.loads((out / "fit.json").read_text())
+    assert set(doc["families"]) == {"transformer", "lstm"}
+    fam = doc["families"]["transformer"]
+    assert fam["n_points"] == 20  # the failed row is ignored
+    for key in ("E", "A", "B", "alpha", "beta"):
+        assert len(fam["approach3"][key]["interval"]) == 2
+    assert len(fam["approach3"]["residuals_log_loss"]) == 20
+    assert {"L(N)", "L(D)", "L(C)", "approach2", "holdout"} <= set(fam)
+    assert 1e21 in fam["predictions"]["approach3"]["C"]
+    report = (out / "report.md").read_text()
+    assert "Families compared" in report and "frontier exponent" in report
+    assert "Approach 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("second", ["tokens", "flops"])
+def test_cli_accepts_minimal_published_style_csv(tmp_path, second):
+    rng = np.random.default_rng(8)
+    k = random_constants(rng)
+    N, D, C, L = isoflop_grid(rng, k, noise=0.003, budgets=np.geomspace(1e17, 1e19, 3),
+                              per_budget=5)
+    rows = [{"params": N[i], second: (D if second == "tokens" else C)[i], "loss": L[i]}
+            for i in range(N.size)]
+    out = tmp_path / "fit"
+    assert main(["fit", "--input", write_csv(tmp_path / "p.csv", rows), "--output", str(out),
+                 "--bootstrap", "0", "--holdout", "0"]) == 0
+    doc = json.loads((out / "fit.json").read_text())
+    a3 = doc["families"]["all"]["approach3"]
+    assert a3["alpha"]["value"] == pytest.approx(k["al"], abs=0.03)
+    assert (out / "report.md").exists() and (out / "isoflop.png").exists()

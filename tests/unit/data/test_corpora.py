@@ -1,0 +1,128 @@
+"""jaxlm.data.corpora: the stdlib corpus (deterministic, disjoint split by path hash) and
+tfds:NAME corpora (offline, with tfds's mock data)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from jaxlm.data.corpora import is_validation, load_corpus, stdlib_files
+from jaxlm.errors import JaxlmError
+
+
+# ---------------------------------------------------------------------------------------------
+# stdlib corpus
+
+
+@pytest.fixture(scope="module")
+def stdlib_pair():
+    return load_corpus("stdlib", validation_fraction=0.05), load_corpus("stdlib",
+                                                                         validation_fraction=0.05)
+
+
+def _paths(seq) -> list[pathlib.Path]:
+    return list(seq.paths)
+
+
+def test_stdlib_split_is_deterministic(stdlib_pair):
+    a, b = stdlib_pair
+    assert _paths(a.train) == _paths(b.train)
+    assert _paths(a.eval) == _paths(b.eval)
+    assert a.name == b.name
+
+
+def test_stdlib_split_disjoint_nonempty(stdlib_pair):
+    c, _ = stdlib_pair
+    train, ev = set(_paths(c.train)), set(_paths(c.eval))
+    assert len(train) > 100 and len(ev) > 0
+    assert not train & ev
+    root, files = stdlib_files()
+    assert train | ev == set(files)
+    assert all(p.suffix == ".py" for p in files)
+    assert not any("site-packages" in p.parts for p in files)
+
+
+def test_stdlib_docs_are_text(stdlib_pair):
+    c, _ = stdlib_pair
+    root, _ = stdlib_files()
+    first = c.train.paths[0]
+    assert c.train[0] == first.read_bytes().decode("utf-8", errors="replace")
+    assert isinstance(c.eval[len(c.eval) - 1], str)
+    assert any("def " in c.train[i] for i in range(20))
+
+
+def test_is_validation_pure_function_of_path(stdlib_pair):
+    c, _ = stdlib_pair
+    root, _ = stdlib_files()
+    for p in _paths(c.eval):
+        rel = p.relative_to(root).as_posix()
+        assert is_validation(rel, 0.05)
+    for p in _paths(c.train)[:200]:
+        assert not is_validation(p.relative_to(root).as_posix(), 0.05)
+    # Only the path string matters: no file needs to exist.
+    names = [f"x/{i}.py" for i in range(200)]
+    assert 20 < sum(is_validation(n, 0.3) for n in names) < 100
+    # monotone in the fraction, and the extremes behave
+    assert all(is_validation(n, 1.0) for n in names)
+    assert not any(is_validation(n, 0.0) for n in names)
+    assert all(is_validation(n, 0.5) for n in names if is_validation(n, 0.2))
+
+
+def test_is_validation_same_in_another_process():
+    """The split must not depend on the process (e.g. Python's salted str hash)."""
+    import os
+    import subprocess
+    import sys
+
+    names = [f"pkg/mod_{i}.py" for i in range(300)]
+    here = "".join("1" if is_validation(n, 0.3) else "0" for n in names)
+    code = ("import sys; from jaxlm.data.corpora import is_validation; "
+            "print(''.join('1' if is_validation(f'pkg/mod_{i}.py', 0.3) else '0' "
+            "for i in range(300)))")
+    env = dict(os.environ, PYTHONHASHSEED="12345", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == here
+
+
+def test_stdlib_eval_fraction_roughly_matches(stdlib_pair):
+    c, _ = stdlib_pair
+    frac = len(c.eval) / (len(c.eval) + len(c.train))
+    assert 0.02 < frac < 0.10, frac
+    c30 = load_corpus("stdlib", validation_fraction=0.3)
+    frac30 = len(c30.eval) / (len(c30.eval) + len(c30.train))
+    assert 0.24 < frac30 < 0.36, frac30
+
+
+# ---------------------------------------------------------------------------------------------
+# tfds:NAME, offline with tfds's mock data (only here: the mock intercepts every builder)
+
+
+def test_tfds_corpus_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=6):
+        c = load_corpus("tfds:tiny_shakespeare", eval_split="test")
+        assert c.name == "tfds:tiny_shakespeare"
+        assert len(c.train) == 6
+        assert all(isinstance(c.train[i], str) for i in range(6))
+        assert len(c.eval) == 6 and isinstance(c.eval[0], str)
+        assert any(len(c.train[i]) > 0 for i in range(6))
+
+
+def test_tfds_wrong_text_key():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=3):
+        with pytest.raises(JaxlmError) as info:
+            load_corpus("tfds:tiny_shakespeare", eval_split="test", text_key="content")
+    assert "data.text_key" in str(info.value)
+    assert "content" in str(info.value)
+
+
+def test_tfds_unknown_dataset():
+    with pytest.raises(JaxlmError) as info:
+        load_corpus("tfds:no_such_dataset_jaxlm_test")
+    assert "no_such_dataset_jaxlm_test" in str(info.value)

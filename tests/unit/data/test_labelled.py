@@ -1,0 +1,70 @@
+"""jaxlm.data.labelled: labelled files and tfds datasets for classification."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from jaxlm.data import labelled
+from jaxlm.data.tokenizers import ByteTokenizer
+from jaxlm.errors import JaxlmError
+
+
+def _labelled_rows(n: int, seed: int = 0) -> list[dict]:
+    """Label 1 iff the text contains 'zebra': learnable from a few hundred rows."""
+    rng = random.Random(seed)
+    words = ["apple", "river", "stone", "cloud", "green", "table", "music", "light", "paper",
+             "storm", "quiet", "metal", "zone", "bread"]
+    rows = []
+    for i in range(n):
+        ws = [rng.choice(words) for _ in range(rng.randint(4, 9))]
+        if i % 2:
+            ws.insert(rng.randrange(len(ws) + 1), "zebra")
+        rows.append({"text": " ".join(ws), "label": i % 2})
+    return rows
+
+
+def test_labelled_files_and_iterator(tmp_path):
+    rows = _labelled_rows(50)
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    names = ["neg", "pos"]
+    (tmp_path / "d.csv").write_text("label,text\n" + "".join(
+        f"{names[r['label']]},{r['text']}\n" for r in rows))
+    a = labelled.load_labelled(str(tmp_path / "d.jsonl"), num_labels=2, validation_fraction=0.2)
+    b = labelled.load_labelled(str(tmp_path / "d.csv"), num_labels=2, validation_fraction=0.2)
+    assert len(a.train) == 40 and len(a.eval) == 10
+    assert list(a.train) == list(b.train) and np.array_equal(a.train_labels, b.train_labels)
+    assert b.label_names == ["neg", "pos"]
+    assert all(("zebra" in t) == bool(y) for t, y in zip(a.train, a.train_labels))
+    with pytest.raises(JaxlmError, match="num_labels"):
+        labelled.load_labelled(str(tmp_path / "d.jsonl"), num_labels=1)
+    with pytest.raises(JaxlmError, match="label_key"):
+        labelled.load_labelled(str(tmp_path / "d.jsonl"), num_labels=2, label_key="y")
+
+    tok = ByteTokenizer()
+    it = labelled.train_iterator(a.train, a.train_labels, tok, seq_len=16, global_batch=4, seed=0)
+    first = next(it)
+    assert first["inputs"].shape == (4, 16) and first["targets"].shape == (4,)
+    lens = first["valid"].sum(1)
+    assert np.all(first["inputs"][np.arange(4), lens - 1] == tok.eos_id)
+    state = it.get_state()
+    nxt = next(it)
+    it2 = labelled.train_iterator(a.train, a.train_labels, tok, seq_len=16, global_batch=4, seed=0)
+    it2.set_state(state)
+    again = next(it2)
+    assert all(np.array_equal(nxt[k], again[k]) for k in nxt)
+    ev = list(labelled.eval_batches(a.eval, a.eval_labels, tok, seq_len=16, global_batch=4))
+    assert len(ev) == 3 and ev[-1]["mask"].tolist() == [True, True, False, False]
+
+
+def test_tfds_labelled_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=8):
+        d = labelled.load_labelled("tfds:imdb_reviews", num_labels=2, eval_split="test")
+    assert len(d.train) == 8 and len(d.eval) == 8
+    assert all(isinstance(t, str) for t in d.train)
+    assert set(d.train_labels.tolist()) <= {0, 1}

@@ -1,0 +1,105 @@
+"""jaxlm.models.attention: the splash kernel against XLA attention in the Pallas
+interpreter, and the fallbacks on CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlm import config as config_lib
+from jaxlm.config import ModelConfig
+from jaxlm.models import attention, build_model
+
+GPT = ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, max_seq_len=128)
+
+
+def _params(m: ModelConfig, t: int):
+    model = build_model(m)
+    x = jnp.zeros((2, t), jnp.int32)
+    return model, nn.meta.unbox(model.init(jax.random.key(0), x)["params"])
+
+
+# ---------------------------------------------------------------------------------------------
+# attention kernels
+
+
+def _qkv(b, t, n, k, h, seed=0):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    return (jax.random.normal(keys[0], (b, t, n, h)), jax.random.normal(keys[1], (b, t, k, h)),
+            jax.random.normal(keys[2], (b, t, k, h)))
+
+
+@pytest.mark.parametrize("causal,kv_heads", [(True, 4), (False, 4), (True, 2)])
+def test_splash_matches_xla_in_interpreter(causal, kv_heads):
+    """The TPU kernel's math, run by the Pallas interpreter on CPU: outputs and gradients."""
+    q, k, v = _qkv(2, 128, 4, kv_heads, 32)
+
+    def splash(q, k, v):
+        return attention.splash_attention(q, k, v, causal=causal, interpret=True)
+
+    def xla(q, k, v):
+        return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="xla")
+
+    np.testing.assert_allclose(splash(q, k, v), xla(q, k, v), atol=2e-5)
+    grads = [jax.grad(lambda *a: (f(*a) ** 2).sum(), argnums=(0, 1, 2))(q, k, v)
+             for f in (splash, xla)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_attention_resolution_on_cpu_falls_back_loudly():
+    shapes = dict(platform="cpu", dtype="float32", n_heads=4, n_kv_heads=4, head_dim=16,
+                  seq_len=64)
+    assert attention.resolve("auto", **shapes) == ("xla", None)  # one block: nothing to skip
+    assert attention.resolve("auto", **{**shapes, "seq_len": 256}) == ("blockwise", None)
+    assert attention.resolve("auto", **{**shapes, "seq_len": 256, "causal": False}) == ("xla", None)
+    assert attention.resolve("xla", **{**shapes, "seq_len": 256}) == ("xla", None)
+    impl, warning = attention.resolve("blockwise", **{**shapes, "causal": False})
+    assert impl == "xla" and "blockwise is for causal attention" in warning
+    impl, warning = attention.resolve("cudnn", **shapes)
+    assert impl == "xla" and "attention_impl=cudnn needs a GPU" in warning
+    impl, warning = attention.resolve("splash", **shapes)
+    assert impl == "xla" and "attention_impl=splash needs a TPU" in warning
+    # on a GPU, float32 compute rules cuDNN flash attention out before anything is compiled
+    impl, warning = attention.resolve("auto", **{**shapes, "platform": "gpu"})
+    assert impl == "xla" and "bfloat16/float16" in warning and "model.dtype=float32" in warning
+
+
+@pytest.mark.parametrize("impl", ["blockwise", "splash"])
+def test_fast_attention_models_match_xla_in_training(impl):
+    """The kernels in a model: same logits and gradients as XLA attention (t = 2 blocks; GQA)."""
+    t = 256
+    cfg = dataclasses.replace(GPT, max_seq_len=t, n_kv_heads=2, n_layers=1)
+    model, params = _params(cfg, t)
+    fast = build_model(dataclasses.replace(cfg, attention_impl=impl))
+    x = jax.random.randint(jax.random.key(2), (2, t), 0, 512)
+
+    def loss_and_grads(m):
+        return jax.jit(jax.value_and_grad(
+            lambda p: jax.nn.log_softmax(m.apply({"params": p}, x)).mean()))(params)
+
+    (l_fast, g_fast), (l_ref, g_ref) = loss_and_grads(fast), loss_and_grads(model)
+    np.testing.assert_allclose(l_fast, l_ref, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, atol=2e-6)
+
+
+def test_attention_resolution_when_the_kernel_does_not_compile():
+    """A platform that claims to be a TPU but cannot compile the kernel (this CPU): XLA, and the
+    warning names the shapes and the compiler's reason."""
+    impl, warning = attention.resolve("splash", platform="tpu", dtype="float32", n_heads=4,
+                                      n_kv_heads=4, head_dim=16, seq_len=64)
+    assert impl == "xla"
+    assert "does not compile for heads=4, head_dim=16, seq_len=64" in warning
+
+
+def test_config_accepts_the_implementations():
+    for impl in attention.IMPLEMENTATIONS:
+        config_lib.load_config(None, [f"model.attention_impl={impl}"])
+    with pytest.raises(config_lib.JaxlmError, match="model.attention_impl"):
+        config_lib.load_config(None, ["model.attention_impl=flash"])

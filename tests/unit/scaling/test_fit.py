@@ -1,0 +1,146 @@
+"""Scaling-law fitting (jaxlm.scaling.fit): recovery of known laws, interval coverage,
+degenerate input."""
+
+import numpy as np
+import pytest
+
+from jaxlm.errors import JaxlmError
+from jaxlm.scaling import fit as F
+
+
+def law3(N, D, E, A, B, al, be):
+    return E + A / N ** al + B / D ** be
+
+
+def random_constants(rng):
+    return dict(E=rng.uniform(1.5, 2.5), A=rng.uniform(200, 800), B=rng.uniform(500, 3000),
+                al=rng.uniform(0.28, 0.4), be=rng.uniform(0.28, 0.4))
+
+
+def isoflop_grid(rng, k, noise, budgets=np.geomspace(1e17, 1e20, 5), per_budget=9):
+    """IsoFLOP runs around each budget's optimum (+-1.2 decades of N), multiplicative noise."""
+    N, D = [], []
+    lG = (np.log(k["al"] * k["A"] / (k["be"] * k["B"]))) / (k["al"] + k["be"])
+    for C in budgets:
+        n_opt = np.exp(lG + k["be"] / (k["al"] + k["be"]) * np.log(C / 6))
+        n = n_opt * np.geomspace(10 ** -1.2, 10 ** 1.2, per_budget)
+        N.append(n), D.append(C / (6 * n))
+    N, D = np.concatenate(N), np.concatenate(D)
+    L = law3(N, D, **k) * np.exp(rng.normal(0, noise, N.size))
+    return N, D, 6 * N * D, L
+
+
+# ------------------------------------------------------------------ recovery
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_approach3_recovers_random_law(seed):
+    rng = np.random.default_rng(seed)
+    k = random_constants(rng)
+    N, D, _, L = isoflop_grid(rng, k, noise=0.003)
+    f = F.fit_approach3(N, D, L, n_boot=0)
+    assert f.E.value == pytest.approx(k["E"], rel=0.05)
+    assert f.alpha.value == pytest.approx(k["al"], abs=0.02)
+    assert f.beta.value == pytest.approx(k["be"], abs=0.02)
+    assert f.A.value == pytest.approx(k["A"], rel=0.4)
+    assert f.B.value == pytest.approx(k["B"], rel=0.4)
+    assert f.a.value == pytest.approx(k["be"] / (k["al"] + k["be"]), abs=0.02)
+    assert np.sqrt(np.mean(np.square(f.residuals_log_loss))) < 0.006
+    assert f.E.interval is None and f.boot is None  # no bootstrap
+
+
+def test_approach2_recovers_allocation_exponent():
+    rng = np.random.default_rng(3)
+    k = random_constants(rng)
+    N, D, C, L = isoflop_grid(rng, k, noise=0.002)
+    C = C * np.exp(rng.uniform(-0.05, 0.05, C.size))  # measured FLOPs scatter within a budget
+    f = F.fit_approach2(N, D, C, L, n_boot=50)
+    a_true = k["be"] / (k["al"] + k["be"])
+    assert f.n_budgets == 5
+    assert f.a.value == pytest.approx(a_true, abs=0.04)
+    assert f.b.value == pytest.approx(1 - a_true, abs=0.06)
+    lo, hi = f.a.interval
+    assert lo < f.a.value < hi
+    p = F.approach2_predict(f, [1e21])
+    assert p.N_opt_interval[0][0] < p.N_opt[0] < p.N_opt_interval[0][1]
+    assert p.loss is None and "loss" not in p.to_json()
+
+
+@pytest.mark.parametrize("irreducible", [True, False])
+def test_power_law_recovers(irreducible):
+    rng = np.random.default_rng(4)
+    E, A, al = (1.7 if irreducible else 0.0), 80.0, 0.3
+    x = np.geomspace(1e5, 1e10, 12)
+    L = (E + A * x ** -al) * np.exp(rng.normal(0, 0.003, x.size))
+    f = F.fit_power_law(x, L, irreducible=irreducible, n_boot=50, name="N")
+    assert f.alpha.value == pytest.approx(al, abs=0.03)
+    assert f.A.value == pytest.approx(A, rel=0.3)
+    if irreducible:
+        assert f.E.value == pytest.approx(E, abs=0.1)
+    else:
+        assert f.E is None and "E" not in f.to_json()
+        assert f.x_c.value == pytest.approx(A ** (1 / al), rel=0.5)
+        assert f.to_json()["N_c"] == f.x_c.to_json()
+
+
+def test_compute_frontier_is_lower_envelope():
+    C = np.array([1, 2, 2, 3, 4, 5.0])
+    L = np.array([5, 4, 4.5, 4.2, 3, 3.5])
+    assert F.compute_frontier(C, L).tolist() == [0, 1, 4]
+
+
+def test_predict_matches_brute_force():
+    rng = np.random.default_rng(5)
+    k = random_constants(rng)
+    N, D, _, L = isoflop_grid(rng, k, noise=0.0)
+    f = F.fit_approach3(N, D, L, n_boot=0)
+    C = 1e22
+    p = F.predict(f, C)
+    n = np.geomspace(1e6, 1e13, 200001)
+    L_grid = law3(n, C / (6 * n), f.E.value, f.A.value, f.B.value, f.alpha.value, f.beta.value)
+    assert p.N_opt[0] == pytest.approx(n[np.argmin(L_grid)], rel=1e-3)
+    assert p.loss[0] == pytest.approx(L_grid.min(), rel=1e-6)
+    assert p.N_opt[0] * p.D_opt[0] * 6 == pytest.approx(C)
+
+
+def test_bootstrap_intervals_cover_at_about_nominal_rate():
+    """40 draws of a random law, 90% intervals from 30 resamples: pooled coverage of E, alpha
+    and beta (Approach 3) and of alpha (a Kaplan power law) should be near 0.9."""
+    rng = np.random.default_rng(6)
+    hits3, hits1 = [], []
+    for _ in range(40):
+        k = random_constants(rng)
+        N, D, _, L = isoflop_grid(rng, k, noise=0.01, budgets=np.geomspace(1e17, 1e20, 4),
+                                  per_budget=8)
+        f = F.fit_approach3(N, D, L, n_boot=30, level=0.9, seed=int(rng.integers(1 << 30)),
+                            n_starts=2)
+        for est, true in ((f.E, k["E"]), (f.alpha, k["al"]), (f.beta, k["be"])):
+            lo, hi = est.interval
+            hits3.append(lo <= true <= hi)
+        x = np.geomspace(1e5, 1e9, 10)
+        y = 50 * x ** -k["al"] * np.exp(rng.normal(0, 0.02, x.size))
+        g = F.fit_power_law(x, y, irreducible=False, n_boot=30, level=0.9,
+                            seed=int(rng.integers(1 << 30)))
+        lo, hi = g.alpha.interval
+        hits1.append(lo <= k["al"] <= hi)
+    assert 0.72 <= np.mean(hits3) <= 1.0, np.mean(hits3)
+    assert 0.7 <= np.mean(hits1) <= 1.0, np.mean(hits1)
+
+
+# ------------------------------------------------------------------ degenerate input
+
+
+def test_degenerate_inputs_raise_one_line_errors():
+    N = np.geomspace(1e6, 1e9, 10)
+    D, L = 20 * N, np.linspace(3, 2, 10)
+    with pytest.raises(JaxlmError, match="too few points"):
+        F.fit_approach3(N[:5], D[:5], L[:5])
+    with pytest.raises(JaxlmError, match="positive"):
+        F.fit_approach3(N, D, np.r_[L[:-1], -1.0])
+    with pytest.raises(JaxlmError, match="not a finite number"):
+        F.fit_approach3(N, D, np.r_[L[:-1], np.nan])
+    C = np.repeat([1e18, 1e19, 1e20], [4, 4, 2])
+    with pytest.raises(JaxlmError, match="fewer|at least 3"):
+        F.fit_approach2(N, C / (6 * N), C, L)
+    with pytest.raises(JaxlmError, match="two IsoFLOP budgets"):
+        F.fit_approach2(N, 1e19 / (6 * N), np.full(10, 1e19), L)

@@ -1,0 +1,280 @@
+"""Generation (jaxlm.generate): KV-cache / carried-state decoding is exact, batching is
+transparent, sampling filters do what they say, masked-LM models are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlm.config import ModelConfig
+from jaxlm.errors import JaxlmError
+from jaxlm.generate import (
+    TextGenerator, decode_step, filter_top_k, filter_top_p, generate, init_cache, sample_logits,
+)
+from jaxlm.models import build_model
+
+VOCAB = 259
+GPT2 = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, max_seq_len=48)
+MODERN = dataclasses.replace(
+    GPT2, position="rope", norm="rmsnorm", mlp="swiglu", n_kv_heads=2, tie_embeddings=False,
+    use_bias=False,
+)
+LSTM = ModelConfig(family="lstm", vocab_size=VOCAB, d_model=32, n_layers=2, max_seq_len=48)
+CONFIGS = {
+    "gpt2": GPT2,
+    "gpt2-scan": dataclasses.replace(GPT2, scan_layers=True, remat="full"),
+    "modern": MODERN,  # rope + GQA + untied
+    "modern-scan": dataclasses.replace(MODERN, scan_layers=True),
+    "lstm": LSTM,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _model(cfg: ModelConfig, seed: int = 0):
+    """(model, params) of a config, built once per session and shared: both are immutable, and
+    the one model object lets `generate`'s compiled loops be reused across tests."""
+    model = build_model(cfg)
+    params = nn.meta.unbox(
+        model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8), jnp.int32))["params"])
+    # spread the logits out so that sampling and argmax are not near ties
+    params = jax.tree.map(lambda x: x * 3.0 if x.ndim == 2 and x.shape[0] == VOCAB else x, params)
+    return model, params
+
+
+def _tokens(b: int, t: int, seed: int = 0) -> np.ndarray:
+    return np.asarray(jax.random.randint(jax.random.PRNGKey(seed), (b, t), 3, VOCAB))
+
+
+def _full(model, params, ids) -> np.ndarray:
+    return np.asarray(model.apply({"params": params}, jnp.asarray(ids, jnp.int32)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the decode path of the models
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_cached_decoding_matches_full_forward(name):
+    """Prefill 5 tokens, then feed one token at a time: every position's logits equal the full
+    causal forward pass."""
+    model, params = _model(CONFIGS[name])
+    tokens = _tokens(2, 12)
+    full = _full(model, params, tokens)
+    cache = init_cache(model, 2, 12)
+    step = jax.jit(lambda c, t, p: decode_step(model, params, c, t, p))
+    pos = np.broadcast_to(np.arange(12), (2, 12))
+    logits, cache = step(cache, tokens[:, :5], pos[:, :5])
+    got = [np.asarray(logits)]
+    for t in range(5, 12):
+        logits, cache = step(cache, tokens[:, t:t + 1], pos[:, t:t + 1])
+        got.append(np.asarray(logits))
+    np.testing.assert_allclose(np.concatenate(got, axis=1), full, atol=1e-5, rtol=0)
+
+
+def test_training_forward_has_no_cache_and_is_unchanged():
+    """decode=False (training/eval) creates no cache and ignores nothing."""
+    model, params = _model(GPT2)
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))
+    assert "cache" not in variables
+    tokens = _tokens(2, 10)
+    a = _full(model, params, tokens)
+    b = np.asarray(model.apply({"params": params}, jnp.asarray(tokens), positions_bt=jnp.asarray(
+        np.broadcast_to(np.arange(10), (2, 10)))))
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# generate(): exactness, batching, determinism
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_generation_logits_equal_full_forward_for_each_prompt(name):
+    """A batch of prompts of different lengths (left-padded together), greedy: the logits each
+    new token came from equal a full forward pass over that row's sequence so far, alone."""
+    model, params = _model(CONFIGS[name])
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16, 17, 18], [40]]
+    out = generate(model, params, prompts, max_new_tokens=6, temperature=0.0, return_logits=True)
+    assert out.logits.shape == (3, 6, VOCAB)
+    for row, (prompt, new) in enumerate(zip(prompts, out.new_tokens)):
+        assert len(new) == 6 and out.sequences[row] == prompt + new
+        full = _full(model, params, [prompt + new])[0]  # (len, vocab)
+        want = full[len(prompt) - 1: len(prompt) - 1 + 6]
+        np.testing.assert_allclose(out.logits[row], want, atol=1e-5, rtol=0)
+        assert new == [int(x) for x in want.argmax(-1)]  # greedy
+
+
+@pytest.mark.parametrize("name", ["gpt2", "modern", "lstm"])
+def test_batched_prompts_equal_each_prompt_alone(name):
+    model, params = _model(CONFIGS[name])
+    prompts = [[5, 6, 7, 8], [100, 101], [7] * 17]
+    kw = dict(max_new_tokens=5, temperature=0.0, return_logits=True)
+    batch = generate(model, params, prompts, **kw)
+    for i, p in enumerate(prompts):
+        alone = generate(model, params, p, **kw)
+        assert alone.new_tokens[0] == batch.new_tokens[i]
+        np.testing.assert_allclose(alone.logits[0], batch.logits[i], atol=1e-5, rtol=0)
+
+
+def test_greedy_is_deterministic_and_ignores_seed():
+    model, params = _model(GPT2)
+    a = generate(model, params, [5, 6, 7], max_new_tokens=8, temperature=0.0, seed=0)
+    b = generate(model, params, [5, 6, 7], max_new_tokens=8, temperature=0.0, seed=123)
+    assert a.new_tokens == b.new_tokens
+
+
+@pytest.mark.parametrize("name", ["gpt2", "lstm"])
+def test_same_seed_same_samples(name):
+    model, params = _model(CONFIGS[name])
+    kw = dict(max_new_tokens=10, temperature=1.0, top_k=50, top_p=0.9, num_return_sequences=4)
+    a = generate(model, params, [5, 6, 7], seed=7, **kw)
+    b = generate(model, params, [5, 6, 7], seed=7, **kw)
+    c = generate(model, params, [5, 6, 7], seed=8, **kw)
+    assert len(a.new_tokens) == 4 and all(len(t) == 10 for t in a.new_tokens)
+    assert a.new_tokens == b.new_tokens
+    assert a.new_tokens != c.new_tokens
+    assert len({tuple(t) for t in a.new_tokens}) > 1  # the 4 samples differ
+
+
+def test_num_return_sequences_is_prompt_major():
+    model, params = _model(GPT2)
+    out = generate(model, params, [[5, 6], [7, 8, 9]], max_new_tokens=3, num_return_sequences=3,
+                   temperature=0.0)
+    assert len(out.sequences) == 6
+    assert all(s[:2] == [5, 6] for s in out.sequences[:3])
+    assert all(s[:3] == [7, 8, 9] for s in out.sequences[3:])
+    assert out.new_tokens[0] == out.new_tokens[1] == out.new_tokens[2]  # greedy
+
+
+def test_eos_stops_a_row_and_the_loop():
+    model, params = _model(GPT2)
+    kw = dict(max_new_tokens=8, temperature=1.0, seed=5)
+    ref = generate(model, params, [[5, 6, 7], [20, 21]], **kw).new_tokens
+    k = next(i for i in range(1, 8) if ref[0][i] not in ref[0][:i])
+    eos = ref[0][k]  # row 0's k-th sampled token becomes the EOS
+    out = generate(model, params, [[5, 6, 7], [20, 21]], eos_id=eos, **kw)
+    assert out.new_tokens[0] == ref[0][:k] and out.finished[0]
+    assert out.sequences[0] == [5, 6, 7] + ref[0][:k]
+    if eos in ref[1]:
+        assert out.new_tokens[1] == ref[1][: ref[1].index(eos)] and out.finished[1]
+    else:
+        assert out.new_tokens[1] == ref[1] and not out.finished[1]
+
+
+def test_max_length_counts_the_prompt():
+    model, params = _model(GPT2)
+    out = generate(model, params, [5, 6, 7], max_length=10, temperature=0.0)
+    assert len(out.sequences[0]) == 10
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(max_new_tokens=100), "max_seq_len"),
+    (dict(max_new_tokens=None, max_length=2), "max_length"),
+    (dict(temperature=-1.0), "temperature"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_k=-1), "top_k"),
+    (dict(num_return_sequences=0), "num_return_sequences"),
+])
+def test_bad_arguments(kwargs, match):
+    model, params = _model(GPT2)
+    with pytest.raises(JaxlmError, match=match):
+        generate(model, params, [5, 6, 7], **{"max_new_tokens": 4, **kwargs})
+
+
+def test_bad_prompts():
+    model, params = _model(GPT2)
+    with pytest.raises(JaxlmError, match="empty"):
+        generate(model, params, [[]], max_new_tokens=2)
+    with pytest.raises(JaxlmError, match="vocabulary"):
+        generate(model, params, [5, VOCAB], max_new_tokens=2)
+    with pytest.raises(JaxlmError, match="token ids"):
+        generate(model, params, "hello", max_new_tokens=2)
+
+
+def test_lstm_has_no_context_limit():
+    model, params = _model(LSTM)
+    out = generate(model, params, [5, 6], max_new_tokens=60, temperature=0.0)
+    assert len(out.new_tokens[0]) == 60
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling filters
+
+
+def test_top_k_keeps_exactly_the_k_best():
+    logits = jax.random.normal(jax.random.PRNGKey(0), (4, 50))
+    f = np.asarray(filter_top_k(logits, 5))
+    for row, frow in zip(np.asarray(logits), f):
+        kept = set(np.flatnonzero(np.isfinite(frow)))
+        assert kept == set(np.argsort(-row)[:5])
+    np.testing.assert_array_equal(np.asarray(filter_top_k(logits, 0)), np.asarray(logits))
+    keys = jax.random.split(jax.random.PRNGKey(1), 200)
+    draws = np.asarray(jax.vmap(lambda k: sample_logits(k, logits, 1.0, top_k=3))(keys))
+    top3 = np.argsort(-np.asarray(logits), axis=-1)[:, :3]
+    for b in range(4):
+        assert set(draws[:, b]) <= set(top3[b])
+
+
+def test_top_p_keeps_the_smallest_set_reaching_the_mass():
+    probs = np.array([[0.5, 0.2, 0.15, 0.1, 0.05], [0.05, 0.9, 0.02, 0.02, 0.01]])
+    logits = jnp.log(jnp.asarray(probs))
+    for p, want in [(0.5, [{0}, {1}]), (0.6, [{0, 1}, {1}]), (0.8, [{0, 1, 2}, {1}]),
+                    (0.93, [{0, 1, 2, 3}, {0, 1}]), (1.0, [set(range(5)), set(range(5))])]:
+        f = np.asarray(filter_top_p(logits, p))
+        for b in range(2):
+            assert set(np.flatnonzero(np.isfinite(f[b]))) == want[b], (p, b)
+    keys = jax.random.split(jax.random.PRNGKey(0), 300)
+    draws = np.asarray(jax.vmap(lambda k: sample_logits(k, logits, 1.0, top_p=0.6))(keys))
+    assert set(draws[:, 0]) == {0, 1} and set(draws[:, 1]) == {1}
+
+
+def test_temperature_sharpens():
+    logits = jnp.asarray([[2.0, 1.0, 0.0, -1.0]])
+    keys = jax.random.split(jax.random.PRNGKey(0), 500)
+    cold = np.asarray(jax.vmap(lambda k: sample_logits(k, logits, 0.1))(keys))
+    hot = np.asarray(jax.vmap(lambda k: sample_logits(k, logits, 5.0))(keys))
+    assert (cold == 0).mean() > 0.99
+    assert len(set(hot.ravel())) == 4
+
+
+def test_generated_tokens_respect_top_k():
+    model, params = _model(GPT2)
+    out = generate(model, params, [5, 6, 7], max_new_tokens=8, temperature=1.5, top_k=2,
+                   num_return_sequences=8, return_logits=True, seed=3)
+    for new, logits in zip(out.new_tokens, out.logits):
+        for tok, row in zip(new, logits):
+            assert tok in set(np.argsort(-row)[:2])
+
+
+# ---------------------------------------------------------------------------------------------
+# the text front end and the CLI on a trained run directory
+
+
+def test_text_generator_with_byte_tokenizer():
+    from jaxlm.data.tokenizers import ByteTokenizer
+
+    model, params = _model(GPT2)
+    gen = TextGenerator(GPT2, params, ByteTokenizer())
+    texts = gen("ab", max_new_tokens=5, temperature=0.0)
+    assert len(texts) == 1 and texts[0].startswith("ab")
+    grouped = gen(["x", ""], max_new_tokens=4, num_return_sequences=2, seed=1)
+    assert len(grouped) == 2 and all(len(g) == 2 for g in grouped)
+
+
+ENC = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, max_seq_len=32,
+                  objective="mlm")
+
+
+def test_generation_refuses_mlm():
+    from jaxlm.generate import generate
+
+    model = build_model(ENC)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
+    with pytest.raises(JaxlmError, match="masked-LM"):
+        generate(model, params, [5, 6], max_new_tokens=2)
