@@ -45,6 +45,18 @@ PRESETS: dict[str, tuple[list[tuple[str, int]], int, int, str]] = {
 }
 
 
+def config_overrides(spec: dict) -> list[str]:
+    """The train.py-style overrides of one configuration (a `measure` spec)."""
+    return [f"model.family={spec['family']}", f"model.vocab_size={spec['vocab']}",
+            f"model.max_seq_len={spec['seq_len']}", f"data.seq_len={spec['seq_len']}",
+            f"train.batch_size={spec['batch']}", f"train.steps={spec['steps'] + 10}",
+            "optim.warmup_steps=2", f"model.dtype={spec['dtype']}",
+            f"model.remat={spec['remat']}",
+            f"model.attention_impl={spec.get('attention_impl', 'auto')}",
+            f"model.scan_layers={str(spec.get('scan_layers', False)).lower()}",
+            *(f"model.{k}={v}" for k, v in spec.get("dims", SIZES[spec["size"]]).items())]
+
+
 def measure(spec: dict) -> dict:
     """Builds and times one configuration in this process; returns its row."""
     import jax
@@ -53,15 +65,7 @@ def measure(spec: dict) -> dict:
     import _common
     from jaxlm import config as config_lib, flops
 
-    overrides = [f"model.family={spec['family']}", f"model.vocab_size={spec['vocab']}",
-                 f"model.max_seq_len={spec['seq_len']}", f"data.seq_len={spec['seq_len']}",
-                 f"train.batch_size={spec['batch']}", f"train.steps={spec['steps'] + 10}",
-                 "optim.warmup_steps=2", f"model.dtype={spec['dtype']}",
-                 f"model.remat={spec['remat']}",
-                 f"model.attention_impl={spec.get('attention_impl', 'auto')}",
-                 f"model.scan_layers={str(spec.get('scan_layers', False)).lower()}",
-                 *(f"model.{k}={v}" for k, v in spec.get("dims", SIZES[spec["size"]]).items())]
-    cfg = config_lib.load_config(None, overrides)
+    cfg = config_lib.load_config(None, config_overrides(spec))
     setup = _common.build(cfg)
     b, t = cfg.train.batch_size, cfg.data.seq_len
     rng = np.random.default_rng(0)
