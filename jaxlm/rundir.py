@@ -7,6 +7,7 @@
     DIR/samples.txt        the end-of-run samples
     DIR/checkpoints/<step>/   Orbax checkpoints (jaxlm.checkpoint), checkpoints.corrupt/ beside
     DIR/params/            imported weights of a directory made by `jaxlm convert` (no step)
+    DIR/.lock              held by the training process writing the directory (`lock`)
 
 Training writes it (`prepare`, `check_resumable`, `write_config`, `write_samples`); generation,
 evaluation, export and `train.init_from` read it (`read_config`, `load_run`); `write_run`
@@ -15,10 +16,14 @@ makes one from imported weights.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
+import fcntl
 import os
 import pathlib
-from typing import Any, Optional
+import socket
+from typing import Any, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +41,7 @@ TENSORBOARD_DIR = "tensorboard"
 SAMPLES_FILE = "samples.txt"
 CHECKPOINTS = "checkpoints"
 PARAMS_DIR = "params"  # imported weights of a converted run (no optimizer state, no step)
+LOCK_FILE = ".lock"  # held by the process that trains in the directory
 
 # Keys that must not change when resuming: they change what the checkpoint means.
 _RESUME_FIXED = ("model", "data.tokenizer", "data.sp_model", "data.sp_vocab_size",
@@ -56,6 +62,37 @@ def prepare(workdir: pathlib.Path) -> None:
         probe.unlink()
     except OSError as e:
         raise JaxlmError(f"workdir {workdir} is not writable: {e.strerror}") from None
+
+
+@contextlib.contextmanager
+def lock(workdir: pathlib.Path, enabled: bool = True) -> Iterator[None]:
+    """Holds `workdir` for one training process: a second one is refused with a line naming
+    the holder. An flock, which the kernel releases when the process ends however it ends, so
+    a killed run never blocks its resume. Multi-host runs lock once (`enabled` on process 0)."""
+    if not enabled:
+        yield
+        return
+    path = workdir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise JaxlmError(f"cannot create the lock file {path}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 300).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise JaxlmError(f"run directory {workdir} is in use by another training process "
+                         f"({holder}); wait for it to end, or use another --workdir") from None
+    try:
+        os.ftruncate(fd, 0)
+        now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now}\n".encode())
+        yield
+    finally:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _get(d: dict, dotted: str) -> Any:
@@ -191,6 +228,7 @@ def write_run(workdir: str | pathlib.Path, run_config: RunConfig, params: Any,
 read_run_config = read_config
 
 __all__ = ["CONFIG_FILE", "METRICS_FILE", "TENSORBOARD_DIR", "SAMPLES_FILE", "CHECKPOINTS",
-           "PARAMS_DIR", "TOKENIZER_JSON", "Run", "prepare", "check_resumable", "write_config",
+           "PARAMS_DIR", "LOCK_FILE", "TOKENIZER_JSON", "Run", "prepare", "lock",
+           "check_resumable", "write_config",
            "write_samples", "read_config", "read_run_config", "has_weights", "has_tokenizer",
            "load_run", "write_run"]

@@ -75,7 +75,16 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False,
     final one (`event: final`), e.g. to draw a live loss curve in a notebook."""
     t_start = time.time()
     distributed = sharding.initialize_distributed(cfg.distributed)  # before any device is touched
-    run = open_run(cfg, pathlib.Path(workdir), quiet)
+    workdir = pathlib.Path(workdir)
+    rundir.prepare(workdir)
+    with rundir.lock(workdir, enabled=jax.process_index() == 0):  # one writer at a time
+        return _train(cfg, workdir, quiet, on_log, distributed, t_start)
+
+
+def _train(cfg: RunConfig, workdir: pathlib.Path, quiet: bool,
+           on_log: Optional[Callable[[dict], None]], distributed: Optional[str],
+           t_start: float) -> RunResult:
+    run = open_run(cfg, workdir, quiet)
     write_header(run, distributed)
     loop = _Loop(run, on_log if run.main else None)
     try:

@@ -62,7 +62,6 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, quiet: bool) -> OpenRun:
     log = functools.partial(metrics_lib.log, enabled=show)
     warn = functools.partial(metrics_lib.log, enabled=main)
     d, t = cfg.data, cfg.train
-    rundir.prepare(workdir)
     resuming = rundir.check_resumable(cfg, workdir, t.init_from)
 
     data = load_run_data(d, cfg.model.objective, cfg.model.num_labels)
