@@ -4,6 +4,8 @@ are valid but probably not what was meant (`config_warnings`). Pure: no I/O."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import TYPE_CHECKING, Sequence
 
 from jaxlm.errors import JaxlmError
@@ -37,8 +39,21 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
         raise JaxlmError(f"config key '{key}' must be {bound}; got {value}")
 
 
+def _finite(cfg: RunConfig) -> None:
+    """Every float in the config is a number (OmegaConf parses `nan` and `inf` as floats, and
+    NaN passes every `<` / `>` check after this)."""
+    for section in dataclasses.fields(cfg):
+        sub = getattr(cfg, section.name)
+        for f in dataclasses.fields(sub):
+            v = getattr(sub, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise JaxlmError(f"config key '{section.name}.{f.name}' must be a finite number; "
+                                 f"got {v}")
+
+
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks; raises JaxlmError naming the first offending key."""
+    _finite(cfg)
     m, d, t = cfg.model, cfg.data, cfg.train
     _choice("model.family", m.family, FAMILIES)
     _choice("model.position", m.position, POSITIONS)
@@ -119,6 +134,10 @@ def _validate_data_optim_train(cfg: RunConfig) -> None:
     _positive("optim.warmup_steps", o.warmup_steps, allow_zero=True)
     _positive("optim.weight_decay", o.weight_decay, allow_zero=True)
     _positive("optim.grad_clip", o.grad_clip, allow_zero=True)
+    _positive("optim.eps", o.eps)
+    for key in ("b1", "b2", "momentum"):
+        if not 0.0 <= getattr(o, key) < 1.0:
+            raise JaxlmError(f"config key 'optim.{key}' must be in [0, 1); got {getattr(o, key)}")
     if not 0.0 <= o.min_lr_ratio <= 1.0:
         raise JaxlmError(f"config key 'optim.min_lr_ratio' must be in [0, 1]; got {o.min_lr_ratio}")
     if o.warmup_steps >= t.steps:

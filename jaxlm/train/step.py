@@ -134,7 +134,7 @@ def train_step(
     over the positions selected by corrupting the batch with the step's rng; classification
     batches: over the rows, one label each).
 
-    An update whose loss or gradient norm is not finite is skipped (`keep_if_finite`) and
+    An update whose loss, gradient norm or update norm is not finite is skipped (`keep_if_finite`) and
     flagged in `metrics["nonfinite"]`; `debug_nan_steps` (1-based) poisons those steps.
     """
     dropout_rng = jax.random.fold_in(state.rng, state.step)
@@ -147,7 +147,9 @@ def train_step(
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)  # else: skip the update
+    # else: skip the update. The update itself is checked too: a finite gradient can still
+    # make a non-finite step (an overflowing optimizer state, a learning rate that became NaN).
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
     metrics = {
         "loss": loss,
         "grad_norm": grad_norm,

@@ -56,3 +56,17 @@ def test_auto_compute_dtype():
     from jaxlm.models.layers import dtype_of
 
     assert dtype_of("auto") == jnp.float32  # this CPU
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=nan", "config key 'optim.lr' must be a finite number; got nan"),
+    ("optim.lr=inf", "config key 'optim.lr' must be a finite number; got inf"),
+    ("model.init_std=nan", "config key 'model.init_std' must be a finite number; got nan"),
+    ("optim.b2=1.5", "config key 'optim.b2' must be in [0, 1); got 1.5"),
+    ("optim.b1=-0.1", "config key 'optim.b1' must be in [0, 1); got -0.1"),
+    ("optim.eps=-1", "config key 'optim.eps' must be > 0; got -1.0"),
+])
+def test_non_finite_and_out_of_range_floats_are_refused(override, message):
+    with pytest.raises(JaxlmError) as e:
+        config_lib.load_config(None, [override])
+    assert str(e.value) == message

@@ -8,6 +8,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxlm import sharding
@@ -15,7 +16,7 @@ from jaxlm.config import MeshConfig, ModelConfig, OptimConfig
 from jaxlm.data.tokenizers import ByteTokenizer
 from jaxlm.models import build_model
 from jaxlm.train.optim import build_optimizer, schedule
-from jaxlm.train.state import init_state
+from jaxlm.train.state import init_state, state_shardings
 from jaxlm.train.step import compile_steps
 
 VOCAB = 259  # the byte tokenizer's
@@ -109,3 +110,20 @@ def test_every_optimizer_reduces_loss(name, lr, overfit_runs):
         losses, *_ = _train(MODELS["gpt2"], optim, 25)
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], (name, losses)
+
+
+def test_a_non_finite_update_from_finite_gradients_is_skipped():
+    """A NaN learning rate turns finite gradients into a NaN update: the step is flagged and the
+    state stays as it was (the guard looks at the update, not only the loss and gradients)."""
+    mesh = sharding.make_mesh(MeshConfig())
+    model = build_model(GPT2)
+    opt = optax.sgd(float("nan"))
+    _, shardings = state_shardings(model, opt, 32, mesh)
+    train_step, _ = compile_steps(model, opt, lambda step: jnp.float32(0.0), shardings, mesh)
+    state, _ = init_state(model, opt, seed=0, seq_len=32, mesh=mesh)
+    before = jax.tree.map(np.asarray, state.params)
+    state, metrics = train_step(state, _overfit_batch())
+    assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+    assert int(metrics["nonfinite"]) == 1
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(a, np.asarray(b))
