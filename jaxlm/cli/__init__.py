@@ -34,12 +34,28 @@ EXIT_INTERRUPTED = 130
 EXIT_STATUS = {Status.OK: EXIT_OK, Status.FAILED: EXIT_FAILED, Status.PREEMPTED: EXIT_PREEMPTED}
 
 
+def _version() -> str:
+    """'jaxlm X (jax Y, flax Z, Python P)', read from the installed metadata (imports no JAX)."""
+    from importlib import metadata
+
+    from jaxlm import __version__
+
+    deps = []
+    for name in ("jax", "flax"):
+        try:
+            deps.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            deps.append(f"{name} not installed")
+    return f"jaxlm {__version__} ({', '.join(deps)}, Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxlm", description="Train and study language models with JAX and Flax. "
         "`jaxlm COMMAND --help` explains each command; with no command, jaxlm trains.",
         epilog=train.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("-V", "--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
@@ -48,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in (*(c.NAME for c in COMMANDS), "-h", "--help"):
+    if not argv or argv[0] not in (*(c.NAME for c in COMMANDS), "-h", "--help", "-V",
+                                   "--version"):
         argv = [DEFAULT_COMMAND, *argv]  # `python train.py key=value` is `jaxlm train key=value`
     args = build_parser().parse_args(argv)  # usage errors: SystemExit(2); --help: SystemExit(0)
     try:

@@ -307,8 +307,10 @@ def save_hf_gpt2(config: ModelConfig, params: Any, path: str | pathlib.Path, *,
     folder = pathlib.Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(folder / SAFETENSORS), metadata={"format": "pt"})
         (folder / CONFIG_JSON).write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+        save_file(tensors, str(folder / SAFETENSORS), metadata={"format": "pt"})
+        # safetensors creates its file 0600; give it the mode every other file here gets (umask)
+        (folder / SAFETENSORS).chmod((folder / CONFIG_JSON).stat().st_mode & 0o777)
     except OSError as e:
         raise JaxlmError(f"cannot write {folder}: {e.strerror}") from None
     return folder

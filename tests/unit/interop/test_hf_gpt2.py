@@ -5,6 +5,7 @@ Everything randomly initialized, offline."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import json
 
 import flax.linen as nn
@@ -198,3 +199,16 @@ def test_export_rejects_non_gpt2_models(change, tmp_path):
     with pytest.raises(JaxlmError, match="cannot export"):
         save_hf_gpt2(cfg, {}, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_exported_weights_get_the_same_mode_as_the_config(tmp_path):
+    """safetensors writes its file 0600; the export gives it the umask's mode, as config.json."""
+    model = build_model(GPT2)
+    params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
+    old = os.umask(0o022)
+    try:
+        out = save_hf_gpt2(GPT2, params, tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert (out / "config.json").stat().st_mode & 0o777 == 0o644
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o644

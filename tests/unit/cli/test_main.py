@@ -1,0 +1,32 @@
+"""jaxlm.cli: the version flag (from installed metadata, without starting JAX)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+
+from helpers import REPO_ROOT
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["-V"]])
+def test_version(argv, capsys):
+    from jaxlm.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("jaxlm 0.") and f"jax {metadata.version('jax')}" in out
+
+
+def test_train_py_version_imports_no_jax():
+    code = ("import runpy, sys; sys.argv = ['train.py', '--version']\n"
+            "try:\n    runpy.run_path('train.py', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('jax loaded' if 'jax' in sys.modules else 'no jax')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out[0].startswith("jaxlm ") and out[-1] == "no jax"
