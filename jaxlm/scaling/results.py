@@ -43,17 +43,22 @@ def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
 
 
 def read_rows(path: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """The last row per run name (rows cut short by a crash are ignored)."""
+    """The last row per run name. A row cut short by a crash or a full disk is ignored: every
+    row `append_row` writes ends with a newline and has every column."""
     path = pathlib.Path(path)
     if not path.exists():
         return {}
     with open(path, newline="", encoding="utf-8") as f:
         fcntl.lockf(f, fcntl.LOCK_SH)  # not while a writer is half-way through a row
         try:
-            rows = list(csv.DictReader(f))
+            text = f.read()
         finally:
             fcntl.lockf(f, fcntl.LOCK_UN)
-    return {r["name"]: r for r in rows if r.get("name") and r.get("status") is not None}
+    if not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]  # the unterminated last row
+    rows = csv.DictReader(io.StringIO(text, newline=""))
+    return {r["name"]: r for r in rows
+            if r.get("name") and all(r.get(k) is not None for k in COLUMNS)}
 
 
 def member_row(m: Member, status: str, **extra: Any) -> dict[str, Any]:

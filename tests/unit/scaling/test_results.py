@@ -1,0 +1,32 @@
+"""jaxlm.scaling.results: runs.csv rows, and rows cut short by a crash (issue 21.7)."""
+
+from __future__ import annotations
+
+from jaxlm.scaling.results import COLUMNS, append_row, read_rows
+
+
+def _row(name: str, status: str = "ok", **extra) -> dict:
+    return {"name": name, "family": "transformer", "status": status, "params": 100,
+            "loss": 1.5, **extra}
+
+
+def test_rows_round_trip_and_the_last_row_per_name_wins(tmp_path):
+    path = tmp_path / "runs.csv"
+    append_row(path, _row("a", status="failed", error="boom,\\nwith a comma"))
+    append_row(path, _row("b"))
+    append_row(path, _row("a"))
+    rows = read_rows(path)
+    assert set(rows) == {"a", "b"} and rows["a"]["status"] == "ok"
+    assert list(rows["b"]) == list(COLUMNS)
+
+
+def test_a_truncated_last_row_is_not_a_finished_member(tmp_path):
+    path = tmp_path / "runs.csv"
+    append_row(path, _row("a"))
+    append_row(path, _row("b", error="a long message at the end of the row"))
+    whole = path.read_bytes()
+    for cut in (len(whole) - 1, len(whole) - 10, whole.rfind(b"b,") + 20):
+        path.write_bytes(whole[:cut])  # a crash or a full disk part-way through row "b"
+        assert set(read_rows(path)) == {"a"}, cut
+    path.write_bytes(whole)
+    assert set(read_rows(path)) == {"a", "b"}
