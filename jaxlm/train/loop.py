@@ -32,7 +32,7 @@ from jaxlm.errors import NonFiniteError
 from jaxlm.evaluate import evaluate
 from jaxlm.generate import run_samples
 from jaxlm.train import metrics as metrics_lib
-from jaxlm.train.preemption import StopSignals
+from jaxlm.train.preemption import Preempted, StopSignals
 from jaxlm.train.start import OpenRun, open_run, write_header
 
 # the run directory's file names, where callers found them before jaxlm.rundir existed
@@ -91,7 +91,12 @@ def _train(cfg: RunConfig, workdir: pathlib.Path, quiet: bool,
         stopped, final_step = loop.steps()
         if stopped:
             return loop.preempted(stopped, final_step, t_start)
-        return loop.finish(final_step, t_start)
+        try:  # the checkpoint is committed: a signal now stops at once, as a preemption
+            with StopSignals(immediate=True):
+                return loop.finish(final_step, t_start)
+        except Preempted as e:
+            return loop.preempted(e.signal_name, final_step, t_start,
+                                  during=" during the final eval and samples")
     except Exception:
         try:  # let a save in flight commit; the error being raised is the one to report
             run.ckpt.close()
@@ -254,12 +259,13 @@ class _Loop:
 
     # -- the end --------------------------------------------------------------------------------
 
-    def preempted(self, stopped: str, final_step: int, t_start: float) -> RunResult:
+    def preempted(self, stopped: str, final_step: int, t_start: float,
+                  during: str = "") -> RunResult:
         run, p = self.run, self.p
         run.ckpt.close()
         run.writer.write({"event": "preempted", "step": final_step, "signal": stopped,
                           "skipped_steps": p.skipped})
-        run.warn(f"jaxlm: stopped by {stopped} at step {final_step} of {self.t.steps}; "
+        run.warn(f"jaxlm: stopped by {stopped}{during} at step {final_step} of {self.t.steps}; "
                  f"checkpoint {run.ckpt.step_path(final_step)} is saved. To resume, run the "
                  f"same command again (or jaxlm.train with the same config and workdir)")
         return RunResult(run.workdir, run.cfg, final_step, {}, [], time.time() - t_start, p.rate,

@@ -22,14 +22,28 @@ EXIT_PREEMPTED = 75
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+class Preempted(Exception):
+    """A stop signal during work that has nothing left to save (the final eval, sampling)."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
 class StopSignals:
-    def __init__(self, log: Callable[[str], None] = lambda msg: None):
+    def __init__(self, log: Callable[[str], None] = lambda msg: None, immediate: bool = False):
+        """`immediate`: the first signal raises `Preempted` at once (for work after the last
+        checkpoint is committed, where there is nothing to finish first)."""
         self._log = log
+        self._immediate = immediate
         self._previous: dict[int, object] = {}
         self.requested: Optional[str] = None  # the signal's name once one arrived
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         name = signal.Signals(signum).name
+        if self._immediate:
+            self.requested = name
+            raise Preempted(name)
         if self.requested is not None:
             self._log(f"jaxlm: second {name}: stopping now, without a new checkpoint")
             raise KeyboardInterrupt

@@ -130,3 +130,41 @@ def test_keeps_last_k_plus_best(tmp_path):
         assert ckpt.best_step() == best
     finally:
         ckpt.close()
+
+
+def test_sigterm_during_the_final_eval_stops_as_a_preemption(tmp_path, monkeypatch):
+    """The last checkpoint is committed before the final eval and sampling: a signal there stops
+    at once with the preemption line and exit status (not a bare 143), and re-running the
+    command evaluates."""
+    import signal as signal_lib
+    import time
+
+    from jaxlm.config import load_config
+    from jaxlm.train import loop as loop_mod
+    from helpers import TINY
+
+    real = loop_mod.evaluate
+
+    def evaluate(*args, **kwargs):
+        os.kill(os.getpid(), signal_lib.SIGTERM)
+        time.sleep(10)  # the handler raises here
+        return real(*args, **kwargs)
+
+    def unhandled(signum, frame):  # what the final eval met before: the default, exit 143
+        raise AssertionError("SIGTERM during the final eval reached the default handler")
+
+    cfg = load_config(None, [*TINY, "train.steps=3", "train.eval_every=0"])
+    workdir = tmp_path / "run"
+    previous = signal_lib.signal(signal_lib.SIGTERM, unhandled)
+    try:
+        with monkeypatch.context() as mp:
+            mp.setattr(loop_mod, "evaluate", evaluate)
+            result = loop_mod.train(cfg, workdir, quiet=True)
+        assert signal_lib.getsignal(signal_lib.SIGTERM) is unhandled  # handlers put back
+    finally:
+        signal_lib.signal(signal_lib.SIGTERM, previous)
+    assert result.preempted and result.final_step == 3
+    last = _records(workdir)[-1]
+    assert last["event"] == "preempted" and last["signal"] == "SIGTERM" and last["step"] == 3
+    again = loop_mod.train(cfg, workdir, quiet=True)
+    assert not again.preempted and _records(workdir)[-1]["event"] == "final"
