@@ -19,7 +19,7 @@ xla_flags.apply_defaults()  # before anything starts JAX's backends; see jaxlm/x
 importlib.import_module("jaxlm.train")
 globals().pop("train", None)
 
-__version__ = "0.1.0"
+from jaxlm.version import __version__  # noqa: E402,F401
 
 _LAZY = {  # public name -> the module that defines it
     "RunConfig": "jaxlm.config",

@@ -38,7 +38,7 @@ def _version() -> str:
     """'jaxlm X (jax Y, flax Z, Python P)', read from the installed metadata (imports no JAX)."""
     from importlib import metadata
 
-    from jaxlm import __version__
+    from jaxlm.version import __version__
 
     deps = []
     for name in ("jax", "flax"):
