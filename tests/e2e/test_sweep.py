@@ -2,41 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
 
-import yaml
-
 from jaxlm import cli
 from jaxlm.scaling import sweep
-
-TINY = {  # a few steps of a tiny model per member
-    "data.seq_len": 16, "model.max_seq_len": 16, "train.log_every": 2, "train.eval_every": 0,
-    "train.final_eval_batches": 1, "train.checkpoint_every": 0, "train.samples": 0,
-    "data.shuffle_window": 0,
-}
-
-
-def write_spec(tmp_path, name="spec.yaml", **spec):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def tiny_spec(tmp_path, **changes):
-    spec = {"base_overrides": dict(TINY),
-            "families": {"transformer": {"head_dim": 8, "sizes": [{"n_layers": 1, "d_model": 16}]},
-                         "lstm": {"sizes": [{"n_layers": 1, "d_model": 8}]}},
-            "tokens": [256], "batch_size": {"value": 2}, "warmup_fraction": 0.2}
-    spec.update(changes)
-    return write_spec(tmp_path, **spec)
-
-
-def rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+from scaling_helpers import SWEEP_TINY as TINY, rows, tiny_spec
 
 
 def test_tiny_sweep_through_the_cli(tmp_path, capsys):

@@ -7,28 +7,7 @@ import numpy as np
 import pytest
 
 from jaxlm.cli import main
-
-
-def law3(N, D, E, A, B, al, be):
-    return E + A / N ** al + B / D ** be
-
-
-def random_constants(rng):
-    return dict(E=rng.uniform(1.5, 2.5), A=rng.uniform(200, 800), B=rng.uniform(500, 3000),
-                al=rng.uniform(0.28, 0.4), be=rng.uniform(0.28, 0.4))
-
-
-def isoflop_grid(rng, k, noise, budgets=np.geomspace(1e17, 1e20, 5), per_budget=9):
-    """IsoFLOP runs around each budget's optimum (+-1.2 decades of N), multiplicative noise."""
-    N, D = [], []
-    lG = (np.log(k["al"] * k["A"] / (k["be"] * k["B"]))) / (k["al"] + k["be"])
-    for C in budgets:
-        n_opt = np.exp(lG + k["be"] / (k["al"] + k["be"]) * np.log(C / 6))
-        n = n_opt * np.geomspace(10 ** -1.2, 10 ** 1.2, per_budget)
-        N.append(n), D.append(C / (6 * n))
-    N, D = np.concatenate(N), np.concatenate(D)
-    L = law3(N, D, **k) * np.exp(rng.normal(0, noise, N.size))
-    return N, D, 6 * N * D, L
+from scaling_helpers import isoflop_grid, random_constants
 
 
 def write_csv(path, rows):

@@ -3,43 +3,16 @@ failures and preemption (with a fake trainer), the LSTM's FLOPs."""
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest
-import yaml
 
 from jaxlm import flops
 from jaxlm.config import ModelConfig
 from jaxlm.errors import JaxlmError
 from jaxlm.scaling import sweep
 from jaxlm.train.loop import RunResult
-
-TINY = {  # a few steps of a tiny model per member
-    "data.seq_len": 16, "model.max_seq_len": 16, "train.log_every": 2, "train.eval_every": 0,
-    "train.final_eval_batches": 1, "train.checkpoint_every": 0, "train.samples": 0,
-    "data.shuffle_window": 0,
-}
-
-
-def write_spec(tmp_path, name="spec.yaml", **spec):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def tiny_spec(tmp_path, **changes):
-    spec = {"base_overrides": dict(TINY),
-            "families": {"transformer": {"head_dim": 8, "sizes": [{"n_layers": 1, "d_model": 16}]},
-                         "lstm": {"sizes": [{"n_layers": 1, "d_model": 8}]}},
-            "tokens": [256], "batch_size": {"value": 2}, "warmup_fraction": 0.2}
-    spec.update(changes)
-    return write_spec(tmp_path, **spec)
-
-
-def rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+from scaling_helpers import rows, tiny_spec, write_spec
 
 
 # ----------------------------------------------------------------------------- expansion
