@@ -77,14 +77,17 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False,
     distributed = sharding.initialize_distributed(cfg.distributed)  # before any device is touched
     workdir = pathlib.Path(workdir)
     rundir.prepare(workdir)
+    # refused before the lock (it writes nothing): a config that changes what the checkpoints
+    # mean gets its own message even while another process trains there
+    resuming = rundir.check_resumable(cfg, workdir, cfg.train.init_from)
     with rundir.lock(workdir, enabled=jax.process_index() == 0):  # one writer at a time
-        return _train(cfg, workdir, quiet, on_log, distributed, t_start)
+        return _train(cfg, workdir, resuming, quiet, on_log, distributed, t_start)
 
 
-def _train(cfg: RunConfig, workdir: pathlib.Path, quiet: bool,
+def _train(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool,
            on_log: Optional[Callable[[dict], None]], distributed: Optional[str],
            t_start: float) -> RunResult:
-    run = open_run(cfg, workdir, quiet)
+    run = open_run(cfg, workdir, resuming, quiet)
     write_header(run, distributed)
     loop = _Loop(run, on_log if run.main else None)
     try:

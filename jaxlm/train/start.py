@@ -54,15 +54,15 @@ class OpenRun:
 
 
 
-def open_run(cfg: RunConfig, workdir: pathlib.Path, quiet: bool) -> OpenRun:
+def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool) -> OpenRun:
     """The run directory, data, tokenizer, mesh, assembly and state: resumed from the newest
-    whole checkpoint, or fresh (from `train.init_from` weights when set)."""
+    whole checkpoint (`resuming`: rundir.check_resumable said so), or fresh (from
+    `train.init_from` weights when set)."""
     main = jax.process_index() == 0
     show = main and not quiet
     log = functools.partial(metrics_lib.log, enabled=show)
     warn = functools.partial(metrics_lib.log, enabled=main)
     d, t = cfg.data, cfg.train
-    resuming = rundir.check_resumable(cfg, workdir, t.init_from)
 
     data = load_run_data(d, cfg.model.objective, cfg.model.num_labels)
     tokenizer = select_tokenizer(d, data.corpus.train, workdir, t.init_from, log, show)
