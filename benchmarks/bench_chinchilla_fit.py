@@ -1,12 +1,13 @@
 """Chinchilla Approach 3 on the 245 points reconstructed from Hoffmann et al.'s Figure 4.
 
-Reads ../shared/data/chinchilla/svg_extracted_data.csv (Besiroglu et al. 2024; not shipped with
-jaxlm, see that folder's README), drops the 5 highest-loss points as Besiroglu et al. did,
+Reads `--data PATH/svg_extracted_data.csv`: Epoch AI's reconstruction published with Besiroglu et
+al. 2024 (repository epoch-research/analyzing-chinchilla, data/svg_extracted_data.csv; it carries
+no license, so jaxlm does not ship it and nothing downloads it: fetch it yourself), drops the 5 highest-loss points as Besiroglu et al. did,
 fits L(N, D) = E + A/N^alpha + B/D^beta with jaxlm.scaling.fit.fit_approach3 (Huber delta 1e-3,
 L-BFGS from the 4,500-point initial grid), compares with their published fit, times the fit
 with and without the bootstrap, and appends the result to benchmarks/RESULTS.md.
 
-    python benchmarks/bench_chinchilla_fit.py [--data PATH] [--bootstrap 200] [--repeats 3]
+    python benchmarks/bench_chinchilla_fit.py --data PATH [--bootstrap 200] [--repeats 3]
         [--report DIR] [--no-append]
 """
 
@@ -27,7 +28,6 @@ import scipy
 from jaxlm.scaling import fit as F
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "chinchilla" / "svg_extracted_data.csv"
 # Besiroglu et al. 2024, Table 1 / the data folder's README
 PUBLISHED = {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 TOLERANCE = {"E": ("abs", 0.03), "A": ("rel", 0.10), "B": ("rel", 0.10),
@@ -47,7 +47,8 @@ def load(path: pathlib.Path):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--data", required=True,
+                    help="svg_extracted_data.csv from epoch-research/analyzing-chinchilla")
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
     ap.add_argument("--report", help="also write fit.json/report.md/plots (jaxlm fit) here")
@@ -114,10 +115,10 @@ def main() -> int:
             f"Device: {os.cpu_count()}-core {cpu} CPU (shared with other jobs), no accelerator. "
             f"Python {platform.python_version()}, numpy {np.__version__}, scipy "
             f"{scipy.__version__}.",
-            f"Data: `{path.name}` from `../shared/data/chinchilla/` (Besiroglu et al. 2024's "
-            "reconstruction of Hoffmann et al. 2022, Figure 4).",
-            f"Command: `python benchmarks/bench_chinchilla_fit.py --bootstrap {args.bootstrap} "
-            f"--repeats {args.repeats}`", "", *table, "", *summary, "",
+            f"Data: `{path.name}` (Besiroglu et al. 2024's reconstruction of Hoffmann et al. "
+            "2022, Figure 4; not shipped, see the script's docstring).",
+            f"Command: `python benchmarks/bench_chinchilla_fit.py --data {path.name} "
+            f"--bootstrap {args.bootstrap} --repeats {args.repeats}`", "", *table, "", *summary, "",
         ]
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as fh:
             fh.write("\n".join(entry))
