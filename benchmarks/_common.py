@@ -16,6 +16,8 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
+from load import LIMIT_CORES, LoadMeter
+
 from jaxlm import config as config_lib, sharding
 from jaxlm.config import RunConfig, is_causal
 from jaxlm.models import build_model
@@ -111,9 +113,15 @@ def command() -> str:
                                                           *sys.argv[1:]])
 
 
-def append_results(title: str, body: str, *extra_packages: str) -> None:
-    """Appends '## date — title' with device, versions, the command and `body` to RESULTS.md."""
+def append_results(title: str, body: str, *extra_packages: str, meter: LoadMeter) -> None:
+    """Appends '## date — title' with device, versions, the command, the other processes' CPU
+    use during the timed runs (`meter`) and `body` to RESULTS.md; refuses (exit 3, nothing
+    written) when other processes used more than load.LIMIT_CORES during any timed run."""
+    if not meter.quiet():
+        sys.exit(f"not appending to {RESULTS.name}: {meter.line()}, more than the "
+                 f"{LIMIT_CORES} cores a quiet machine allows; re-run when the machine is quiet")
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     with open(RESULTS, "a") as f:
         f.write(f"\n## {now[:10]} — {title}\n\n{now}; {device_line()}; "
-                f"{versions(*extra_packages)}. Command: `{command()}`\n\n{body.rstrip()}\n")
+                f"{versions(*extra_packages)}; {meter.line()}. Command: `{command()}`\n\n"
+                f"{body.rstrip()}\n")

@@ -32,7 +32,7 @@ import numpy as np
 from jaxlm.models.block_attention import block_causal_attention
 
 
-def train_step_ab(overrides: list[str], rounds: int, steps: int) -> str:
+def train_step_ab(overrides: list[str], rounds: int, steps: int, meter) -> str:
     """The train step with XLA vs blockwise attention; a Markdown report."""
     import _common
     from jaxlm import config as config_lib
@@ -59,9 +59,10 @@ def train_step_ab(overrides: list[str], rounds: int, steps: int) -> str:
     for _ in range(rounds):
         for name, run in runs.items():
             t0 = time.perf_counter()
-            for i in range(steps):
-                run[1], m = run[0](run[1], run[2][i % 2])
-                losses[name].append(float(m["loss"]))
+            with meter.timed():
+                for i in range(steps):
+                    run[1], m = run[0](run[1], run[2][i % 2])
+                    losses[name].append(float(m["loss"]))
             times[name].append((time.perf_counter() - t0) / steps)
     (a, ta), (bname, tb) = times.items()
     med_a, med_b = statistics.median(ta), statistics.median(tb)
@@ -69,7 +70,7 @@ def train_step_ab(overrides: list[str], rounds: int, steps: int) -> str:
     m = cfg.model
     return (f"jaxlm train step, d_model {m.d_model}, {m.n_layers} layers, {m.n_heads} heads, "
             f"batch {b} x {t}, {_common.compute_dtype(cfg)}; median of {rounds} alternating "
-            f"rounds x {steps} steps. Largest |loss difference| over {len(ta) * steps} steps: "
+            f"rounds x {steps} steps; {meter.line()}. Largest |loss difference| over {len(ta) * steps} steps: "
             f"{diff:.1e}.\n\n| model.attention_impl | step (ms) | per round (ms) | "
             f"step time ratio |\n"
             f"|---|---|---|---|\n"
@@ -93,14 +94,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="--train-step: steps per round")
     ap.add_argument("overrides", nargs="*", help="--train-step: config overrides")
     args = ap.parse_args()
+    from load import LoadMeter
+
+    meter = LoadMeter()
     if args.train_step:
-        report = train_step_ab(args.overrides, args.rounds, args.steps)
+        report = train_step_ab(args.overrides, args.rounds, args.steps, meter)
         print(report)
         if args.append:
             import _common
 
             _common.append_results("train step with block-causal attention (bench_attention)",
-                                   report)
+                                   report, meter=meter)
         return
 
     shape = (args.batch, args.seq, args.heads, args.head_dim)
@@ -144,7 +148,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, run in runs.items():
             t0 = time.perf_counter()
-            run()
+            with meter.timed():
+                run()
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["jax.nn.dot_product_attention (xla)"])
     lines = ["| implementation | fwd+bwd (ms, median) | vs dot_product_attention | "
@@ -155,14 +160,14 @@ def main() -> None:
         err = f"{errors[name]:.1e}" if name in errors else "-"
         lines.append(f"| {name} | {1e3 * med:.1f} | {med / base:.2f}x | {err} |")
     summary = (f"q, k, v (b, t, n, h) = {shape} float32, causal; median of {args.rounds} "
-               f"alternating rounds.")
+               f"alternating rounds; {meter.line()}.")
     table = "\n".join(lines)
     print(table + "\n\n" + summary)
     if args.append:
         import _common
 
         _common.append_results("causal attention fwd+bwd on CPU (bench_attention)",
-                               f"{summary}\n\n{table}", "torch")
+                               f"{summary}\n\n{table}", "torch", meter=meter)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 import jax
 
 import _common
+from load import LoadMeter
 from jaxlm import config as config_lib
 from jaxlm.data import pipeline
 from jaxlm.data.corpora import load_corpus
@@ -54,6 +55,7 @@ def main() -> None:
                      f"{time.perf_counter() - t0:.1f} s (not counted)")
     tokens_per_batch = t.batch_size * d.seq_len
     rows = []
+    meter = LoadMeter()
     for name, tok in tokenizers.items():
         cfg = config_lib.replace(base, **{"model.vocab_size": tok.vocab_size})
         setup = _common.build(cfg)
@@ -77,17 +79,19 @@ def main() -> None:
                                          "train fed by the pipeline": []}
         for _ in range(args.rounds):
             t0 = time.perf_counter()
-            for _ in range(args.batches):
-                next(it)
+            with meter.timed():
+                for _ in range(args.batches):
+                    next(it)
             rates["pipeline"].append(args.batches * tokens_per_batch / (time.perf_counter() - t0))
             for key, source in (("train (batches in memory)", None),
                                 ("train fed by the pipeline", it)):
                 t0 = time.perf_counter()
-                for i in range(args.steps):
-                    batch = (held[i % 2] if source is None
-                             else jax.device_put(next(source), setup.batch_sharding))
-                    state, m = setup.train_step(state, batch)
-                float(m["loss"])
+                with meter.timed():
+                    for i in range(args.steps):
+                        batch = (held[i % 2] if source is None
+                                 else jax.device_put(next(source), setup.batch_sharding))
+                        state, m = setup.train_step(state, batch)
+                    float(m["loss"])
                 rates[key].append(args.steps * tokens_per_batch / (time.perf_counter() - t0))
         med = {k: statistics.median(v) for k, v in rates.items()}
         # the slowest round: a round after grain refilled its buffers in the background reads fast
@@ -104,12 +108,13 @@ def main() -> None:
                      f"**{p / tr:.0f}x** |")
     notes.append(f"quickstart model and batch ({t.batch_size} x {d.seq_len}), median (pipeline: "
                  f"slowest) of {args.rounds} rounds ({args.batches} pipeline batches, "
-                 f"{args.steps} steps each)")
+                 f"{args.steps} steps each); {meter.line()}")
     table = "\n".join(lines)
     print(table + "\n\n" + "; ".join(notes) + ".")
     if args.append:
         _common.append_results("data pipeline vs training throughput (bench_data)",
-                               "; ".join(notes) + ".\n\n" + table, "grain", "sentencepiece")
+                               "; ".join(notes) + ".\n\n" + table, "grain", "sentencepiece",
+                               meter=meter)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,18 @@ side in one process, on a GPT-2-small-shaped model (random weights, the same in 
     python benchmarks/bench_generate.py --batch 1 --new 64 --layers 2   # a quicker look
 
 Greedy decoding from a 16-token prompt, a fixed number of new tokens (no EOS stop). Each side
-is warmed up once (jaxlm: compiles; transformers: first-call overheads) and then timed over
---repeats runs; the best run counts. Tokens/s = batch * new tokens / seconds, prefill included.
+is warmed up once (jaxlm: compiles; transformers: first-call overheads); then --rounds rounds
+alternate the two (the order flips each round) and the median round counts, with the spread
+(min-max) beside it. Tokens/s = batch * new tokens / seconds, prefill included. Every timed run
+records the CPU other processes used meanwhile (benchmarks/load.py); --append refuses to write
+to RESULTS.md unless the machine was quiet.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import numpy as np
@@ -24,7 +28,8 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128, help="new tokens per row")
     ap.add_argument("--prompt", type=int, default=16, help="prompt tokens")
     ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="alternating timed rounds")
+    ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
     args = ap.parse_args()
 
     import jax
@@ -44,6 +49,9 @@ def main() -> None:
         cfg, params = load_hf_gpt2(d)
     model = build_model(cfg)
     params = jax.device_put(params)
+    from load import LoadMeter
+
+    meter = LoadMeter()
     results = []
     for b in args.batch:
         prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, (b, args.prompt))
@@ -58,15 +66,38 @@ def main() -> None:
                     min_new_tokens=args.new, pad_token_id=0)
 
         row = {"batch": b, "new_tokens": args.new, "prompt": args.prompt, "layers": args.layers}
-        for name, fn in (("jaxlm", run_jaxlm), ("transformers", run_hf)):
+        sides = [("jaxlm", run_jaxlm), ("transformers", run_hf)]
+        for _, fn in sides:
             fn()  # warm up / compile
-            best = min(_timed(fn) for _ in range(args.repeats))
-            row[f"{name}_tokens_per_sec"] = round(b * args.new / best, 1)
+        rates: dict[str, list[float]] = {name: [] for name, _ in sides}
+        for r in range(args.rounds):
+            for name, fn in sides[:: 1 if r % 2 == 0 else -1]:
+                with meter.timed():
+                    rates[name].append(b * args.new / _timed(fn))
+        for name, rs in rates.items():
+            row[f"{name}_tokens_per_sec"] = round(statistics.median(rs), 1)
+            row[f"{name}_spread"] = [round(min(rs), 1), round(max(rs), 1)]
         row["ratio"] = round(row["jaxlm_tokens_per_sec"] / row["transformers_tokens_per_sec"], 2)
         results.append(row)
         print(json.dumps(row), flush=True)
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads); transformers {transformers.__version__}")
+    lines = ["| batch | new tokens | jaxlm tokens/s (min-max) | transformers tokens/s (min-max) "
+             "| jaxlm / transformers |", "|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['batch']} | {r['new_tokens']} | {r['jaxlm_tokens_per_sec']:,.0f} "
+                     f"({r['jaxlm_spread'][0]:,.0f}-{r['jaxlm_spread'][1]:,.0f}) | "
+                     f"{r['transformers_tokens_per_sec']:,.0f} ({r['transformers_spread'][0]:,.0f}-"
+                     f"{r['transformers_spread'][1]:,.0f}) | **{r['ratio']:.2f}x** |")
+    notes = (f"GPT-2-small shape ({args.layers} layers, random weights, the same in both), "
+             f"greedy, {args.prompt}-token prompt, prefill included; median of {args.rounds} "
+             f"alternating rounds; torch {torch.__version__} ({torch.get_num_threads()} threads), "
+             f"transformers {transformers.__version__}; {meter.line()}.")
+    table = "\n".join(lines)
+    print(table + "\n\n" + notes)
+    if args.append:
+        import _common
+
+        _common.append_results("decode throughput vs transformers (bench_generate)",
+                               f"{notes}\n\n{table}", "torch", "transformers", meter=meter)
 
 
 def _timed(fn) -> float:

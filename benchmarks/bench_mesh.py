@@ -11,11 +11,9 @@ and, with --append, adds it to benchmarks/RESULTS.md with date, device and comma
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -59,12 +57,16 @@ def main() -> None:
     ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
     ap.add_argument("overrides", nargs="*", help="extra config overrides (default: quickstart)")
     args = ap.parse_args()
+    from load import LoadMeter
+
+    meter = LoadMeter()
     results: dict[str, list[dict]] = {name: [] for name in MESHES}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for name in MESHES:
                 wd = pathlib.Path(tmp) / f"{r}-{name.replace(' ', '_')}"
-                results[name].append(run(name, args.steps, args.overrides, wd))
+                with meter.timed():
+                    results[name].append(run(name, args.steps, args.overrides, wd))
                 print(f"round {r + 1}: {name}: {results[name][-1]}", file=sys.stderr)
     base = statistics.median(x["step_ms"] for x in results["1 device"])
     lines = ["| mesh | compile (s) | step (ms) | tokens/s | step time vs 1 device |",
@@ -75,16 +77,14 @@ def main() -> None:
                      f"{step:.0f} | {statistics.median(x['tokens_per_sec'] for x in rs):,.0f} | "
                      f"{step / base:.2f}x |")
     table = "\n".join(lines)
-    print(table)
+    notes = (f"Quickstart config ({results['1 device'][0]['params']:,} params), {args.steps} "
+             f"steps per run, median of {args.rounds} alternating rounds; {meter.line()}.")
+    print(table + "\n\n" + notes)
     if args.append:
-        cmd = "python benchmarks/bench_mesh.py " + " ".join(sys.argv[1:])
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(f"\n## Quickstart on meshes of fake CPU devices\n\n"
-                    f"{datetime.date.today()}, {platform.processor() or platform.machine()}, "
-                    f"{os.cpu_count()} cores, quickstart config "
-                    f"({results['1 device'][0]['params']:,} params), {args.steps} steps, "
-                    f"median of {args.rounds} alternating rounds. Command: `{cmd}`\n\n"
-                    f"{table}\n")
+        import _common
+
+        _common.append_results("quickstart on meshes of fake CPU devices (bench_mesh)",
+                               f"{notes}\n\n{table}", meter=meter)
 
 
 if __name__ == "__main__":

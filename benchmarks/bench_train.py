@@ -144,15 +144,19 @@ def main() -> None:
              for family in args.families.split(",") for size, seq_len in runs
              for flags in variants]
     results: list[list[dict]] = [[] for _ in specs]
+    from load import LoadMeter
+
+    meter = LoadMeter()
     roof = None  # a measured CPU matmul roof, measured once (it varies with machine load)
     for _ in range(args.rounds):  # rounds alternate the configurations (and flag variants)
         for spec, got in zip(specs, results):
             env = dict(os.environ)
             if spec["xla_flags"]:
                 env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {spec['xla_flags']}".strip()
-            proc = subprocess.run([sys.executable, __file__, "--one",
-                                   json.dumps({**spec, "roof": roof})],
-                                  capture_output=True, text=True, env=env)
+            with meter.timed():
+                proc = subprocess.run([sys.executable, __file__, "--one",
+                                       json.dumps({**spec, "roof": roof})],
+                                      capture_output=True, text=True, env=env)
             out = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not out:
                 err = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -194,12 +198,13 @@ def main() -> None:
             notes += (f" Rows: the median of {args.rounds} alternating rounds; step ms per "
                       f"round: {per_round}.")
     table = "\n".join(lines)
+    notes += f" During the runs, {meter.line()}."
     print(table + "\n\n" + notes)
     if args.append:
         import _common
 
         _common.append_results(f"training throughput (bench_train, preset {args.preset})",
-                               f"{notes}\n\n{table}")
+                               f"{notes}\n\n{table}", meter=meter)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import _common
+from load import LoadMeter
 from torch_gpt import TorchGPT, TorchTrainer
 
 from jaxlm import config as config_lib
@@ -95,11 +96,14 @@ def main() -> None:
     t_torch_first = run_torch(0, 1)
     tokens = args.steps * cfg.train.batch_size * cfg.data.seq_len
     rates: dict[str, list[float]] = {"jaxlm": [], "torch": []}
+    meter = LoadMeter()
     for r in range(args.rounds):
         lo, hi = 1 + r * args.steps, 1 + (r + 1) * args.steps
         order = [("jaxlm", run_jax), ("torch", run_torch)][:: 1 if r % 2 == 0 else -1]
         for name, fn in order:
-            rates[name].append(tokens / fn(lo, hi))
+            with meter.timed():
+                seconds = fn(lo, hi)
+            rates[name].append(tokens / seconds)
         print(f"round {r + 1}: jaxlm {rates['jaxlm'][-1]:,.0f} tok/s, "
               f"torch {rates['torch'][-1]:,.0f} tok/s", flush=True)
 
@@ -124,11 +128,11 @@ def main() -> None:
                f"{_common.attention_impl(cfg)}; same initial "
                f"weights and batches. Largest |loss difference| over the {total} steps: "
                f"{diffs.max():.2e} (at step {int(diffs.argmax()) + 1}). torch threads: "
-               f"{torch.get_num_threads()} (os.cpu_count() = {os.cpu_count()}).")
+               f"{torch.get_num_threads()} (os.cpu_count() = {os.cpu_count()}); {meter.line()}.")
     print(table + "\n\n" + summary)
     if args.append:
         _common.append_results("jaxlm vs PyTorch training throughput (CPU)",
-                               f"{summary}\n\n{table}", "torch")
+                               f"{summary}\n\n{table}", "torch", meter=meter)
 
 
 if __name__ == "__main__":

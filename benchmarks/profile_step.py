@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 import _common
+from load import LoadMeter
 from jaxlm import config as config_lib
 from jaxlm.data.tokenizers import ByteTokenizer
 
@@ -67,7 +68,8 @@ def main() -> None:
         state, m = step(state, batch)
         float(m["loss"])
     with tempfile.TemporaryDirectory() as tmp:
-        with jax.profiler.trace(tmp):
+        meter = LoadMeter()
+        with jax.profiler.trace(tmp), meter.timed():
             for _ in range(args.steps):
                 state, m = step(state, batch)
                 float(m["loss"])
@@ -86,7 +88,8 @@ def main() -> None:
     m = cfg.model
     head = (f"{m.family}, d_model {m.d_model}, {m.n_layers} layers, {m.n_heads} heads, batch "
             f"{b} x {t}, {_common.compute_dtype(cfg)}, attention {_common.attention_impl(cfg)}; "
-            f"op time {total:.0f} ms per step (summed over XLA's threads), {args.steps} steps.")
+            f"op time {total:.0f} ms per step (summed over XLA's threads), {args.steps} steps; "
+            f"{meter.line()}.")
     lines = ["| part | ms per step | share |", "|---|---|---|"]
     lines += [f"| {p} | {ms:.0f} | {100 * ms / total:.0f}% |" for p, ms in parts.most_common()]
     lines += ["", "| op (op_name, layers merged) | ms per step | share |", "|---|---|---|"]
@@ -95,7 +98,8 @@ def main() -> None:
     report = head + "\n\n" + "\n".join(lines)
     print(report)
     if args.append:
-        _common.append_results("where the train step's time goes (profile_step)", report)
+        _common.append_results("where the train step's time goes (profile_step)", report,
+                               meter=meter)
 
 
 if __name__ == "__main__":
