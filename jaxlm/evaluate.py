@@ -1,5 +1,7 @@
 """Evaluation: loss, perplexity and bits per byte over batches of held-out text (plus
-next-token / masked-token accuracy); classification: accuracy and macro precision, recall, F1."""
+next-token / masked-token accuracy); classification: accuracy and macro precision, recall, F1.
+Every accuracy comes with `eval_accuracy_baseline`, the accuracy of always guessing the eval
+set's commonest target."""
 
 from __future__ import annotations
 
@@ -53,12 +55,33 @@ def evaluate(
         raise JaxlmError("the evaluation split holds no text to evaluate")
     if "confusion" in totals:  # classification: per example, no bytes
         out = classification_metrics(np.asarray(totals["confusion"]))
+        out["eval_accuracy_baseline"] = majority_share(np.asarray(totals["confusion"]).sum(axis=1))
         loss = float(totals["nats"]) / float(totals["tokens"])
         return {"eval_loss": loss, **out, "eval_examples": int(totals["tokens"])}
     out = summarize(float(totals["nats"]), float(totals["tokens"]), float(totals["bytes"]))
     if "correct" in totals:
         out["eval_accuracy"] = float(totals["correct"]) / float(totals["tokens"])
+    if "target_counts" in totals:
+        out["eval_accuracy_baseline"] = majority_share(np.asarray(totals["target_counts"]))
     return out
+
+
+def majority_share(counts: np.ndarray) -> float:
+    """The accuracy of always guessing the commonest target (label or token) of the eval set:
+    the floor an accuracy must clear before it says the model learned anything."""
+    counts = np.asarray(counts, np.float64)
+    return float(counts.max() / counts.sum()) if counts.sum() > 0 else 0.0
+
+
+def baseline_note(metrics: dict[str, float], margin: float = 0.02) -> Optional[str]:
+    """One line when eval_accuracy is within `margin` of eval_accuracy_baseline (or below it):
+    then the accuracy says little more than how skewed the eval targets are."""
+    acc, base = metrics.get("eval_accuracy"), metrics.get("eval_accuracy_baseline")
+    if acc is None or base is None or acc >= base + margin:
+        return None
+    return (f"note: accuracy {acc:.4f} is {'below' if acc < base else 'within ' + str(margin) + ' of'} "
+            f"always guessing the eval set's commonest target ({base:.4f}): the model has learned "
+            "little beyond how often each target occurs")
 
 
 def classification_metrics(confusion: np.ndarray) -> dict[str, float]:

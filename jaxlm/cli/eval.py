@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> Status:
     if args.json:
         print(json.dumps(out))
     else:
+        from jaxlm.evaluate import baseline_note
+
         for k, v in out.items():
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+        if note := baseline_note(out):
+            print(note)
     return Status.OK

@@ -77,15 +77,22 @@ def run(args: argparse.Namespace) -> Status:
 
 def _print_summary(cfg, result) -> None:
     e = result.eval
+    from jaxlm.evaluate import baseline_note
+
+    target = "label" if cfg.model.objective == "classify" else "token"
+    baseline = (f" (always guessing the commonest {target}: {e['eval_accuracy_baseline']:.4f})"
+                if "eval_accuracy_baseline" in e else "")
     if cfg.model.objective == "classify":
-        summary = (f"eval loss {e['eval_loss']:.4f}, accuracy {e['eval_accuracy']:.4f}, "
+        summary = (f"eval loss {e['eval_loss']:.4f}, accuracy {e['eval_accuracy']:.4f}{baseline}, "
                    f"macro F1 {e['eval_f1']:.4f}")
     else:
         summary = (f"eval loss {e['eval_loss']:.4f}, perplexity {e['eval_perplexity']:.2f}, "
-                   + (f"masked-token accuracy {e['eval_accuracy']:.4f}"
+                   + (f"masked-token accuracy {e['eval_accuracy']:.4f}{baseline}"
                       if cfg.model.objective == "mlm" else f"bits per byte {e['eval_bpb']:.4f}"))
     print(f"\nfinished step {result.final_step} in {result.wall_time:.0f}s "
           f"({result.tokens_per_sec:,.0f} tokens/s, MFU {100 * result.mfu:.1f}%): {summary}")
+    if cfg.model.objective != "clm" and (note := baseline_note(e)):
+        print(note)
     for i, s in enumerate(result.samples):
         print(f"\n--- sample {i + 1} ---\n{s}")
     print(f"\nrun directory: {result.workdir}")

@@ -163,10 +163,11 @@ def train_step(
 
 def eval_step(params: Any, batch: Batch, token_bytes: jax.Array, *, model: nn.Module,
               mlm: Optional[MlmSpec] = None, num_labels: int = 0) -> Metrics:
-    """Sums over the batch: nats, target tokens, the UTF-8 bytes those targets stand for, and
-    the targets predicted right (argmax). With `mlm` the batch is corrupted with a fixed key
-    (the same positions every eval). Classification (`num_labels` > 0): per row, plus the
-    (true, predicted) confusion matrix."""
+    """Sums over the batch: nats, target tokens, the UTF-8 bytes those targets stand for, the
+    targets predicted right (argmax) and how often each token id is a target (`target_counts`,
+    (vocab,): the accuracy of always guessing the commonest one is the baseline accuracy must
+    beat). With `mlm` the batch is corrupted with a fixed key (the same positions every eval).
+    Classification (`num_labels` > 0): per row, plus the (true, predicted) confusion matrix."""
     if mlm is not None:
         batch = _mlm_batch(batch, jax.random.PRNGKey(_MLM_SALT), mlm)
     logits = model.apply({"params": params}, batch["inputs"], train=False, **_model_kwargs(batch))
@@ -183,6 +184,7 @@ def eval_step(params: Any, batch: Batch, token_bytes: jax.Array, *, model: nn.Mo
         out["bytes"] = jnp.zeros((), jnp.float32)
     else:
         out["bytes"] = (token_bytes[batch["targets"]] * mask).sum()
+        out["target_counts"] = jnp.zeros(logits.shape[-1], jnp.float32).at[batch["targets"]].add(mask)
     return out
 
 
