@@ -102,6 +102,8 @@ class TrainConfig:
     checkpoint_every: int = 300  # 0: only at the end
     keep_checkpoints: int = 3  # the newest ones; the one with the best eval loss is kept too
     nonfinite: str = "skip"  # skip | halt: on a non-finite loss or gradient norm
+    # nonfinite=skip: stop the run (exit 3) after this many consecutive skipped updates; 0: never
+    nonfinite_patience: int = 10
     debug_nan_steps: list[int] = dataclasses.field(default_factory=list)  # testing: NaN there
     grad_accum: int = 1  # microbatches per update (batch_size is the whole update's batch)
     # fine-tuning: a fresh run starts from these weights, a Hugging Face GPT-2 folder or a jaxlm
