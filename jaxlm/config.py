@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import typing
 from typing import Any, Optional, Sequence
 
 import yaml
@@ -101,6 +102,8 @@ class TrainConfig:
     checkpoint_every: int = 300  # 0: only at the end
     keep_checkpoints: int = 3  # the newest ones; the one with the best eval loss is kept too
     nonfinite: str = "skip"  # skip | halt: on a non-finite loss or gradient norm
+    # nonfinite=skip: stop the run (exit 3) after this many consecutive skipped updates; 0: never
+    nonfinite_patience: int = 10
     debug_nan_steps: list[int] = dataclasses.field(default_factory=list)  # testing: NaN there
     grad_accum: int = 1  # microbatches per update (batch_size is the whole update's batch)
     # fine-tuning: a fresh run starts from these weights, a Hugging Face GPT-2 folder or a jaxlm
@@ -157,11 +160,51 @@ def _omegaconf() -> tuple[Any, Any]:
 def _oc_error(e: Exception, source: str) -> JaxlmError:
     _, oc_errors = _omegaconf()
     key = getattr(e, "full_key", None)
-    msg = str(getattr(e, "msg", e)).splitlines()[0]
+    msg = str(getattr(e, "msg", None) or e).splitlines()[0]
     where = f" (in {source})" if source else ""
     if isinstance(e, oc_errors.ConfigKeyError):
         return JaxlmError(f"unknown config key '{key}'{where}: {msg}")
+    if not key:  # OmegaConf names no key: do not print 'None'
+        return JaxlmError(f"bad config{where}: {msg}")
     return JaxlmError(f"bad value for config key '{key}'{where}: {msg}")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "empty"
+    return {dict: "a mapping", list: "a list"}.get(type(value), f"the value {value!r}")
+
+
+def _check_shape(data: Any, source: str, cls: Optional[type] = None,
+                 prefix: str = "") -> None:
+    """What OmegaConf reports without a key ('None': a section given as a list or a number) or
+    with a TypeError (a mapping for a list key), reported with the key's full dotted name."""
+    cls = cls or RunConfig
+    if not isinstance(data, dict):
+        return
+    hints = typing.get_type_hints(cls)
+    where = f" (in {source})" if source else ""
+    for key, value in data.items():
+        hint, name = hints.get(key), f"{prefix}{key}"  # unknown keys: OmegaConf names them
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise JaxlmError(f"bad value for config key '{name}'{where}: it is a section of "
+                                 f"keys ({name}.KEY=VALUE), not {_kind(value)}")
+            _check_shape(value, source, hint, name + ".")
+        elif typing.get_origin(hint) is list and isinstance(value, dict):
+            raise JaxlmError(f"bad value for config key '{name}'{where}: expected a list, "
+                             f"not {_kind(value)}")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """safe_load without YAML 1.1 timestamps: `2024-01-01` stays the string it is in YAML 1.2
+    (and in OmegaConf's own loader, which parses the overrides), not a date OmegaConf rejects."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _read_yaml(path: str) -> dict:
@@ -169,7 +212,7 @@ def _read_yaml(path: str) -> dict:
     if not p.is_file():
         raise JaxlmError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_YamlLoader)  # noqa: S506
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise JaxlmError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if data is None:
@@ -186,8 +229,50 @@ def _parse_overrides(overrides: Sequence[str]) -> Any:
             raise JaxlmError(f"override '{o}' is not of the form key.sub=value")
     try:
         return OmegaConf.from_dotlist(list(overrides))
-    except oc_errors.OmegaConfBaseException as e:
-        raise JaxlmError(f"could not parse overrides {list(overrides)}: {e}") from None
+    except (oc_errors.OmegaConfBaseException, yaml.YAMLError):
+        pass
+    for o in overrides:  # name the one at fault
+        try:
+            OmegaConf.from_dotlist([o])
+        except (oc_errors.OmegaConfBaseException, yaml.YAMLError) as e:
+            why = str(getattr(e, "problem", None) or e).splitlines()[0]
+            raise JaxlmError(f"could not parse override '{o}' as YAML: {why}") from None
+    raise JaxlmError(f"could not parse overrides {list(overrides)}")
+
+
+def _layer(data: Any, source: str) -> Any:
+    """A mapping (YAML file, overrides) as an OmegaConf layer, its shape checked first."""
+    OmegaConf, oc_errors = _omegaconf()
+    _check_shape(data, source)
+    try:
+        return OmegaConf.create(data)
+    except oc_errors.OmegaConfBaseException as e:  # a value OmegaConf cannot hold (a set, ...)
+        raise _oc_error(e, source) from None
+
+
+def _merge(cfg: Any, layers: Sequence[tuple[Any, str]]) -> Any:
+    OmegaConf, oc_errors = _omegaconf()
+    for data, source in layers:
+        layer = _layer(data, source)
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except oc_errors.OmegaConfBaseException as e:
+            raise _oc_error(e, source) from None
+    return cfg
+
+
+def _override_layers(overrides: Sequence[str], source: str) -> list[tuple[Any, str]]:
+    OmegaConf, _ = _omegaconf()
+    return [(OmegaConf.to_container(_parse_overrides(overrides)), source)] if overrides else []
+
+
+def check_overrides(overrides: Sequence[str], source: str) -> None:
+    """Raises the one-line error `load_config` would for these overrides' keys and types (no
+    cross-field validation), naming `source` as where they come from (e.g. a sweep spec key)."""
+    OmegaConf, _ = _omegaconf()
+    cfg = OmegaConf.structured(RunConfig)
+    OmegaConf.set_readonly(cfg, False)
+    _merge(cfg, _override_layers(overrides, source))
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> RunConfig:
@@ -195,16 +280,9 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Ru
     OmegaConf, oc_errors = _omegaconf()
     cfg = OmegaConf.structured(RunConfig)
     OmegaConf.set_readonly(cfg, False)
-    layers = []
-    if path:
-        layers.append((OmegaConf.create(_read_yaml(path)), path))
-    if overrides:
-        layers.append((_parse_overrides(overrides), "command-line overrides"))
-    for layer, source in layers:
-        try:
-            cfg = OmegaConf.merge(cfg, layer)
-        except oc_errors.OmegaConfBaseException as e:
-            raise _oc_error(e, source) from None
+    layers = [(_read_yaml(path), path)] if path else []
+    layers += _override_layers(overrides, "command-line overrides")
+    cfg = _merge(cfg, layers)
     try:
         run = OmegaConf.to_object(cfg)
     except oc_errors.OmegaConfBaseException as e:
@@ -218,8 +296,9 @@ def from_dict(data: dict) -> RunConfig:
     OmegaConf, oc_errors = _omegaconf()
     cfg = OmegaConf.structured(RunConfig)
     OmegaConf.set_readonly(cfg, False)
+    cfg = _merge(cfg, [(data, "")])
     try:
-        run = OmegaConf.to_object(OmegaConf.merge(cfg, OmegaConf.create(data)))
+        run = OmegaConf.to_object(cfg)
     except oc_errors.OmegaConfBaseException as e:
         raise _oc_error(e, "") from None
     validate(run)

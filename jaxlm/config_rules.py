@@ -152,6 +152,7 @@ def _validate_data_optim_train(cfg: RunConfig) -> None:
         _positive(f"train.{key}", getattr(t, key), allow_zero=True)
     _positive("train.sample_temperature", t.sample_temperature, allow_zero=True)
     _choice("train.nonfinite", t.nonfinite, ("skip", "halt"))
+    _positive("train.nonfinite_patience", t.nonfinite_patience, allow_zero=True)
     for s in t.debug_nan_steps:
         if s < 1:
             raise JaxlmError(

@@ -6,4 +6,5 @@ class JaxlmError(Exception):
 
 
 class NonFiniteError(JaxlmError):
-    """Training produced a non-finite loss or gradient norm and `train.nonfinite=halt`."""
+    """Training produced a non-finite loss or gradient norm and `train.nonfinite=halt`, or
+    `train.nonfinite_patience` consecutive ones (`train.nonfinite=skip`)."""

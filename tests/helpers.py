@@ -161,3 +161,21 @@ def damage(step_dir: pathlib.Path, how: str) -> pathlib.Path:
     else:
         raise ValueError(how)
     return f
+
+
+def tensorboard_tags(logdir) -> set[str]:
+    """Scalar tags in the TFRecord event files (length, crc, event proto, crc per record)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for path in logdir.glob("events.out.tfevents*"):
+        data = path.read_bytes()
+        i = 0
+        while i + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            tags.update(v.tag for v in event.summary.value)
+            i += 12 + n + 4
+    return tags

@@ -7,7 +7,8 @@ its arguments and calls the library. Every exit status is decided here, in `main
   1   `jaxlm sweep`: some member failed (its row in runs.csv says why)
   2   bad input: a JaxlmError, reported as one line `jaxlm: error: ...` on stderr. argparse's own
       usage errors exit 2 too (SystemExit from parse_args: usage + one error line)
-  3   halted on a non-finite loss (NonFiniteError, train.nonfinite=halt), reported the same way
+  3   halted on a non-finite loss (NonFiniteError: train.nonfinite=halt, or
+      train.nonfinite_patience consecutive skipped updates), reported the same way
   75  stopped by SIGTERM/SIGINT after saving a checkpoint (EX_TEMPFAIL): re-run to resume
   130 interrupted (KeyboardInterrupt: a second signal, or Ctrl-C outside the training loop)
 """

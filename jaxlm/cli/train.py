@@ -30,7 +30,8 @@ config:
 
 exit status:
   0 finished; 2 bad input (one line on stderr); 3 halted on a non-finite loss
-  (train.nonfinite=halt); 75 stopped by SIGTERM/SIGINT after saving a checkpoint: re-run to resume.
+  (train.nonfinite=halt, or train.nonfinite_patience consecutive skipped updates); 75 stopped by
+  SIGTERM/SIGINT after saving a checkpoint: re-run to resume.
 """
 
 

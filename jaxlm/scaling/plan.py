@@ -25,12 +25,10 @@ import functools
 import math
 from typing import Any, Optional, Sequence
 
-import yaml
-
 from jaxlm import config as config_lib
 from jaxlm import flops
 from jaxlm.errors import JaxlmError
-from jaxlm.scaling.spec import FamilySpec, RuleSpec, SizeSpec, SweepSpec
+from jaxlm.scaling.spec import FamilySpec, RuleSpec, SizeSpec, SweepSpec, dotlist
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,28 +52,6 @@ class Member:
     overrides: tuple[str, ...]  # dotted key=value pairs over the base config
     error: Optional[str] = None
 
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _dotlist(d: dict) -> list[str]:
-    out = []
-    for k, v in _flatten(d).items():
-        if isinstance(v, str):
-            text = v
-        else:
-            text = yaml.safe_dump(v, default_flow_style=True).splitlines()[0]
-        out.append(f"{k}={text}")
-    return out
 
 
 def _fmt(x: float) -> str:
@@ -135,7 +111,7 @@ def _vocab(cfg: config_lib.RunConfig) -> int:
 class _Planner:
     def __init__(self, spec: SweepSpec):
         self.spec = spec
-        self.base_overrides = _dotlist(spec.base_overrides)
+        self.base_overrides = dotlist(spec.base_overrides)
         self.base = config_lib.load_config(spec.base_config, self.base_overrides)
         self._templates: dict[tuple, config_lib.ModelConfig] = {}
 
@@ -153,8 +129,8 @@ class _Planner:
         """Exact non-embedding count; layers are identical, so N is linear in n_layers."""
         key = (fam, id(fs), id(size))
         if key not in self._templates:  # one config load per size; shapes vary by replace
-            cfg = self.config([f"model.family={fam}", *_dotlist(fs.overrides),
-                               *_dotlist(size.overrides), "train.steps=1000000"])
+            cfg = self.config([f"model.family={fam}", *dotlist(fs.overrides),
+                               *dotlist(size.overrides), "train.steps=1000000"])
             self._templates[key] = dataclasses.replace(cfg.model, vocab_size=_vocab(cfg))
 
         def count(layers: int) -> int:
@@ -206,7 +182,7 @@ def expand(spec: SweepSpec) -> list[Member]:
             else:
                 n_layers, d_model = size.n_layers, size.d_model
             shape = p.shape_overrides(fam, fs, n_layers, d_model)
-            extra = [*_dotlist(fs.overrides), *_dotlist(size.overrides)]
+            extra = [*dotlist(fs.overrides), *dotlist(size.overrides)]
             error = None
             try:
                 cfg0 = p.config([*shape, *extra, "train.steps=1000000"])
@@ -270,7 +246,7 @@ def worker_members(members: Sequence[Member], worker: int, num_workers: int) -> 
 
 def member_config(spec: SweepSpec, member: Member) -> config_lib.RunConfig:
     return config_lib.load_config(spec.base_config,
-                                  [*_dotlist(spec.base_overrides), *member.overrides])
+                                  [*dotlist(spec.base_overrides), *member.overrides])
 
 
 def plan_table(members: Sequence[Member]) -> str:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import typing
 from typing import Any, Optional
+
+import yaml
 
 from omegaconf import OmegaConf
 from omegaconf import errors as oc_errors
@@ -90,25 +93,84 @@ _NESTED = {("SweepSpec", "families"): ("dict", FamilySpec), ("SweepSpec", "isofl
            ("FamilySpec", "batch_size"): RuleSpec}
 
 
+def _kind(value: Any) -> str:
+    return {list: "a list", dict: "a mapping"}.get(type(value), f"the value {value!r}")
+
+
+def _check_container(value: Any, hint: Any, where: str, source: str) -> None:
+    """A mapping or list key given the other kind (or a scalar): OmegaConf raises a TypeError."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:  # Optional[X]: None is fine, else X
+        if value is None:
+            return
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    want = dict if (origin is dict or dataclasses.is_dataclass(hint)) else origin
+    if want in (dict, list) and not isinstance(value, want):
+        example = " (run-config keys: train.steps: 100)" if hint == dict[str, Any] else ""
+        raise JaxlmError(f"bad value for sweep spec key '{where}' (in {source}): expected "
+                         f"{_kind(want())}{example}, not {_kind(value)}")
+
+
 def _check_keys(data: Any, cls: type, prefix: str, source: str) -> None:
-    """Unknown keys, named by their full path (OmegaConf loses it inside lists and dicts)."""
+    """Unknown keys and containers of the wrong kind, named by their full path (OmegaConf
+    loses it inside lists and dicts)."""
     if not isinstance(data, dict):
         return
-    fields = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     for key, value in data.items():
         where = f"{prefix}{key}"
-        if key not in fields:
+        if key not in hints:
             raise JaxlmError(f"unknown sweep spec key '{where}' (in {source}); expected one of "
-                             f"{', '.join(sorted(fields))}")
+                             f"{', '.join(sorted(hints))}")
+        _check_container(value, hints[key], where, source)
         nested = _NESTED.get((cls.__name__, key))
         if isinstance(nested, tuple) and nested[0] == "dict" and isinstance(value, dict):
             for k, v in value.items():
+                _check_container(v, nested[1], f"{where}.{k}", source)
                 _check_keys(v, nested[1], f"{where}.{k}.", source)
         elif isinstance(nested, tuple) and isinstance(value, list):
             for i, v in enumerate(value):
+                _check_container(v, nested[1], f"{where}[{i}]", source)
                 _check_keys(v, nested[1], f"{where}[{i}].", source)
         elif nested is not None and not isinstance(nested, tuple):
             _check_keys(value, nested, f"{where}.", source)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def dotlist(d: dict) -> list[str]:
+    """A spec's run-config overrides (nested or dotted keys) as `key=value` overrides."""
+    out = []
+    for k, v in _flatten(d).items():
+        if isinstance(v, str):
+            text = v
+        else:
+            text = yaml.safe_dump(v, default_flow_style=True).splitlines()[0]
+        out.append(f"{k}={text}")
+    return out
+
+
+def _check_overrides(spec: SweepSpec, source: str) -> None:
+    """Each group of run-config overrides, alone against the run-config schema (unknown keys,
+    wrong types): an error names the spec file and the spec key it comes from."""
+    groups = [("base_overrides", spec.base_overrides)]
+    for fam, fs in spec.families.items():
+        groups.append((f"families.{fam}.overrides", fs.overrides))
+        groups += [(f"families.{fam}.sizes[{i}].overrides", s.overrides)
+                   for i, s in enumerate(fs.sizes)]
+    for key, overrides in groups:
+        if overrides:
+            config_lib.check_overrides(dotlist(overrides), f"sweep spec {source}, key '{key}'")
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
@@ -121,6 +183,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
                                                    OmegaConf.create(data)))
     except oc_errors.OmegaConfBaseException as e:
         raise _spec_error(e, str(path)) from None
+    _check_overrides(spec, str(path))
     if spec.base_config and not pathlib.Path(spec.base_config).expanduser().is_absolute():
         spec = dataclasses.replace(spec, base_config=str(path.parent / spec.base_config))
     validate_spec(spec, str(path))
@@ -185,4 +248,4 @@ def write_spec_copy(spec: SweepSpec, workdir: str | os.PathLike) -> None:
 
 
 __all__ = ["SizeSpec", "RuleSpec", "FamilySpec", "IsoFlopSpec", "SweepSpec", "FAMILIES",
-           "FLOPS_RULES", "load_spec", "validate_spec", "write_spec_copy"]
+           "FLOPS_RULES", "dotlist", "load_spec", "validate_spec", "write_spec_copy"]

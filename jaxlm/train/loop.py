@@ -10,7 +10,8 @@ Faults: the newest whole checkpoint is found before anything in the run director
 (damaged ones are reported and moved aside by the Checkpointer); SIGTERM/SIGINT checkpoint the
 step reached and stop (`RunResult.preempted`); a step with a non-finite loss or gradient norm
 leaves the state as it was (inside the jitted step) and is counted, or halts the run
-(`train.nonfinite=halt`, NonFiniteError).
+(`train.nonfinite=halt`, NonFiniteError); `train.nonfinite_patience` consecutive skipped steps
+halt it too.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class _Progress:
     skipped: int
     last_saved: Optional[int]
     last_log: tuple[float, int]  # (time, step) of the last throughput measurement
+    streak: int = 0  # consecutive skipped updates, up to the last step whose flag was fetched
     rate: float = 0.0  # tokens/s over the last log interval
     last_eval: tuple[int, Optional[float]] = (-1, None)  # (step, periodic eval loss there)
     nonfinite: list = dataclasses.field(default_factory=list)  # (step, device flag) unfetched
@@ -182,26 +184,37 @@ class _Loop:
         return metrics
 
     def _drain(self, upto: int) -> None:
-        """Fetches the non-finite flags of steps <= upto: counts skipped updates, or halts."""
-        p = self.p
+        """Fetches the non-finite flags of steps <= upto: counts skipped updates, or halts (halt
+        mode, or train.nonfinite_patience consecutive skips)."""
+        p, t = self.p, self.t
         ready = [(s, f) for s, f in p.nonfinite if s <= upto]
         if not ready:
             return
         del p.nonfinite[:len(ready)]
-        bad = [s for (s, _), f in zip(ready, jax.device_get([f for _, f in ready])) if int(f)]
-        if not bad:
-            return
-        p.skipped += len(bad)
-        if self.t.nonfinite == "halt":
-            self.run.writer.write({"event": "halted", "step": bad[0]})
-            newest = self.run.ckpt.step_path(p.last_saved) if p.last_saved else "none"
-            raise NonFiniteError(
-                f"non-finite loss or gradient norm at step {bad[0]}; halting "
-                f"(train.nonfinite=halt). Newest checkpoint: {newest}; "
-                f"train.nonfinite=skip skips such updates instead")
-        for s in bad:
+        for (s, _), f in zip(ready, jax.device_get([f for _, f in ready])):
+            if not int(f):
+                p.streak = 0
+                continue
+            p.skipped += 1
+            p.streak += 1
+            if t.nonfinite == "halt":
+                self._halt(s, f"non-finite loss or gradient norm at step {s}; halting "
+                              f"(train.nonfinite=halt)",
+                           "train.nonfinite=skip skips such updates instead")
             self.run.warn(f"jaxlm: warning: non-finite loss or gradient norm at step {s}; "
                           f"update skipped ({p.skipped} skipped so far)")
+            if t.nonfinite_patience and p.streak >= t.nonfinite_patience:
+                self._halt(s, f"non-finite loss or gradient norm at {p.streak} consecutive steps "
+                              f"({s - p.streak + 1}-{s}), every update skipped; stopping "
+                              f"(train.nonfinite_patience={t.nonfinite_patience})",
+                           "its weights are from before these steps. Lower optim.lr or check "
+                           "the data; train.nonfinite_patience=0 never stops")
+
+    def _halt(self, step: int, what: str, advice: str) -> None:
+        self.run.writer.write({"event": "halted", "step": step, "skipped_steps": self.p.skipped})
+        last = self.p.last_saved
+        newest = self.run.ckpt.step_path(last) if last else "none"
+        raise NonFiniteError(f"{what}. Newest checkpoint: {newest}; {advice}")
 
     def _save(self, step: int) -> None:
         p = self.p

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import sys
-from typing import Any, Optional
+import time
+from typing import Any, Callable, Optional
 
 from tqdm.auto import tqdm
 
+from jaxlm.errors import JaxlmError
 from jaxlm.rundir import METRICS_FILE, TENSORBOARD_DIR  # the run directory owns the names
 
 
@@ -23,48 +26,155 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def _write_error(path: pathlib.Path, e: OSError) -> JaxlmError:
+    reason = f"{e.strerror or os.strerror(e.errno)} [errno {e.errno}]" if e.errno else str(e)
+    return JaxlmError(f"could not write {path}: {reason}; the run stopped, its checkpoints are "
+                      f"intact: make room and re-run the same command to resume")
+
+
+def _read_records(path: pathlib.Path) -> tuple[list[tuple[bytes, dict]], list[int]]:
+    """(raw line, record) of each whole JSON line, and the 1-based numbers of the lines that are
+    not (cut short by a crash or a full disk, or not UTF-8)."""
+    records, damaged = [], []
+    for i, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            damaged.append(i)
+            continue
+        if isinstance(rec, dict):
+            records.append((line, rec))
+        else:
+            damaged.append(i)
+    return records, damaged
+
+
+class _Events:
+    """TensorBoard scalars, written in the calling thread. tensorboardX's SummaryWriter writes
+    from a thread of its own, where a full disk is a traceback the run cannot turn into its one
+    line (and then another one at close)."""
+
+    FLUSH_SECS = 10.0
+
+    def __init__(self, logdir: pathlib.Path):
+        from tensorboardX.event_file_writer import EventsWriter
+
+        try:
+            logdir.mkdir(parents=True, exist_ok=True)
+            self._w = EventsWriter(str(logdir / "events"))
+        except OSError as e:
+            raise _write_error(logdir, e) from None
+        self.path = pathlib.Path(getattr(self._w, "_file_name", logdir))  # for messages
+        self._flushed = time.monotonic()
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        from tensorboardX.proto import event_pb2
+        from tensorboardX.summary import scalar
+
+        now = time.time()
+        for k, v in values.items():
+            self._w.write_event(event_pb2.Event(wall_time=now, step=step, summary=scalar(k, v)))
+        if time.monotonic() - self._flushed >= self.FLUSH_SECS:
+            self.flush()
+
+    def flush(self) -> None:
+        self._w.flush()
+        self._flushed = time.monotonic()
+
+    def close(self) -> None:
+        self._w.close()
+
+
 class MetricsWriter:
+    """metrics.jsonl (each record one whole line: a failed write is cut back off) and the
+    TensorBoard event file. A failed write (a full disk) raises a one-line JaxlmError."""
+
     def __init__(self, workdir: pathlib.Path, enabled: bool = True):
         self.enabled = enabled
         self.path = pathlib.Path(workdir) / METRICS_FILE
-        self._tb = None
+        self._tb: Optional[_Events] = None
+        self._file: Optional[Any] = None  # metrics.jsonl, opened at the first write
+        self._failed = False
         if enabled:
-            from tensorboardX import SummaryWriter
+            self._tb = _Events(pathlib.Path(workdir) / TENSORBOARD_DIR)
 
-            self._tb = SummaryWriter(str(pathlib.Path(workdir) / TENSORBOARD_DIR))
-
-    def truncate_after(self, step: int) -> None:
-        """Drops step records past `step` (written after the checkpoint a resume starts from)."""
+    def truncate_after(self, step: int,
+                       warn: Optional[Callable[[str], None]] = None) -> None:
+        """Drops step records past `step` (written after the checkpoint a resume starts from),
+        and lines that are not whole JSON records (`warn` says how many)."""
         if not self.enabled or not self.path.exists():
             return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-            if "step" not in rec or rec["step"] <= step:
-                keep.append(line)
+        self._close_file()
+        try:
+            records, damaged = _read_records(self.path)
+        except OSError as e:
+            raise JaxlmError(f"cannot read {self.path}: {e.strerror or e}") from None
+        if damaged:
+            (warn or log)(f"jaxlm: warning: dropped {len(damaged)} damaged line(s) of {self.path} "
+                          f"(line {', '.join(map(str, damaged[:5]))}"
+                          f"{', ...' if len(damaged) > 5 else ''}: cut short or not UTF-8 JSON)")
+        keep = [line for line, rec in records
+                if not isinstance(rec.get("step"), (int, float)) or rec["step"] <= step]
         tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(k + "\n" for k in keep))
-        tmp.replace(self.path)
+        try:
+            tmp.write_bytes(b"".join(k + b"\n" for k in keep))
+            tmp.replace(self.path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _write_error(self.path, e) from None
 
     def write(self, record: dict[str, Any]) -> None:
         """Appends one JSON line; numeric fields of step records also go to TensorBoard."""
         if not self.enabled:
             return
         record = {k: _clean(v) for k, v in record.items()}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._append((json.dumps(record) + "\n").encode("utf-8"))
         step = record.get("step")
         if self._tb is not None and isinstance(step, int):
-            for k, v in record.items():
-                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self._tb.add_scalar(tensorboard_tag(k), v, step)
+            values = {tensorboard_tag(k): v for k, v in record.items()
+                      if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            try:
+                self._tb.scalars(values, step)
+            except OSError as e:
+                self._failed = True
+                raise _write_error(self._tb.path, e) from None
+
+    def _append(self, data: bytes) -> None:
+        """One whole line or nothing: on a failed write the file is cut back to where it was."""
+        try:
+            if self._file is None:
+                self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
+            start = self._file.seek(0, os.SEEK_END)
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[self._file.write(view):]
+            except OSError:
+                self._file.truncate(start)
+                raise
+        except OSError as e:
+            self._failed = True
+            raise _write_error(self.path, e) from None
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        """Flushes TensorBoard; after a failed write, only releases the files (that error is
+        the one to report)."""
+        self._close_file()
+        if self._tb is None:
+            return
+        tb, self._tb = self._tb, None
+        try:
+            tb.close()
+        except OSError as e:
+            if not self._failed:
+                raise _write_error(tb.path, e) from None
 
 
 _PERF_KEYS = ("tokens_per_sec", "step_time_sec", "mfu", "compile_time_sec", "tokens_seen")
@@ -91,10 +201,11 @@ def log(msg: str, enabled: bool = True) -> None:
 
 
 def load_metrics(workdir: str | pathlib.Path) -> list[dict]:
+    """The records of metrics.jsonl (lines that are not whole JSON records are left out)."""
     path = pathlib.Path(workdir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [rec for _, rec in _read_records(path)[0]]
 
 
 __all__ = ["MetricsWriter", "progress", "log", "load_metrics", "tensorboard_tag", "METRICS_FILE"]

@@ -112,7 +112,7 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool)
     # opened once the state is there (a failed init_from leaves no TensorBoard writer behind:
     # its thread, never closed, fails at interpreter exit on Python 3.12)
     writer = metrics_lib.MetricsWriter(workdir, enabled=main)
-    writer.truncate_after(start_step)  # step records past the checkpoint are about to be redone
+    writer.truncate_after(start_step, warn)  # step records past the checkpoint are redone next
 
     _, non_embed = flops.param_counts(state.params)
     peak, peak_source = flops.system_peak(jax.devices(), asm.model_config.dtype, t.peak_flops)

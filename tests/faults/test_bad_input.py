@@ -10,6 +10,7 @@ contract (exit status, nothing else on stderr).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pathlib
@@ -58,6 +59,10 @@ def _config_cases(tmp: pathlib.Path) -> dict[str, tuple[list[str], list[str]]]:
     bad_yaml = tmp / "bad.yaml"
     bad_yaml.write_text("model: [unclosed\n")
     missing_cfg = tmp / "missing_config.yaml"
+    date_yaml = tmp / "date.yaml"
+    date_yaml.write_text("train:\n  seed: 2024-01-01\n")
+    list_section = tmp / "list_section.yaml"
+    list_section.write_text("model: [1, 2]\n")
     return {
         "unknown_key": (TINY + ["train.foo=1"], ["train.foo"]),
         "wrong_type": (TINY + ["train.batch_size=four"], ["train.batch_size"]),
@@ -67,11 +72,16 @@ def _config_cases(tmp: pathlib.Path) -> dict[str, tuple[list[str], list[str]]]:
         "missing_config": (["--config", str(missing_cfg)] + TINY, [str(missing_cfg)]),
         "invalid_yaml": (["--config", str(bad_yaml)] + TINY, [str(bad_yaml)]),
         "no_equals": (TINY + ["model.d_model"], ["model.d_model"]),
+        "yaml_date": (["--config", str(date_yaml)] + TINY, ["train.seed", str(date_yaml)]),
+        "unclosed_list": (TINY + ["model.foo=[1,2"], ["'model.foo=[1,2'"]),
+        "section_as_list": (["--config", str(list_section)] + TINY,
+                            ["config key 'model'", str(list_section)]),
     }
 
 
 CONFIG_ERRORS = ["unknown_key", "wrong_type", "impossible_shape", "seq_len_too_long",
-                 "empty_corpus_key", "missing_config", "invalid_yaml", "no_equals"]
+                 "empty_corpus_key", "missing_config", "invalid_yaml", "no_equals", "yaml_date",
+                 "unclosed_list", "section_as_list"]
 
 
 @pytest.mark.parametrize("name", CONFIG_ERRORS)
@@ -117,6 +127,16 @@ def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
     damage(damaged / "checkpoints" / "3", "truncate")
     full = tmp / "disk_full"
     shutil.copytree(base, full)
+    # metrics.jsonl a little under the 64 KiB a file may have: a record soon does not fit
+    metrics_full = tmp / "metrics_disk_full"
+    shutil.copytree(base, metrics_full)
+    with (metrics_full / "metrics.jsonl").open("a") as f:
+        while f.tell() < 63 * 1024:
+            f.write('{"event": "padding", "note": "%s"}\n' % ("x" * 200))
+    damaged_metrics = tmp / "damaged_metrics"
+    shutil.copytree(base, damaged_metrics)
+    with (damaged_metrics / "metrics.jsonl").open("ab") as f:
+        f.write(b'{"event": "note", "text": "caf\xe9"}\n{"step": 3, "lo')  # not UTF-8; cut short
     return {
         # against an existing run: nothing in it may change. A config error as a process (the
         # others are tested in-process above).
@@ -145,6 +165,14 @@ def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
                        "is intact"], None,
                       # no compilation cache: its entries would be cut at 64 KiB too
                       "unset JAX_COMPILATION_CACHE_DIR; ulimit -f 64; "),
+        # metrics.jsonl cannot grow: one line naming it, no half-written record (see below)
+        "metrics_disk_full": (["--workdir", str(metrics_full), *TINY, "train.steps=6"], 2,
+                              ["could not write", str(metrics_full / "metrics.jsonl"),
+                               "File too large", "checkpoints are intact"],
+                              metrics_full / "checkpoints" / "3",
+                              "unset JAX_COMPILATION_CACHE_DIR; ulimit -f 64; "),
+        "damaged_metrics": (["--workdir", str(damaged_metrics), *TINY, "train.steps=3"], 0, [],
+                            None, None),
         "undecodable_text": (fresh("e4") + [f"data.corpus={undecodable}",
                                             f"data.cache_dir={tmp / 'cache'}"], 0, [], None, None),
     }
@@ -175,7 +203,7 @@ def bad_input(base_run, tmp_path_factory):
 
 BAD = ["config_error", "missing_corpus", "empty_corpus", "unreadable_corpus", "changed_shape",
        "changed_tokenizer", "workdir_not_writable", "all_checkpoints_damaged", "nan_halt",
-       "disk_full"]
+       "disk_full", "metrics_disk_full"]
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -231,3 +259,32 @@ def test_disk_full_then_resume(bad_input):
     assert [r["start_step"] for r in _records(workdir) if r.get("event") == "start"][-1] == 3
     steps = [r["step"] for r in _step_records(workdir)]
     assert steps == sorted(set(steps)) and steps[-1] == 6
+
+
+def test_metrics_disk_full_leaves_whole_records_then_resumes(bad_input):
+    """A full disk while appending to metrics.jsonl was a 65-line traceback, exit 1 and a
+    half-written record. Now every line is a whole record, and with space again the same
+    command resumes from checkpoint 3."""
+    *_, tmp = bad_input
+    workdir = tmp / "metrics_disk_full"
+    lines = (workdir / "metrics.jsonl").read_bytes().split(b"\n")
+    assert lines[-1] == b""  # ends with a whole line
+    assert all(isinstance(json.loads(line), dict) for line in lines[:-1])
+    assert _ckpt_steps(workdir) == [3]
+    result = train(load_config(None, [*TINY, "train.steps=6"]), workdir, quiet=True)
+    assert result.final_step == 6
+    steps = [r["step"] for r in _step_records(workdir)]
+    assert steps == sorted(set(steps)) and steps[-1] == 6
+
+
+def test_damaged_metrics_on_resume_is_a_warning(bad_input):
+    """Invalid UTF-8 in metrics.jsonl was a UnicodeDecodeError traceback on resume."""
+    cases, results, *_, tmp = bad_input
+    code, out, err = results["damaged_metrics"]
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err
+    workdir = tmp / "damaged_metrics"
+    warning = [line for line in err.splitlines() if "damaged line" in line]
+    assert len(warning) == 1 and "dropped 2 damaged line(s)" in warning[0], err[-3000:]
+    assert str(workdir / "metrics.jsonl") in warning[0]
+    assert [r.get("event") for r in _records(workdir)][-1] == "final"

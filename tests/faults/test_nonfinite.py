@@ -12,7 +12,8 @@ import pytest
 
 from jaxlm.errors import NonFiniteError
 
-from helpers import TINY, _ckpt_steps, _records, _step_records, bits, restore_state, run
+from helpers import TINY, _ckpt_steps, _main, _records, _step_records, bits, restore_state, \
+    run
 
 NAN = TINY + ["train.steps=6", "train.log_every=1", "train.checkpoint_every=1",
               "train.keep_checkpoints=10", "train.samples=0", "train.final_eval_batches=1"]
@@ -79,3 +80,27 @@ def test_nonfinite_halt(tmp_path):
     assert str((workdir / "checkpoints" / "2").absolute()) in msg  # where to go back to
     assert _ckpt_steps(workdir) == [2]  # nothing at or after the bad step
     assert [r["step"] for r in _records(workdir) if r.get("event") == "halted"] == [4]
+
+
+def test_consecutive_skips_stop_the_run(tmp_path, capsys):
+    """train.nonfinite=skip had no limit (28 of 30 steps skipped ended with exit 0 and a NaN
+    eval): after train.nonfinite_patience consecutive skips the run stops, exit 3, one line,
+    and the checkpoints hold the weights from before the streak."""
+    workdir = tmp_path / "run"
+    code, out, err = _main(capsys, "--workdir", str(workdir), *NAN,
+                           "train.debug_nan_steps=[3,4,5]", "train.nonfinite_patience=2")
+    assert code == 3, err[-3000:]
+    assert "Traceback" not in err
+    ours = [line for line in err.splitlines() if line.startswith("jaxlm: error:")]
+    assert len(ours) == 1, err[-3000:]
+    assert "2 consecutive steps (3-4)" in ours[0] and "train.nonfinite_patience=2" in ours[0]
+    assert str((workdir / "checkpoints" / "3").absolute()) in ours[0]
+    assert _ckpt_steps(workdir) == [1, 2, 3]  # nothing at or after the step that stopped it
+    assert bits(restore_state(workdir, 3).params) == bits(restore_state(workdir, 2).params)
+    assert [r["step"] for r in _records(workdir) if r.get("event") == "halted"] == [4]
+
+
+def test_nonfinite_patience_zero_never_stops(tmp_path):
+    result = run(tmp_path / "run", "train.debug_nan_steps=[2,3,4,5,6]",
+                 "train.nonfinite_patience=0", "train.checkpoint_every=0", base=NAN)
+    assert result.final_step == 6 and result.skipped_steps == 5

@@ -158,6 +158,62 @@ def test_yaml_wrong_type_names_key_and_file(tmp_path):
     assert "train.steps" in msg and str(p) in msg
 
 
+
+def test_yaml_date_is_a_string_not_a_traceback(tmp_path):
+    """YAML 1.1 reads 2024-01-01 as a date, which OmegaConf cannot hold (it raised
+    UnsupportedValueType); it is read as the string it is in YAML 1.2 and in the overrides."""
+    p = tmp_path / "date.yaml"
+    p.write_text("train:\n  seed: 2024-01-01\n")
+    msg = _error(path=str(p))
+    assert "train.seed" in msg and str(p) in msg and "2024-01-01" in msg
+    p.write_text("data:\n  corpus: 2024-01-01\n")
+    assert load_config(str(p)).data.corpus == "2024-01-01"
+    assert load_config(None, ["data.corpus=2024-01-01"]).data.corpus == "2024-01-01"
+
+
+def test_yaml_value_omegaconf_cannot_hold_names_the_key(tmp_path):
+    p = tmp_path / "set.yaml"
+    p.write_text("train:\n  seed: !!set {a, b}\n")
+    msg = _error(path=str(p))
+    assert "train.seed" in msg and str(p) in msg
+
+
+@pytest.mark.parametrize("override", ["model.foo=[1,2", "train.debug_nan_steps=[1,2",
+                                      "model.d_model={a: 1"])
+def test_unparsable_override_names_it(override):
+    """An unclosed list raised yaml's ParserError (a traceback)."""
+    msg = _error(["model.n_layers=2", override])
+    assert f"'{override}'" in msg and "model.n_layers" not in msg, msg
+
+
+@pytest.mark.parametrize("text, key, kind", [
+    ("model: [1, 2]\n", "model", "a list"),
+    ("train: 3\n", "train", "the value 3"),
+    ("optim:\n", "optim", "empty"),
+    ("train:\n  debug_nan_steps: {a: 1}\n", "train.debug_nan_steps", "a mapping"),
+])
+def test_section_of_the_wrong_kind_names_the_key(tmp_path, text, key, kind):
+    """A section given as a list was 'bad value for config key 'None''; a mapping for a list
+    key was a TypeError traceback."""
+    p = tmp_path / "shape.yaml"
+    p.write_text(text)
+    msg = _error(path=str(p))
+    assert f"config key '{key}'" in msg and str(p) in msg and kind in msg, msg
+    assert "None" not in msg
+
+
+@pytest.mark.parametrize("override, key, data", [
+    ("model=[1,2]", "model", {"model": [1, 2]}),
+    ("train=7", "train", {"train": 7}),
+    ("train.debug_nan_steps={a: 1}", "train.debug_nan_steps", {"train": {"debug_nan_steps": {}}}),
+])
+def test_override_replacing_a_section_names_the_key(override, key, data):
+    msg = _error([override])
+    assert f"config key '{key}'" in msg and "command-line overrides" in msg, msg
+    assert "None" not in msg
+    with pytest.raises(JaxlmError, match=f"config key '{key}'"):
+        from_dict(data)
+
 def _variant() -> RunConfig:
     return load_config(None, [
         "model.position=rope", "model.norm=rmsnorm", "model.mlp=swiglu", "model.n_kv_heads=2",

@@ -17,6 +17,9 @@ def test_debug_nan_steps_validated():
         load_config(None, ["train.debug_nan_steps=[0]"])
     with pytest.raises(JaxlmError, match="train.nonfinite"):
         load_config(None, ["train.nonfinite=ignore"])
+    with pytest.raises(JaxlmError, match="train.nonfinite_patience"):
+        load_config(None, ["train.nonfinite_patience=-1"])
+    assert load_config(None, ["train.nonfinite_patience=0"]).train.nonfinite_patience == 0
 
 
 def test_config_rules():

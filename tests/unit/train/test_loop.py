@@ -6,6 +6,8 @@ import pytest
 
 from jaxlm import config as config_lib
 
+from helpers import tensorboard_tags
+
 
 def test_train_logs_mfu_and_prefetch_keeps_the_data_order(tmp_path, synthetic_docs):
     from jaxlm.train.loop import train
@@ -41,25 +43,7 @@ def test_train_logs_mfu_and_prefetch_keeps_the_data_order(tmp_path, synthetic_do
             assert r["mfu"] == pytest.approx(
                 r["tokens_per_sec"] * start["model_flops_per_token"] / start["peak_flops"])
             assert 0 < r["mfu"] < 1
-        tags = _tensorboard_tags(tmp_path / f"p{prefetch}" / "tensorboard")
+        tags = tensorboard_tags(tmp_path / f"p{prefetch}" / "tensorboard")
         assert {"train/loss", "train/learning_rate", "perf/tokens_per_sec", "perf/mfu",
                 "perf/step_time_sec", "perf/compile_time_sec", "eval/loss", "eval/bpb"} <= tags
     assert losses[0] == losses[2]
-
-
-def _tensorboard_tags(logdir) -> set[str]:
-    """Scalar tags in the TFRecord event files (length, crc, event proto, crc per record)."""
-    import struct
-
-    from tensorboardX.proto import event_pb2
-
-    tags = set()
-    for path in logdir.glob("events.out.tfevents*"):
-        data = path.read_bytes()
-        i = 0
-        while i + 12 <= len(data):
-            (n,) = struct.unpack("<Q", data[i:i + 8])
-            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
-            tags.update(v.tag for v in event.summary.value)
-            i += 12 + n + 4
-    return tags
