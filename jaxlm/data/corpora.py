@@ -6,7 +6,8 @@
 - a local file, directory or glob: prepared once by a tensorflow-datasets builder into
   ArrayRecord (cached under `cache_dir`, keyed by the files' paths, sizes and mtimes) and read
   with tfds's data source, no TensorFlow needed. Files split as above; a single file gives its
-  last `validation_fraction` of lines to eval.
+  last `validation_fraction` of lines to eval. Symlinked folders are not descended into, and a
+  file reached by several paths (symlinks, hard links) is read once, so it is in one split only.
 - `tfds:NAME`: a registered tfds dataset read through `tfds.data_source`, text from `text_key`.
 Undecodable bytes are replaced with U+FFFD, never fatal.
 """
@@ -14,7 +15,6 @@ Undecodable bytes are replaced with U+FFFD, never fatal.
 from __future__ import annotations
 
 import dataclasses
-import glob as globlib
 import hashlib
 import os
 import pathlib
@@ -89,19 +89,46 @@ def stdlib_corpus(validation_fraction: float) -> Corpus:
     return Corpus(f"stdlib:{root}", _Files(train), _Files(val))
 
 
+def _glob(spec: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
+    """(the pattern's fixed leading folder, the files it matches). pathlib's `**` does not
+    descend into symlinked directories (glob.glob's does, endlessly through a symlink loop);
+    hidden names below the folder are skipped, as glob.glob and a directory corpus do."""
+    parts = pathlib.Path(os.path.expanduser(spec)).parts
+    fixed = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    base = pathlib.Path(*parts[:fixed]) if fixed else pathlib.Path(".")
+    pattern = "/".join(parts[fixed:])
+    if pattern.endswith("**"):  # pathlib's trailing ** matches folders only
+        pattern += "/*"
+    files = [p for p in base.glob(pattern) if p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(base).parts)]
+    return base, files
+
+
+def _unique(files: Sequence[pathlib.Path]) -> list[pathlib.Path]:
+    """`files` sorted, each file once: two paths to one file (a symlink, a hard link, a path
+    through a symlinked folder) keep the first, so no file is in both train and eval."""
+    seen, out = set(), []
+    for p in sorted(files):
+        st = p.stat()
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            out.append(p)
+    return out
+
+
 def _local_files(spec: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
     path = pathlib.Path(spec).expanduser()
     if path.is_file():
         root, files = path.parent, [path]
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    elif path.is_dir():  # rglob does not descend into symlinked directories
+        files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
         root = path
     elif any(ch in spec for ch in "*?["):
-        files = sorted(pathlib.Path(p) for p in globlib.glob(os.path.expanduser(spec), recursive=True))
-        files = [p for p in files if p.is_file()]
-        root = pathlib.Path(os.path.commonpath([str(p.parent) for p in files])) if files else path
+        base, files = _glob(spec)
+        root = pathlib.Path(os.path.commonpath([str(p.parent) for p in files])) if files else base
     else:
         raise JaxlmError(f"data.corpus: no such file or directory: {spec}")
+    files = _unique(files)
     if not files:
         raise JaxlmError(f"data.corpus: no files found at {spec}")
     for p in files:  # open, not os.access: root passes access() for files it cannot read
