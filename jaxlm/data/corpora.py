@@ -8,7 +8,8 @@
   with tfds's data source, no TensorFlow needed. Files split as above; a single file gives its
   last `validation_fraction` of lines to eval. Symlinked folders are not descended into, and a
   file reached by several paths (symlinks, hard links) is read once, so it is in one split only.
-- `tfds:NAME`: a registered tfds dataset read through `tfds.data_source`, text from `text_key`.
+- `tfds:NAME`: a registered tfds dataset read through `tfds.data_source`, text from `text_key`;
+  it must be prepared already (nothing is downloaded unless `data.tfds_download=true`).
 Undecodable bytes are replaced with U+FFFD, never fatal.
 """
 
@@ -190,17 +191,26 @@ def tfds_corpus(
 ) -> Corpus:
     import tensorflow_datasets as tfds
 
+    def not_prepared(e: Exception) -> JaxlmError:
+        where = data_dir or tfds.core.constants.get_default_data_dir()
+        command = f"tfds build {name} --file_format=array_record" + (
+            f" --data_dir={data_dir}" if data_dir else "")
+        hint = "" if download else (
+            f"; prepare it once with `{command}` (tfds's command line needs TensorFlow: pip "
+            "install tensorflow), or set data.tfds_download=true")
+        return JaxlmError(f"data.corpus: tfds dataset '{name}' is not prepared in {where}{hint} "
+                          f"({str(e).splitlines()[0][:200]})")
+
     def source(split: str, key: str) -> Any:
-        try:
-            return tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+        try:  # array_record: the random-access format (tfds's own default only without data_dir)
+            return tfds.data_source(name, split=split, data_dir=data_dir, download=download,
+                                    builder_kwargs={"file_format": "array_record"})
         except tfds.core.registered.DatasetNotFoundError:
             raise JaxlmError(f"data.corpus: tfds has no dataset named '{name}'") from None
+        except KeyError as e:  # an unprepared dataset has no splits: "`splits` is empty"
+            raise not_prepared(e) from None
         except (AssertionError, FileNotFoundError, NotImplementedError) as e:
-            hint = "" if download else "; prepare it first or set data.tfds_download=true"
-            raise JaxlmError(
-                f"data.corpus: tfds dataset '{name}' is not prepared in "
-                f"{data_dir or '~/tensorflow_datasets'}{hint} ({str(e).splitlines()[0][:200]})"
-            ) from None
+            raise not_prepared(e) from None
         except ValueError as e:
             raise JaxlmError(f"data.{key}='{split}' for tfds:{name}: {str(e).splitlines()[0]}") from None
 

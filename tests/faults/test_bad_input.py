@@ -117,6 +117,11 @@ def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
     damage(damaged / "checkpoints" / "3", "truncate")
     full = tmp / "disk_full"
     shutil.copytree(base, full)
+    binary_csv = tmp / "runs_binary.csv"
+    binary_csv.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4)
+    gpt2 = ["--config", str(REPO_ROOT / "configs" / "gpt2_small.yaml"), "--workdir",
+            str(tmp / "gpt2"), "train.steps=3", "optim.warmup_steps=1",
+            f"data.tfds_data_dir={tmp / 'no_tfds'}"]  # never the machine's own tfds data
     return {
         # against an existing run: nothing in it may change. A config error as a process (the
         # others are tested in-process above).
@@ -147,6 +152,12 @@ def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
                       "unset JAX_COMPILATION_CACHE_DIR; ulimit -f 64; "),
         "undecodable_text": (fresh("e4") + [f"data.corpus={undecodable}",
                                             f"data.cache_dir={tmp / 'cache'}"], 0, [], None, None),
+        # the shipped accelerator config on a machine without lm1b: how to prepare it, no
+        # KeyError traceback, nothing downloaded
+        "unprepared_tfds": (gpt2, 2, ["tfds dataset 'lm1b' is not prepared",
+                                      "tfds build lm1b --file_format=array_record"], None, None),
+        "fit_binary_csv": (["fit", "--input", str(binary_csv), "--output", str(tmp / "fit")], 2,
+                           [str(binary_csv), "not a UTF-8 text CSV file"], None, None),
     }
 
 
@@ -175,7 +186,7 @@ def bad_input(base_run, tmp_path_factory):
 
 BAD = ["config_error", "missing_corpus", "empty_corpus", "unreadable_corpus", "changed_shape",
        "changed_tokenizer", "workdir_not_writable", "all_checkpoints_damaged", "nan_halt",
-       "disk_full"]
+       "disk_full", "unprepared_tfds", "fit_binary_csv"]
 
 
 @pytest.mark.parametrize("name", BAD)

@@ -176,3 +176,16 @@ def test_local_linked_duplicate_file_counts_once(tmp_path, spec):
     c = load_corpus(str(root / spec) if spec != "." else str(root), validation_fraction=0.5,
                     cache_dir=str(tmp_path / "cache"))
     assert sorted(_docs(c)) == sorted(texts)
+
+
+def test_tfds_unprepared_dataset_says_how_to_prepare_it(tmp_path):
+    """An unprepared dataset (configs/gpt2_small.yaml's tfds:lm1b on a fresh machine) was a
+    KeyError traceback ("`splits` is empty"); nothing may be downloaded."""
+    empty = tmp_path / "tfds"
+    with pytest.raises(JaxlmError) as info:
+        load_corpus("tfds:lm1b", eval_split="test", tfds_data_dir=str(empty))
+    msg = str(info.value)
+    assert "not prepared" in msg and str(empty) in msg
+    assert f"tfds build lm1b --file_format=array_record --data_dir={empty}" in msg
+    assert "data.tfds_download=true" in msg and "\n" not in msg
+    assert not empty.exists() or not any(empty.rglob("*.array_record*"))
