@@ -6,8 +6,10 @@
 - a local file, directory or glob: prepared once by a tensorflow-datasets builder into
   ArrayRecord (cached under `cache_dir`, keyed by the files' paths, sizes and mtimes) and read
   with tfds's data source, no TensorFlow needed. Files split as above; a single file gives its
-  last `validation_fraction` of lines to eval. Symlinked folders are not descended into, and a
-  file reached by several paths (symlinks, hard links) is read once, so it is in one split only.
+  last `validation_fraction` of lines to eval. A JSON Lines file (`.jsonl`) holds one document
+  per line, the record's `text_key` field; a single one gives its last records to eval.
+  Symlinked folders are not descended into, and a file reached by several paths (symlinks, hard
+  links) is read once, so it is in one split only.
 - `tfds:NAME`: a registered tfds dataset read through `tfds.data_source`, text from `text_key`;
   it must be prepared already (nothing is downloaded unless `data.tfds_download=true`).
 Undecodable bytes are replaced with U+FFFD, never fatal.
@@ -145,8 +147,11 @@ def _local_files(spec: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
     return root, files
 
 
-def _corpus_key(train: Sequence[pathlib.Path], val: Sequence[pathlib.Path], single: float) -> str:
+def _corpus_key(train: Sequence[pathlib.Path], val: Sequence[pathlib.Path], single: float,
+                text_key: str = "text") -> str:
     h = hashlib.sha256(f"single={single}".encode())
+    if any(p.suffix.lower() == ".jsonl" for p in [*train, *val]):  # read by record since 21.14
+        h.update(f"jsonl\0text_key={text_key}\n".encode())
     for tag, paths in (("train", train), ("val", val)):
         for p in paths:
             st = p.stat()
@@ -154,7 +159,10 @@ def _corpus_key(train: Sequence[pathlib.Path], val: Sequence[pathlib.Path], sing
     return "c" + h.hexdigest()[:16]
 
 
-def local_corpus(spec: str, validation_fraction: float, cache_dir: Optional[str]) -> Corpus:
+def local_corpus(spec: str, validation_fraction: float, cache_dir: Optional[str],
+                 text_key: str = "text") -> Corpus:
+    """The files at `spec` (see the module docstring); a `.jsonl` file's documents are its
+    records' `text_key` fields."""
     from jaxlm.data import local_tfds
 
     root, files = _local_files(spec)
@@ -169,7 +177,8 @@ def local_corpus(spec: str, validation_fraction: float, cache_dir: Optional[str]
         raise JaxlmError(f"data.cache_dir: cannot create {data_dir}: {e.strerror}") from None
     builder = local_tfds.LocalTextCorpus(
         train_files=[str(p) for p in train], validation_files=[str(p) for p in val],
-        single_file_validation=single, key=_corpus_key(train, val, single), data_dir=str(data_dir),
+        single_file_validation=single, text_key=text_key,
+        key=_corpus_key(train, val, single, text_key), data_dir=str(data_dir),
     )
     if not builder.is_prepared():
         import tensorflow_datasets as tfds
@@ -178,11 +187,15 @@ def local_corpus(spec: str, validation_fraction: float, cache_dir: Optional[str]
               "(once)", flush=True)
         tfds.display_progress_bar(False)
         builder.download_and_prepare()
-    return Corpus(
+    corpus = Corpus(
         f"local:{spec}",
         _TextView(builder.as_data_source(split="train"), "text"),
         _TextView(builder.as_data_source(split="validation"), "text"),
     )
+    for split, docs in (("train", corpus.train), ("eval", corpus.eval)):
+        if len(docs) == 0:  # e.g. a .jsonl file of blank lines
+            raise JaxlmError(f"data.corpus: the {split} split of {spec} holds no documents")
+    return corpus
 
 
 def tfds_corpus(
@@ -239,4 +252,4 @@ def load_corpus(
             corpus[len("tfds:"):], text_key=text_key, train_split=train_split,
             eval_split=eval_split, data_dir=tfds_data_dir, download=tfds_download,
         )
-    return local_corpus(corpus, validation_fraction, cache_dir)
+    return local_corpus(corpus, validation_fraction, cache_dir, text_key)
