@@ -117,6 +117,8 @@ def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
     damage(damaged / "checkpoints" / "3", "truncate")
     full = tmp / "disk_full"
     shutil.copytree(base, full)
+    bad_jsonl = tmp / "records.jsonl"
+    bad_jsonl.write_text('{"text": "a record"}\n{"text": "another"}\n{"body": "no text"}\n')
     binary_csv = tmp / "runs_binary.csv"
     binary_csv.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4)
     gpt2 = ["--config", str(REPO_ROOT / "configs" / "gpt2_small.yaml"), "--workdir",
@@ -152,6 +154,10 @@ def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
                       "unset JAX_COMPILATION_CACHE_DIR; ulimit -f 64; "),
         "undecodable_text": (fresh("e4") + [f"data.corpus={undecodable}",
                                             f"data.cache_dir={tmp / 'cache'}"], 0, [], None, None),
+        "jsonl_missing_field": (fresh("e5") + [f"data.corpus={bad_jsonl}",
+                                               f"data.cache_dir={tmp / 'cache'}"], 2,
+                                [f"{bad_jsonl}:3", "no field 'text'", "data.text_key"], None,
+                                None),
         # the shipped accelerator config on a machine without lm1b: how to prepare it, no
         # KeyError traceback, nothing downloaded
         "unprepared_tfds": (gpt2, 2, ["tfds dataset 'lm1b' is not prepared",
@@ -186,7 +192,7 @@ def bad_input(base_run, tmp_path_factory):
 
 BAD = ["config_error", "missing_corpus", "empty_corpus", "unreadable_corpus", "changed_shape",
        "changed_tokenizer", "workdir_not_writable", "all_checkpoints_damaged", "nan_halt",
-       "disk_full", "unprepared_tfds", "fit_binary_csv"]
+       "disk_full", "jsonl_missing_field", "unprepared_tfds", "fit_binary_csv"]
 
 
 @pytest.mark.parametrize("name", BAD)
