@@ -97,7 +97,8 @@ def _glob(spec: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
     descend into symlinked directories (glob.glob's does, endlessly through a symlink loop);
     hidden names below the folder are skipped, as glob.glob and a directory corpus do."""
     parts = pathlib.Path(os.path.expanduser(spec)).parts
-    fixed = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    fixed = next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")),
+                 len(parts) - 1)
     base = pathlib.Path(*parts[:fixed]) if fixed else pathlib.Path(".")
     pattern = "/".join(parts[fixed:])
     if pattern.endswith("**"):  # pathlib's trailing ** matches folders only
@@ -215,9 +216,12 @@ def tfds_corpus(
                           f"({str(e).splitlines()[0][:200]})")
 
     def source(split: str, key: str) -> Any:
-        try:  # array_record: the random-access format (tfds's own default only without data_dir)
+        # a download prepares array_record, the random-access format (tfds's default only
+        # without a data_dir)
+        prepare = {"file_format": "array_record"} if download else None
+        try:
             return tfds.data_source(name, split=split, data_dir=data_dir, download=download,
-                                    builder_kwargs={"file_format": "array_record"})
+                                    download_and_prepare_kwargs=prepare)
         except tfds.core.registered.DatasetNotFoundError:
             raise JaxlmError(f"data.corpus: tfds has no dataset named '{name}'") from None
         except KeyError as e:  # an unprepared dataset has no splits: "`splits` is empty"
