@@ -35,7 +35,7 @@ TOLERANCE = {"E": ("abs", 0.03), "A": ("rel", 0.10), "B": ("rel", 0.10),
 
 
 def load(path: pathlib.Path):
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     N = np.array([float(r["Model Size"]) for r in rows])
     C = np.array([float(r["Training FLOP"]) for r in rows])

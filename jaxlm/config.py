@@ -56,8 +56,10 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "stdlib"  # stdlib | a text file, directory or glob | tfds:NAME
-    text_key: str = "text"  # feature holding the text in tfds datasets
+    corpus: str = "stdlib"  # stdlib | a text or .jsonl file, directory or glob | tfds:NAME
+    # the field holding the text: of each JSON Lines (.jsonl) record, of a tfds dataset's
+    # examples, of a labelled CSV's rows
+    text_key: str = "text"
     train_split: str = "train"  # tfds only
     eval_split: str = "validation"  # tfds only
     validation_fraction: float = 0.05  # stdlib / local text: share of files held out

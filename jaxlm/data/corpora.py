@@ -6,15 +6,18 @@
 - a local file, directory or glob: prepared once by a tensorflow-datasets builder into
   ArrayRecord (cached under `cache_dir`, keyed by the files' paths, sizes and mtimes) and read
   with tfds's data source, no TensorFlow needed. Files split as above; a single file gives its
-  last `validation_fraction` of lines to eval.
-- `tfds:NAME`: a registered tfds dataset read through `tfds.data_source`, text from `text_key`.
+  last `validation_fraction` of lines to eval. A JSON Lines file (`.jsonl`) holds one document
+  per line, the record's `text_key` field; a single one gives its last records to eval.
+  Symlinked folders are not descended into, and a file reached by several paths (symlinks, hard
+  links) is read once, so it is in one split only.
+- `tfds:NAME`: a registered tfds dataset read through `tfds.data_source`, text from `text_key`;
+  it must be prepared already (nothing is downloaded unless `data.tfds_download=true`).
 Undecodable bytes are replaced with U+FFFD, never fatal.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob as globlib
 import hashlib
 import os
 import pathlib
@@ -89,19 +92,47 @@ def stdlib_corpus(validation_fraction: float) -> Corpus:
     return Corpus(f"stdlib:{root}", _Files(train), _Files(val))
 
 
+def _glob(spec: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
+    """(the pattern's fixed leading folder, the files it matches). pathlib's `**` does not
+    descend into symlinked directories (glob.glob's does, endlessly through a symlink loop);
+    hidden names below the folder are skipped, as glob.glob and a directory corpus do."""
+    parts = pathlib.Path(os.path.expanduser(spec)).parts
+    fixed = next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")),
+                 len(parts) - 1)
+    base = pathlib.Path(*parts[:fixed]) if fixed else pathlib.Path(".")
+    pattern = "/".join(parts[fixed:])
+    if pattern.endswith("**"):  # pathlib's trailing ** matches folders only
+        pattern += "/*"
+    files = [p for p in base.glob(pattern) if p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(base).parts)]
+    return base, files
+
+
+def _unique(files: Sequence[pathlib.Path]) -> list[pathlib.Path]:
+    """`files` sorted, each file once: two paths to one file (a symlink, a hard link, a path
+    through a symlinked folder) keep the first, so no file is in both train and eval."""
+    seen, out = set(), []
+    for p in sorted(files):
+        st = p.stat()
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            out.append(p)
+    return out
+
+
 def _local_files(spec: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
     path = pathlib.Path(spec).expanduser()
     if path.is_file():
         root, files = path.parent, [path]
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    elif path.is_dir():  # rglob does not descend into symlinked directories
+        files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
         root = path
     elif any(ch in spec for ch in "*?["):
-        files = sorted(pathlib.Path(p) for p in globlib.glob(os.path.expanduser(spec), recursive=True))
-        files = [p for p in files if p.is_file()]
-        root = pathlib.Path(os.path.commonpath([str(p.parent) for p in files])) if files else path
+        base, files = _glob(spec)
+        root = pathlib.Path(os.path.commonpath([str(p.parent) for p in files])) if files else base
     else:
         raise JaxlmError(f"data.corpus: no such file or directory: {spec}")
+    files = _unique(files)
     if not files:
         raise JaxlmError(f"data.corpus: no files found at {spec}")
     for p in files:  # open, not os.access: root passes access() for files it cannot read
@@ -117,8 +148,11 @@ def _local_files(spec: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
     return root, files
 
 
-def _corpus_key(train: Sequence[pathlib.Path], val: Sequence[pathlib.Path], single: float) -> str:
+def _corpus_key(train: Sequence[pathlib.Path], val: Sequence[pathlib.Path], single: float,
+                text_key: str = "text") -> str:
     h = hashlib.sha256(f"single={single}".encode())
+    if any(p.suffix.lower() == ".jsonl" for p in [*train, *val]):  # read by record since 21.14
+        h.update(f"jsonl\0text_key={text_key}\n".encode())
     for tag, paths in (("train", train), ("val", val)):
         for p in paths:
             st = p.stat()
@@ -126,7 +160,10 @@ def _corpus_key(train: Sequence[pathlib.Path], val: Sequence[pathlib.Path], sing
     return "c" + h.hexdigest()[:16]
 
 
-def local_corpus(spec: str, validation_fraction: float, cache_dir: Optional[str]) -> Corpus:
+def local_corpus(spec: str, validation_fraction: float, cache_dir: Optional[str],
+                 text_key: str = "text") -> Corpus:
+    """The files at `spec` (see the module docstring); a `.jsonl` file's documents are its
+    records' `text_key` fields."""
     from jaxlm.data import local_tfds
 
     root, files = _local_files(spec)
@@ -141,7 +178,8 @@ def local_corpus(spec: str, validation_fraction: float, cache_dir: Optional[str]
         raise JaxlmError(f"data.cache_dir: cannot create {data_dir}: {e.strerror}") from None
     builder = local_tfds.LocalTextCorpus(
         train_files=[str(p) for p in train], validation_files=[str(p) for p in val],
-        single_file_validation=single, key=_corpus_key(train, val, single), data_dir=str(data_dir),
+        single_file_validation=single, text_key=text_key,
+        key=_corpus_key(train, val, single, text_key), data_dir=str(data_dir),
     )
     if not builder.is_prepared():
         import tensorflow_datasets as tfds
@@ -150,11 +188,15 @@ def local_corpus(spec: str, validation_fraction: float, cache_dir: Optional[str]
               "(once)", flush=True)
         tfds.display_progress_bar(False)
         builder.download_and_prepare()
-    return Corpus(
+    corpus = Corpus(
         f"local:{spec}",
         _TextView(builder.as_data_source(split="train"), "text"),
         _TextView(builder.as_data_source(split="validation"), "text"),
     )
+    for split, docs in (("train", corpus.train), ("eval", corpus.eval)):
+        if len(docs) == 0:  # e.g. a .jsonl file of blank lines
+            raise JaxlmError(f"data.corpus: the {split} split of {spec} holds no documents")
+    return corpus
 
 
 def tfds_corpus(
@@ -163,17 +205,29 @@ def tfds_corpus(
 ) -> Corpus:
     import tensorflow_datasets as tfds
 
+    def not_prepared(e: Exception) -> JaxlmError:
+        where = data_dir or tfds.core.constants.get_default_data_dir()
+        command = f"tfds build {name} --file_format=array_record" + (
+            f" --data_dir={data_dir}" if data_dir else "")
+        hint = "" if download else (
+            f"; prepare it once with `{command}` (tfds's command line needs TensorFlow: pip "
+            "install tensorflow), or set data.tfds_download=true")
+        return JaxlmError(f"data.corpus: tfds dataset '{name}' is not prepared in {where}{hint} "
+                          f"({str(e).splitlines()[0][:200]})")
+
     def source(split: str, key: str) -> Any:
+        # a download prepares array_record, the random-access format (tfds's default only
+        # without a data_dir)
+        prepare = {"file_format": "array_record"} if download else None
         try:
-            return tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+            return tfds.data_source(name, split=split, data_dir=data_dir, download=download,
+                                    download_and_prepare_kwargs=prepare)
         except tfds.core.registered.DatasetNotFoundError:
             raise JaxlmError(f"data.corpus: tfds has no dataset named '{name}'") from None
+        except KeyError as e:  # an unprepared dataset has no splits: "`splits` is empty"
+            raise not_prepared(e) from None
         except (AssertionError, FileNotFoundError, NotImplementedError) as e:
-            hint = "" if download else "; prepare it first or set data.tfds_download=true"
-            raise JaxlmError(
-                f"data.corpus: tfds dataset '{name}' is not prepared in "
-                f"{data_dir or '~/tensorflow_datasets'}{hint} ({str(e).splitlines()[0][:200]})"
-            ) from None
+            raise not_prepared(e) from None
         except ValueError as e:
             raise JaxlmError(f"data.{key}='{split}' for tfds:{name}: {str(e).splitlines()[0]}") from None
 
@@ -202,4 +256,4 @@ def load_corpus(
             corpus[len("tfds:"):], text_key=text_key, train_split=train_split,
             eval_split=eval_split, data_dir=tfds_data_dir, download=tfds_download,
         )
-    return local_corpus(corpus, validation_fraction, cache_dir)
+    return local_corpus(corpus, validation_fraction, cache_dir, text_key)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import pathlib
 from typing import Any, Iterator, Optional, Sequence
@@ -41,12 +42,15 @@ class LabelledData:
 
 
 def _read_rows(path: pathlib.Path, text_key: str, label_key: str) -> tuple[list[str], list[Any]]:
-    try:
-        raw = path.read_text(encoding="utf-8")
+    try:  # utf-8-sig: files saved by Excel or Notepad may start with a byte-order mark
+        raw = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise JaxlmError(f"cannot read labelled data {path}: {e}") from None
     if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(raw.splitlines()))
+        try:  # a StringIO, not lines: a quoted field may hold a newline
+            rows = list(csv.DictReader(io.StringIO(raw, newline="")))
+        except csv.Error as e:
+            raise JaxlmError(f"labelled data {path} is not a readable CSV file: {e}") from None
     elif path.suffix.lower() in (".jsonl", ".json"):
         rows = []
         for n, line in enumerate(raw.splitlines(), 1):

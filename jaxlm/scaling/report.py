@@ -43,19 +43,30 @@ def read_runs(path) -> dict:
     path = pathlib.Path(path)
     if not path.is_file():
         raise JaxlmError(f"input file not found: {path}")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames:
-            raise JaxlmError(f"{path}: empty file (no CSV header)")
-        cols = {c.strip().lower(): c for c in reader.fieldnames if c}
-        missing = [c for c in ("params", "loss") if c not in cols]
-        if "tokens" not in cols and "flops" not in cols:
-            missing.append("tokens or flops")
-        if missing:
-            raise JaxlmError(f"{path}: missing column(s) {', '.join(missing)} (have: "
-                             f"{', '.join(cols)})")
-        rows = [({k.strip().lower(): v for k, v in r.items() if k}, i + 2)
-                for i, r in enumerate(reader)]
+    try:  # utf-8-sig: a header written by Excel starts with a byte-order mark
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames
+            rows = [({k.strip().lower(): v for k, v in r.items() if k}, i + 2)
+                    for i, r in enumerate(reader)]
+    except UnicodeDecodeError as e:
+        raise JaxlmError(f"{path}: not a UTF-8 text CSV file (it holds the byte "
+                         f"0x{e.object[e.start]:02x}; save it as UTF-8)") from None
+    except csv.Error as e:
+        raise JaxlmError(f"{path}: not a readable CSV file ({e})") from None
+    except OSError as e:
+        raise JaxlmError(f"cannot read {path}: {e.strerror}") from None
+    if not header:
+        raise JaxlmError(f"{path}: empty file (no CSV header)")
+    if any("\x00" in c for c in header if c):
+        raise JaxlmError(f"{path}: not a text CSV file (its header holds NUL bytes)")
+    cols = {c.strip().lower(): c for c in header if c}
+    missing = [c for c in ("params", "loss") if c not in cols]
+    if "tokens" not in cols and "flops" not in cols:
+        missing.append("tokens or flops")
+    if missing:
+        raise JaxlmError(f"{path}: missing column(s) {', '.join(missing)} (have: "
+                         f"{', '.join(cols)})")
     fams: dict = {}
     last = {}  # a resumed sweep may append a run twice: its last usable row counts
     for r, lineno in rows:

@@ -13,6 +13,8 @@ import os
 import pathlib
 from typing import TYPE_CHECKING, Any, Optional
 
+from jaxlm.errors import JaxlmError
+
 if TYPE_CHECKING:
     from jaxlm.scaling.plan import Member
 
@@ -48,10 +50,14 @@ def read_rows(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     path = pathlib.Path(path)
     if not path.exists():
         return {}
-    with open(path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: a file saved again by a spreadsheet may start with a byte-order mark
+    with open(path, newline="", encoding="utf-8-sig") as f:
         fcntl.lockf(f, fcntl.LOCK_SH)  # not while a writer is half-way through a row
         try:
             text = f.read()
+        except UnicodeDecodeError as e:
+            raise JaxlmError(f"{path}: not a UTF-8 text CSV file (it holds the byte "
+                             f"0x{e.object[e.start]:02x})") from None
         finally:
             fcntl.lockf(f, fcntl.LOCK_UN)
     if not text.endswith("\n"):

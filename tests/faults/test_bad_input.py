@@ -137,6 +137,13 @@ def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
     shutil.copytree(base, damaged_metrics)
     with (damaged_metrics / "metrics.jsonl").open("ab") as f:
         f.write(b'{"event": "note", "text": "caf\xe9"}\n{"step": 3, "lo')  # not UTF-8; cut short
+    bad_jsonl = tmp / "records.jsonl"
+    bad_jsonl.write_text('{"text": "a record"}\n{"text": "another"}\n{"body": "no text"}\n')
+    binary_csv = tmp / "runs_binary.csv"
+    binary_csv.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4)
+    gpt2 = ["--config", str(REPO_ROOT / "configs" / "gpt2_small.yaml"), "--workdir",
+            str(tmp / "gpt2"), "train.steps=3", "optim.warmup_steps=1",
+            f"data.tfds_data_dir={tmp / 'no_tfds'}"]  # never the machine's own tfds data
     return {
         # against an existing run: nothing in it may change. A config error as a process (the
         # others are tested in-process above).
@@ -175,6 +182,16 @@ def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
                             None, None),
         "undecodable_text": (fresh("e4") + [f"data.corpus={undecodable}",
                                             f"data.cache_dir={tmp / 'cache'}"], 0, [], None, None),
+        "jsonl_missing_field": (fresh("e5") + [f"data.corpus={bad_jsonl}",
+                                               f"data.cache_dir={tmp / 'cache'}"], 2,
+                                [f"{bad_jsonl}:3", "no field 'text'", "data.text_key"], None,
+                                None),
+        # the shipped accelerator config on a machine without lm1b: how to prepare it, no
+        # KeyError traceback, nothing downloaded
+        "unprepared_tfds": (gpt2, 2, ["tfds dataset 'lm1b' is not prepared",
+                                      "tfds build lm1b --file_format=array_record"], None, None),
+        "fit_binary_csv": (["fit", "--input", str(binary_csv), "--output", str(tmp / "fit")], 2,
+                           [str(binary_csv), "not a UTF-8 text CSV file"], None, None),
     }
 
 
@@ -203,7 +220,8 @@ def bad_input(base_run, tmp_path_factory):
 
 BAD = ["config_error", "missing_corpus", "empty_corpus", "unreadable_corpus", "changed_shape",
        "changed_tokenizer", "workdir_not_writable", "all_checkpoints_damaged", "nan_halt",
-       "disk_full", "metrics_disk_full"]
+       "disk_full", "metrics_disk_full", "jsonl_missing_field", "unprepared_tfds",
+       "fit_binary_csv"]
 
 
 @pytest.mark.parametrize("name", BAD)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -66,6 +67,32 @@ def test_cli_degenerate_input_exit_2_one_line(tmp_path, capsys, case, message):
     assert code == 2
     assert err.startswith("jaxlm: error:") and err.count("\n") == 1, err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4, "not a UTF-8 text CSV file"),
+    ("params,tokens,loss\n1e6,2e7,3.5\nname,caf\xe9,x\n".encode("cp1252"), "byte 0xe9"),
+], ids=["binary", "cp1252"])
+def test_cli_binary_or_not_utf8_csv_exit_2_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "runs.csv"
+    path.write_bytes(content)
+    code = main(["fit", "--input", str(path), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("jaxlm: error:") and err.count("\n") == 1, err
+    assert str(path) in err and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_accepts_a_csv_with_a_byte_order_mark(tmp_path, capsys):
+    rows = [{k: r[k] for k in ("params", "tokens", "flops", "loss", "status")}
+            for r in runs_rows(families=("t",))]
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + pathlib.Path(write_csv(path, rows)).read_bytes())
+    out = tmp_path / "fit"
+    assert main(["fit", "--input", str(path), "--output", str(out), "--bootstrap", "0"]) == 0, \
+        capsys.readouterr().err
+    assert json.loads((out / "fit.json").read_text())["families"]["all"]["n_points"] == 20
 
 
 # ------------------------------------------------------------------ the CLI's outputs

@@ -3,6 +3,7 @@ tfds:NAME corpora (offline, with tfds's mock data)."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
@@ -126,3 +127,65 @@ def test_tfds_unknown_dataset():
     with pytest.raises(JaxlmError) as info:
         load_corpus("tfds:no_such_dataset_jaxlm_test")
     assert "no_such_dataset_jaxlm_test" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# local files: each file once, in one split only
+
+
+def _docs(c) -> list[str]:
+    return [c.train[i] for i in range(len(c.train))] + [c.eval[i] for i in range(len(c.eval))]
+
+
+def _texts(root: pathlib.Path, n: int) -> list[str]:
+    texts = [f"document {i}: " + f"words of file {i} " * 20 + "\n" for i in range(n)]
+    for i, t in enumerate(texts):
+        p = root / ("sub" if i % 2 else ".") / f"doc{i}.txt"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(t)
+    return texts
+
+
+@pytest.mark.parametrize("spec", ["**/*.txt", "*/*/*.txt", "**", "."])
+def test_local_symlink_loop_is_not_followed(tmp_path, spec):
+    """A symlink from a subfolder back to the corpus root: glob.glob followed it until the path
+    got too long (3 files became 123 documents, eval ones copies of train ones)."""
+    root = tmp_path / "corpus"
+    texts = _texts(root, 6)
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    c = load_corpus(str(root / spec) if spec != "." else str(root), validation_fraction=0.4,
+                    cache_dir=str(tmp_path / "cache"))
+    docs = _docs(c)
+    want = texts[0::2] if spec == "*/*/*.txt" else texts  # the root's, through sub/loop
+    assert sorted(docs) == sorted(want), len(docs)
+    train, ev = {c.train[i] for i in range(len(c.train))}, {c.eval[i] for i in range(len(c.eval))}
+    assert train and ev and not train & ev
+
+
+@pytest.mark.parametrize("spec", ["*.txt", "."])
+def test_local_linked_duplicate_file_counts_once(tmp_path, spec):
+    """A symlink and a hard link to a file are the same document, never one in each split."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    texts = [f"text number {i} " * 30 + "\n" for i in range(4)]
+    for i, t in enumerate(texts):
+        (root / f"f{i}.txt").write_text(t)
+    for i in range(8):  # enough names that a copy would land in the other split
+        (root / f"z_sym{i}.txt").symlink_to(root / "f0.txt")
+        os.link(root / "f1.txt", root / f"z_hard{i}.txt")
+    c = load_corpus(str(root / spec) if spec != "." else str(root), validation_fraction=0.5,
+                    cache_dir=str(tmp_path / "cache"))
+    assert sorted(_docs(c)) == sorted(texts)
+
+
+def test_tfds_unprepared_dataset_says_how_to_prepare_it(tmp_path):
+    """An unprepared dataset (configs/gpt2_small.yaml's tfds:lm1b on a fresh machine) was a
+    KeyError traceback ("`splits` is empty"); nothing may be downloaded."""
+    empty = tmp_path / "tfds"
+    with pytest.raises(JaxlmError) as info:
+        load_corpus("tfds:lm1b", eval_split="test", tfds_data_dir=str(empty))
+    msg = str(info.value)
+    assert "not prepared" in msg and str(empty) in msg
+    assert f"tfds build lm1b --file_format=array_record --data_dir={empty}" in msg
+    assert "data.tfds_download=true" in msg and "\n" not in msg
+    assert not empty.exists() or not any(empty.rglob("*.array_record*"))

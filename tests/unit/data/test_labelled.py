@@ -68,3 +68,20 @@ def test_tfds_labelled_with_mock_data():
     assert len(d.train) == 8 and len(d.eval) == 8
     assert all(isinstance(t, str) for t in d.train)
     assert set(d.train_labels.tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_labelled_file_with_a_byte_order_mark(tmp_path, suffix):
+    """A file saved as "CSV UTF-8" by Excel starts with a BOM: the first column is still `text`
+    (it was reported as a missing field, '\\ufefftext'); quoted fields may hold newlines."""
+    rows = _labelled_rows(20)
+    rows[3]["text"] = "a text over\ntwo lines, with a comma"
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".csv":
+        body = "text,label\r\n" + "".join(
+            '"{}",{}\r\n'.format(r["text"], r["label"]) for r in rows)
+    else:
+        body = "".join(json.dumps(r) + "\n" for r in rows)
+    path.write_bytes(body.encode("utf-8-sig"))
+    d = labelled.load_labelled(str(path), num_labels=2, validation_fraction=0.2)
+    assert sorted(list(d.train) + list(d.eval)) == sorted(r["text"] for r in rows)

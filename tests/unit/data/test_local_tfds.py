@@ -185,3 +185,67 @@ def test_local_cache_invalidated_when_a_file_changes(tmp_path):
     assert "edited content, a different size\n" in docs
     assert DOCS["a.txt"] not in docs
     assert len(_prepared_dirs(cache)) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON Lines: one document per record, its data.text_key field
+
+
+def _jsonl(path: pathlib.Path, records: list) -> pathlib.Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return path
+
+
+def test_local_jsonl_records_are_documents(tmp_path):
+    """A .jsonl corpus was trained on as raw JSON text ('{"text": ...}'): its documents are the
+    records' text fields (data.text_key), other files stay one document each."""
+    root = tmp_path / "mixed"
+    _jsonl(root / "a.jsonl", [{"text": f"record {i} ünï", "body": f"body {i}", "id": i}
+                              for i in range(5)])
+    _jsonl(root / "sub" / "b.jsonl", [{"text": "b one", "body": "b body"}])
+    (root / "c.txt").write_text("plain text file\n")
+    cache = str(tmp_path / "cache")
+    c = load_corpus(str(root), validation_fraction=0.3, cache_dir=cache)
+    want = [f"record {i} ünï" for i in range(5)] + ["b one", "plain text file\n"]
+    assert sorted(_all(c)) == sorted(want)
+    assert not any("{" in d for d in _all(c))
+    # another field is another corpus (its own prepared cache), and the glob reads the same
+    other = load_corpus(str(root / "**" / "*.jsonl"), validation_fraction=0.3, cache_dir=cache,
+                        text_key="body")
+    assert sorted(_all(other)) == sorted([f"body {i}" for i in range(5)] + ["b body"])
+
+
+def test_local_single_jsonl_holds_out_its_last_records(tmp_path):
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + _jsonl(path, [{"text": f"doc {i}"} for i in range(20)])
+                     .read_bytes() + b"\n   \n")  # a BOM and blank lines are fine
+    c = load_corpus(str(path), validation_fraction=0.25, cache_dir=str(tmp_path / "cache"))
+    assert [c.train[i] for i in range(len(c.train))] == [f"doc {i}" for i in range(15)]
+    assert [c.eval[i] for i in range(len(c.eval))] == [f"doc {i}" for i in range(15, 20)]
+
+
+@pytest.mark.parametrize("bad_line, words", [
+    ('{"text": "unterminated\n', ["is not a JSON object"]),
+    ('{"content": "no text field"}\n', ["no field 'text'", "data.text_key", "content"]),
+    ('{"text": 42}\n', ["non-string field 'text'"]),
+    ('["a", "list"]\n', ["no field 'text'"]),
+], ids=["invalid_json", "missing_field", "not_a_string", "not_an_object"])
+def test_local_jsonl_bad_line_names_file_and_line(tmp_path, bad_line, words):
+    path = _jsonl(tmp_path / "bad.jsonl", [{"text": "fine"}, {"text": "also fine"}])
+    path.write_text(path.read_text() + "\n" + bad_line)
+    with pytest.raises(JaxlmError) as info:
+        load_corpus(str(path), cache_dir=str(tmp_path / "cache"))
+    msg = str(info.value)
+    assert f"{path}:4" in msg and "\n" not in msg, msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_local_jsonl_with_one_record(tmp_path):
+    path = _jsonl(tmp_path / "one.jsonl", [{"text": "only one"}])
+    with pytest.raises(JaxlmError) as info:
+        load_corpus(str(path), cache_dir=str(tmp_path / "cache"))
+    assert str(path) in str(info.value) and "at least two" in str(info.value)

@@ -2,6 +2,8 @@
 
 import csv
 
+import pytest
+
 
 def write_csv(path, rows):
     with open(path, "w", newline="") as fh:
@@ -31,3 +33,31 @@ def test_read_runs_filters_status_dedups_and_derives_tokens(tmp_path):
     assert data["t"]["N"].tolist() == [10, 20] and data["t"]["L"].tolist() == [3.0, 2.9]
     assert data["t"]["D"].tolist() == [1e5, 5e4]  # D = C / (6 N)
     assert data["t"]["budget"] == ["1e6", "1e6"]
+
+
+def test_read_runs_accepts_a_byte_order_mark(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a BOM: the first column is still `params`, not
+    a missing column."""
+    from jaxlm.scaling.report import read_runs
+
+    path = tmp_path / "excel.csv"
+    path.write_bytes("params,tokens,loss\r\n10,100,3.0\r\n20,100,2.9\r\n".encode("utf-8-sig"))
+    data = read_runs(path)
+    assert data["all"]["N"].tolist() == [10, 20]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "not a UTF-8 text CSV file"),
+    ("params,tokens,loss,name\n10,100,3.0,caf\xe9\n".encode("latin-1"), "byte 0xe9"),
+    (b"params\x00,tokens,loss\n10,100,3.0\n", "NUL"),
+], ids=["png", "latin1", "nul"])
+def test_read_runs_binary_or_not_utf8_names_the_file(tmp_path, content, message):
+    from jaxlm.errors import JaxlmError
+    from jaxlm.scaling.report import read_runs
+
+    path = tmp_path / "runs.csv"
+    path.write_bytes(content)
+    with pytest.raises(JaxlmError) as info:
+        read_runs(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+    assert "\n" not in str(info.value)

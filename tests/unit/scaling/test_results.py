@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from jaxlm.errors import JaxlmError
 from jaxlm.scaling.results import COLUMNS, append_row, read_rows
 
 
@@ -30,3 +33,21 @@ def test_a_truncated_last_row_is_not_a_finished_member(tmp_path):
         assert set(read_rows(path)) == {"a"}, cut
     path.write_bytes(whole)
     assert set(read_rows(path)) == {"a", "b"}
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    """runs.csv saved again by a spreadsheet starts with a BOM: its rows are still read, and
+    appends still land under the same header."""
+    path = tmp_path / "runs.csv"
+    append_row(path, _row("a"))
+    path.write_bytes("\ufeff".encode() + path.read_bytes())
+    append_row(path, _row("b"))
+    assert set(read_rows(path)) == {"a", "b"}
+
+
+def test_a_file_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(JaxlmError) as info:
+        read_rows(path)
+    assert str(path) in str(info.value) and "UTF-8" in str(info.value)
