@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 from typing import Optional, Sequence
@@ -158,6 +159,11 @@ def damage(step_dir: pathlib.Path, how: str) -> pathlib.Path:
     elif how == "garbage_json":  # the data-iterator position
         f = step_dir / "data" / "metadata"
         f.write_bytes(b"\x00{not json" + f.read_bytes()[10:])
+    elif how == "position":  # one number of the data-iterator position, still valid JSON
+        f = step_dir / "data" / "metadata"
+        text = f.read_text()
+        last = list(re.finditer(r"\d+", text))[-1]
+        f.write_text(text[:last.start()] + str(int(last.group()) + 1) + text[last.end():])
     else:
         raise ValueError(how)
     return f

@@ -1,8 +1,11 @@
 """Checkpoint fingerprints: one uint32 per leaf, computed where the leaf lives (no gather to the
-host). Orbax's format has no checksum over array data, so restores are checked against these."""
+host), and a digest of the JSON items (the data-iterator position). Orbax's format has no
+checksum over array data, so restores are checked against these."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Callable
 
 import jax
@@ -63,3 +66,10 @@ def fingerprint(tree: Any) -> tuple[dict[str, int], bool]:
     fps = np.asarray(jax.device_get(fps))
     names = [jax.tree_util.keystr(p) for p, _ in paths_leaves]
     return {n: int(f) for n, f in zip(names, fps)}, bool(jax.device_get(finite))
+
+
+def json_fingerprint(item: object) -> str:
+    """A digest of what `item` reads back as from a JSON checkpoint item: the same before the
+    save (tuples, int dict keys) and after the restore (lists, string keys)."""
+    canonical = json.dumps(json.loads(json.dumps(item)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

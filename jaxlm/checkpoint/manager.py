@@ -12,7 +12,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
-from jaxlm.checkpoint.fingerprint import fingerprint
+from jaxlm.checkpoint.fallback import Unreadable, newest_readable
+from jaxlm.checkpoint.fingerprint import fingerprint, json_fingerprint
 from jaxlm.checkpoint.reasons import os_reason, quiet_orbax, read_reason
 from jaxlm.errors import JaxlmError, NonFiniteError
 
@@ -38,10 +39,6 @@ class Restored:
     step: int
     state: Any
     meta: dict  # what `save(meta=...)` stored (e.g. skipped_steps)
-
-
-class _Unreadable(Exception):
-    """A checkpoint that exists but cannot be restored (why: the message)."""
 
 
 def _eval_loss(metrics: Any) -> float:
@@ -108,12 +105,13 @@ class Checkpointer:
                 f"checkpoint {self.step_path(step)} (the newest good checkpoint is "
                 f"{self._newest_other(step) or 'none'})"
             )
-        items = {
-            "state": ocp.args.StandardSave(state),
-            "meta": ocp.args.JsonSave({"step": step, "fingerprint": fps, **(meta or {})}),
-        }
+        meta = {"step": step, "fingerprint": fps, **(meta or {})}
+        items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
-            items["data"] = ocp.args.JsonSave(data_iterator.get_state())
+            position = data_iterator.get_state()
+            meta["data_fingerprint"] = json_fingerprint(position)
+            items["data"] = ocp.args.JsonSave(position)
+        items["meta"] = ocp.args.JsonSave(meta)
         if config is not None:
             items["config"] = ocp.args.JsonSave(config)
         ranked = eval_loss is not None and bool(np.isfinite(eval_loss))
@@ -156,7 +154,7 @@ class Checkpointer:
         """The state at `step`, placed with `shardings`; restores `data_iterator` in place."""
         try:
             return self._restore(step, abstract_state, shardings, data_iterator).state
-        except _Unreadable as e:
+        except Unreadable as e:
             raise JaxlmError(f"cannot restore checkpoint {self.step_path(step)}: {e}") from None
 
     def _restore(self, step: int, abstract_state: Any, shardings: Any,
@@ -172,14 +170,20 @@ class Checkpointer:
             meta = dict(restored["meta"])
             fps, _ = fingerprint(restored["state"])
             if fps != meta.get("fingerprint") or meta.get("step") != step:
-                raise _Unreadable("its contents do not match the fingerprint written with it")
+                raise Unreadable("its contents do not match the fingerprint written with it")
             if data_iterator is not None:
+                # checkpoints from before the data fingerprint have none to check against
+                want = meta.get("data_fingerprint")
+                if want is not None and want != json_fingerprint(restored["data"]):
+                    raise Unreadable("its data-iterator position does not match the fingerprint "
+                                     "written with it")
                 data_iterator.set_state(grain_state_from_json(restored["data"]))
-        except _Unreadable:
+        except Unreadable:
             raise
         except Exception as e:  # noqa: BLE001 - missing, truncated or garbled files all land here
-            raise _Unreadable(read_reason(e)) from None
+            raise Unreadable(read_reason(e)) from None
         meta.pop("fingerprint", None)
+        meta.pop("data_fingerprint", None)
         return Restored(step, restored["state"], meta)
 
     def restore_latest(
@@ -191,25 +195,14 @@ class Checkpointer:
         Damaged newer ones are reported through `log` and moved to `checkpoints.corrupt/`;
         if every checkpoint is damaged, raises JaxlmError and changes nothing.
         """
-        failures: list[tuple[int, str]] = []
-        for step in sorted(self._manager.all_steps(), reverse=True):
-            try:
-                restored = self._restore(step, abstract_state, shardings, data_iterator)
-            except _Unreadable as e:
-                failures.append((step, str(e)))
-                continue
-            for bad, why in failures:
-                log(f"jaxlm: warning: checkpoint {self.step_path(bad)} is damaged ({why}); "
-                    f"skipped in favour of step {step}")
-            self._quarantine([bad for bad, _ in failures], log)
-            return restored
-        if failures:
-            listed = "; ".join(f"{self.step_path(s)}: {why}" for s, why in failures)
-            raise JaxlmError(
-                f"no checkpoint in {self.directory} can be restored ({listed}); nothing was "
-                f"changed: move the damaged checkpoints away to start over, or use a new --workdir"
-            )
-        return None
+        found = newest_readable(
+            self.directory, self._manager.all_steps(),
+            lambda step: self._restore(step, abstract_state, shardings, data_iterator), log)
+        if found is None:
+            return None
+        _, restored, damaged = found
+        self._quarantine(damaged, log)
+        return restored
 
     def _quarantine(self, steps: list[int], log: Callable[[str], None]) -> None:
         """Moves damaged step directories aside, so that training past them can save again."""

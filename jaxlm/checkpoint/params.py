@@ -4,53 +4,110 @@ state; imported weights are written as a bare params tree."""
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Optional
+import sys
+from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
 
-from jaxlm.checkpoint.reasons import first_line
+from jaxlm.checkpoint.fallback import Unreadable, newest_readable, step_dirs
+from jaxlm.checkpoint.fingerprint import fingerprint
+from jaxlm.checkpoint.reasons import first_line, read_reason
 from jaxlm.errors import JaxlmError
 
 
 def checkpoint_steps(directory: str | pathlib.Path) -> list[int]:
-    """The committed step directories under a run's `checkpoints/` (no Orbax manager started)."""
-    d = pathlib.Path(directory)
-    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+    """The step directories under a run's `checkpoints/` (no Orbax manager started)."""
+    return step_dirs(directory)
 
 
-def _restore_params_tree(path: pathlib.Path, key: Optional[str], shardings: Any) -> Any:
+def _read_tree(path: pathlib.Path, key: Optional[str], shardings: Any) -> Any:
     """The tree saved at `path` (or only its `key` subtree), placed with `shardings`."""
-    ckptr = ocp.PyTreeCheckpointer()
-    try:
-        meta = ocp.PyTreeCheckpointHandler().metadata(path).tree
-        meta = meta[key] if key else meta
-        if shardings is None:
-            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-            shardings = jax.tree.map(lambda _: device, meta)
-        target = jax.tree.map(
-            lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s), meta, shardings)
-        item = {key: target} if key else target
-        restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(
-            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-            partial_restore=bool(key)))
-    except (ValueError, KeyError, FileNotFoundError, TypeError, AttributeError) as e:
-        raise JaxlmError(f"cannot read the parameters in {path}: {first_line(e)}") from None
+    meta = ocp.PyTreeCheckpointHandler().metadata(path).tree
+    meta = meta[key] if key else meta
+    if shardings is None:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: device, meta)
+    target = jax.tree.map(
+        lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s), meta, shardings)
+    item = {key: target} if key else target
+    restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=bool(key)))
     return restored[key] if key else restored
 
 
+def _json_item(path: pathlib.Path) -> Any:
+    return ocp.JsonCheckpointHandler().restore(path)
+
+
+def _read_params(step_dir: pathlib.Path, step: int, shardings: Any) -> Any:
+    """A checkpoint's params, checked against the fingerprints written with them (the train
+    state's `.params...` leaves); Unreadable when they cannot be read or do not match."""
+    try:
+        meta = _json_item(step_dir / "meta")
+        params = _read_tree(step_dir / "state", "params", shardings)
+        fps, _ = fingerprint(params)
+    except Exception as e:  # noqa: BLE001 - missing, truncated or garbled files all land here
+        raise Unreadable(read_reason(e)) from None
+    meta = meta if isinstance(meta, dict) else {}
+    saved = meta.get("fingerprint") if isinstance(meta.get("fingerprint"), dict) else {}
+    want = {k[len(".params"):]: v for k, v in saved.items() if k.startswith(".params")}
+    if meta.get("step") != step or fps != want:
+        raise Unreadable("its contents do not match the fingerprint written with it")
+    return params
+
+
+def _warn(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
 def restore_params(directory: str | pathlib.Path, step: Optional[int] = None,
-                   shardings: Any = None) -> tuple[Any, int]:
-    """(params, step) of a run's checkpoint `step` (default: the newest) in `directory`, read
-    without the optimizer state; placed with `shardings` (a matching tree) or on one device."""
+                   shardings: Any = None, log: Callable[[str], None] = _warn
+                   ) -> tuple[Any, int]:
+    """(params, step) of a run's checkpoint `step` (default: the newest that reads whole, as
+    training resumes from: damaged newer ones are reported through `log` and skipped) in
+    `directory`, read without the optimizer state; placed with `shardings` (a matching tree)
+    or on one device."""
+    directory = pathlib.Path(directory).absolute()
     steps = checkpoint_steps(directory)
     if not steps:
         raise JaxlmError(f"no checkpoint in {directory}")
-    step = steps[-1] if step is None else step
+    read = lambda s: _read_params(directory / str(s), s, shardings)  # noqa: E731
+    if step is None:
+        step, params, _ = newest_readable(directory, steps, read, log)
+        return params, step
     if step not in steps:
         raise JaxlmError(f"no checkpoint for step {step} in {directory} (have {steps})")
-    path = pathlib.Path(directory).absolute() / str(step) / "state"
-    return _restore_params_tree(path, "params", shardings), step
+    try:
+        return read(step), step
+    except Unreadable as e:
+        raise JaxlmError(f"cannot restore checkpoint {directory / str(step)}: {e}") from None
+
+
+def checkpoint_config(directory: str | pathlib.Path, log: Callable[[str], None] = _warn
+                      ) -> Optional[tuple[int, dict]]:
+    """(step, the run config saved with it) of the newest checkpoint in `directory` whose
+    config reads; None when no checkpoint holds one."""
+    directory = pathlib.Path(directory).absolute()
+
+    def read(step: int) -> dict:
+        path = directory / str(step) / "config"
+        if not path.is_dir():
+            raise Unreadable("it holds no config")
+        try:
+            value = _json_item(path)
+        except Exception as e:  # noqa: BLE001
+            raise Unreadable(read_reason(e)) from None
+        if not isinstance(value, dict):
+            raise Unreadable("its config is not a mapping")
+        return value
+
+    try:
+        found = newest_readable(directory, checkpoint_steps(directory), read, log)
+    except JaxlmError:
+        return None
+    return None if found is None else (found[0], found[1])
 
 
 def save_params(directory: str | pathlib.Path, params: Any) -> None:
@@ -61,4 +118,7 @@ def save_params(directory: str | pathlib.Path, params: Any) -> None:
 def load_params(directory: str | pathlib.Path, shardings: Any = None) -> Any:
     """Reads what `save_params` wrote."""
     path = pathlib.Path(directory).absolute()
-    return _restore_params_tree(path, None, shardings)
+    try:
+        return _read_tree(path, None, shardings)
+    except (ValueError, KeyError, FileNotFoundError, TypeError, AttributeError) as e:
+        raise JaxlmError(f"cannot read the parameters in {path}: {first_line(e)}") from None

@@ -93,8 +93,9 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool)
     # the newest whole checkpoint (damaged newer ones are reported and moved aside; if all are
     # damaged this raises before anything in the run directory is touched)
     restored = ckpt.restore_latest(asm.abstract, asm.shardings, batches, log=warn)
-    if main:
-        rundir.write_config(workdir, cfg, tokenizer)
+    if main:  # changes since the checkpoint are said and recorded (config_history.jsonl)
+        rundir.write_config(workdir, cfg, tokenizer,
+                            restored.step if restored is not None else None, log=warn)
     if restored is not None:
         state, start_step = restored.state, restored.step
         skipped = int(restored.meta.get("skipped_steps", 0))

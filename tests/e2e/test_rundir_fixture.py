@@ -36,3 +36,6 @@ def test_old_run_directory_resumes_and_generates(tmp_path):
     assert lines[:len(before)] == before, "the old metrics must be kept as written"
     steps = [json.loads(x).get("step") for x in lines[len(before):]]
     assert 3 not in steps and 4 in steps and steps[-1] == 5, steps  # resumed after step 3
+    history = [json.loads(x) for x in (workdir / "config_history.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["key"], r["old"], r["new"]) for r in history] == [
+        (3, "train.steps", 3, 5)]  # what the steps before the resume used is kept

@@ -16,7 +16,7 @@ from jaxlm.checkpoint import CORRUPT_DIR, Checkpointer
 from jaxlm.train.optim import build_optimizer
 from jaxlm.train.state import state_shardings
 
-from helpers import _ckpt_steps, _snapshot, bits, damage, run
+from helpers import _ckpt_steps, _snapshot, bits, damage, restore_state, run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,7 +61,7 @@ class _Position:
         self.state = state
 
 
-@pytest.mark.parametrize("how", ["truncate", "delete", "garbage", "garbage_json"])
+@pytest.mark.parametrize("how", ["truncate", "delete", "garbage", "garbage_json", "position"])
 def test_damaged_checkpoint_detected(six_steps, tmp_path, how):
     """Each kind of damage is caught at restore time (not by a crash later), the newest whole
     checkpoint is chosen instead, and the damaged one is reported by path and kept."""
@@ -107,3 +107,94 @@ def test_all_checkpoints_damaged_is_an_error_and_changes_nothing(six_steps, tmp_
     assert "\n" not in msg
     assert _snapshot(workdir) == before  # nothing deleted, moved or rewritten
     assert not (workdir / CORRUPT_DIR).exists()
+
+
+def test_edited_data_position_falls_back_exactly(six_steps, tmp_path, capsys):
+    """One number of the saved data-iterator position edited (the file still valid JSON): the
+    fingerprint written with the checkpoint catches it, as for damaged parameters, and the run
+    resumes from the previous checkpoint to the same parameters (issue 21.4)."""
+    src, ref = six_steps
+    workdir = tmp_path / "run"
+    shutil.copytree(src, workdir)
+    damage(workdir / "checkpoints" / "6", "position")
+    result = run(workdir, "train.steps=6")
+    err = capsys.readouterr().err
+    bad = str((workdir / "checkpoints" / "6").absolute())
+    assert f"checkpoint {bad} is damaged (its data-iterator position" in err, err
+    assert bits(result.params) == bits(ref.params)
+
+
+# ---------------------------------------------------------------------------------------------
+# readers of a run directory fall back as training does (issue 21.2)
+
+
+def _generate(workdir, tmp_path):
+    from jaxlm.generate import TextGenerator
+
+    return TextGenerator.from_workdir(str(workdir)).params
+
+
+def _eval(workdir, tmp_path):
+    from jaxlm.eval_run import evaluate_run
+
+    assert evaluate_run(workdir, max_batches=1)["step"] == 3
+    return None
+
+
+def _convert(workdir, tmp_path):
+    from jaxlm.interop.convert import run_to_hf
+
+    assert run_to_hf(workdir, tmp_path / "hf").step == 3
+    return None
+
+
+def _init_from(workdir, tmp_path):
+    from jaxlm.init_from import load_init_params
+
+    cfg = from_dict(yaml.safe_load((workdir / "config.yaml").read_text()))
+    return load_init_params(str(workdir), cfg.model)
+
+
+READERS = {"generate": _generate, "eval": _eval, "convert": _convert, "init_from": _init_from}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_readers_skip_a_damaged_newest_checkpoint_and_stray_files(reader, six_steps, tmp_path,
+                                                                  capsys):
+    """A damaged newest checkpoint and a stray file named with digits in checkpoints/: every
+    reader uses step 3 (with one warning naming the damaged one), as training would, and
+    moves nothing (it only reads)."""
+    src, _ = six_steps
+    workdir = tmp_path / "run"
+    shutil.copytree(src, workdir)
+    damage(workdir / "checkpoints" / "6", "truncate")
+    (workdir / "checkpoints" / "123").write_text("not a checkpoint\n")
+    want = restore_state(workdir, 3).params
+    capsys.readouterr()
+    params = READERS[reader](workdir, tmp_path)
+    err = capsys.readouterr().err
+    if params is not None:
+        assert bits(params) == bits(want)
+    bad = workdir.absolute() / "checkpoints" / "6"
+    warned = [line for line in err.splitlines() if "damaged" in line]
+    assert len(warned) == 1 and str(bad) in warned[0] and "step 3" in warned[0], err
+    assert "Traceback" not in err
+    assert bad.is_dir() and (workdir / "checkpoints" / "123").is_file()
+    assert not (workdir / CORRUPT_DIR).exists()
+
+
+def test_readers_with_no_readable_checkpoint_say_so_in_one_line(six_steps, tmp_path):
+    from jaxlm.rundir import load_run
+
+    src, _ = six_steps
+    workdir = tmp_path / "run"
+    shutil.copytree(src, workdir)
+    for step in (3, 6):  # (damage only in the optimizer state would not matter here)
+        shutil.rmtree(workdir / "checkpoints" / str(step) / "state")
+    with pytest.raises(JaxlmError) as e:
+        load_run(workdir)
+    msg = str(e.value)
+    assert f"no checkpoint in {(workdir / 'checkpoints').absolute()} can be restored" in msg
+    assert "\n" not in msg
+    with pytest.raises(JaxlmError, match="cannot restore checkpoint .*6: "):
+        load_run(workdir, step=6)  # asked for by step: that one, or a line saying why not
