@@ -48,7 +48,7 @@ def _save(fig: Figure, path) -> Figure:
     # tick labels depend on the axes' size and the size on the labels: lay out, thin, again
     for _ in range(2):
         fig.tight_layout()
-        _thin_log_ticks(fig)
+        tidy_log_ticks(fig)
     fig.savefig(path, dpi=DPI)
     return fig
 
@@ -82,9 +82,10 @@ def _overlap(labels: list, renderer) -> bool:
     return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
 
-def _thin_log_ticks(fig: Figure) -> None:
-    """On every log axis: unlabelled minor ticks, and major ticks at the densest of _LOG_SUBS
-    whose labels do not overlap, measured on the drawn figure."""
+def tidy_log_ticks(fig) -> None:
+    """On every log axis of a laid-out figure (any canvas that draws, e.g. a notebook's inline
+    one): unlabelled minor ticks, and major ticks at the densest of _LOG_SUBS whose labels do
+    not overlap, measured on the drawn figure."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     for ax in fig.axes:
@@ -240,5 +241,5 @@ def holdout(fits: dict[str, FamilyFit], path) -> Figure:
     return _save(fig, path)
 
 
-__all__ = ["loss_vs_compute", "isoflop_curves", "law_vs_data", "holdout", "tick_label",
-           "visible_tick_labels", "EXTRAPOLATION", "NOT_BRACKETED"]
+__all__ = ["loss_vs_compute", "isoflop_curves", "law_vs_data", "holdout", "tidy_log_ticks",
+           "tick_label", "visible_tick_labels", "EXTRAPOLATION", "NOT_BRACKETED"]
