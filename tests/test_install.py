@@ -6,6 +6,7 @@ and heavy optional dependencies load only where they are used."""
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from importlib import metadata
 
 import pytest
 from packaging.requirements import Requirement
+
+from helpers import REPO_ROOT
 
 JAX_STACK = ("jax", "flax", "optax", "orbax-checkpoint", "grain")
 HEAVY = ("grain", "tensorflow_datasets", "array_record", "sentencepiece", "tensorboardX",
@@ -106,3 +109,48 @@ def test_public_names_still_resolve():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         jaxlm.nope  # noqa: B018
     assert re.match(r"\d+\.\d+", jaxlm.__version__)
+
+
+def _extras() -> dict[str, list[Requirement]]:
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    return {name: [Requirement(r) for r in reqs]
+            for name, reqs in project["optional-dependencies"].items()}
+
+
+def test_readmes_tensorboard_command_is_satisfiable():
+    """README says to view runs with `tensorboard --logdir`; jaxlm writes the event files with
+    tensorboardX and does not need TensorBoard itself, so README must name the pip command that
+    installs it: an extra of pyproject.toml that requires `tensorboard` (the test extra has it
+    too, for the test below)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "tensorboard --logdir" in readme
+    providing = {name for name, reqs in _extras().items()
+                 if any(r.name == "tensorboard" for r in reqs)}
+    assert {"tensorboard", "test"} <= providing, f"extras requiring tensorboard: {providing}"
+    named = set(re.findall(r'pip install -e "\.\[([\w,-]+)\]"', readme))
+    assert "tensorboard" in named, \
+        f'README names the extras {sorted(named)} but not pip install -e ".[tensorboard]"'
+
+
+def test_tensorboard_reads_the_event_files_jaxlm_writes(tmp_path):
+    """With the tensorboard extra installed (the test extra includes it): TensorBoard's own
+    loader reads the scalars a run's MetricsWriter wrote, under README's tag names."""
+    pytest.importorskip("tensorboard", reason='needs pip install -e ".[tensorboard]"')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from jaxlm.train.metrics import MetricsWriter
+
+    writer = MetricsWriter(tmp_path)
+    writer.write({"step": 1, "loss": 2.5, "tokens_per_sec": 100.0})
+    writer.write({"step": 2, "loss": 2.0, "eval_loss": 2.25})
+    writer.close()
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert set(acc.Tags()["scalars"]) == {"train/loss", "perf/tokens_per_sec", "eval/loss"}
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 2.5), (2, 2.0)]
+    cli = pathlib.Path(sys.executable).parent / "tensorboard"  # the command README gives
+    proc = subprocess.run([str(cli), "--inspect", "--logdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "train/loss" in proc.stdout, proc.stderr[-2000:]

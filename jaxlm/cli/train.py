@@ -26,7 +26,7 @@ config:
   Sections model.*, data.*, optim.*, train.*, mesh.*, distributed.*. Every key with its default
   and meaning: docs/config.md. The resolved config of a command: add --print-config.
   Each run logs tokens/s, step time and MFU (model FLOPs utilization) to metrics.jsonl and
-  TensorBoard (tensorboard --logdir <workdir>/tensorboard).
+  TensorBoard (tensorboard --logdir <workdir>; the viewer: pip install -e ".[tensorboard]").
 
 exit status:
   0 finished; 2 bad input (one line on stderr); 3 halted on a non-finite loss

@@ -1,31 +1,119 @@
 """PNG plots of the scaling fits (matplotlib).
 
-Each function takes `{family: FamilyFit}` (fit_all's results) and a path, and writes one
-figure. Figures are made with matplotlib's object API, not pyplot: no display is needed, and
-the backend of a notebook importing this module (its inline plots) is left alone."""
+Each function takes `{family: FamilyFit}` (fit_all's results) and a path, writes one figure and
+returns it. Figures are made with matplotlib's object API on an Agg canvas, not pyplot: no
+display is needed, and the backend of a notebook importing this module (its inline plots) is
+left alone.
+
+What a plot claims is what the runs support: a fitted curve is drawn solid only over the range
+of the points it was fitted to; its continuation past the largest run is dashed and labelled
+"extrapolation"; an IsoFLOP parabola whose minimum lies outside its budget's sampled sizes
+gets a hollow marker at the edge of the sampled range ("not bracketed"), not a minimum drawn
+as a result. Budgets are coloured along one sequential colormap in the order of their compute,
+with a colorbar. Log-axis tick labels are thinned until none overlaps another."""
 
 from __future__ import annotations
 
 import matplotlib
 import numpy as np
+from matplotlib import ticker
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from jaxlm.scaling.fit import Approach2Fit, FamilyFit, approach3_eval, power_law_eval
 
 COLORS = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+BUDGET_CMAP = "viridis"  # sequential: dark = small compute budget, light = large
+EXTRAPOLATE = 10.0  # fitted laws of C continue (dashed) to this factor past the largest run
+DPI = 110
+EXTRAPOLATION = "extrapolation"  # the legend label (and gid) of a law's dashed continuation
+NOT_BRACKETED = "minimum outside the sampled sizes (not bracketed)"
+# major ticks of a log axis, densest first: the first whose labels do not overlap is kept
+_LOG_SUBS = ((1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0),
+             (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0), (1.0, 2.0, 3.0, 5.0, 7.0),
+             (1.0, 2.0, 5.0), (1.0, 3.0), (1.0,))
+LABEL_GAP_PX = 3  # the least room between two tick labels
 
 
 def _figure(*grid: int, figsize: tuple[float, float]):
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, dpi=DPI)
+    FigureCanvasAgg(fig)  # drawable without pyplot: the layout below measures the labels
     return fig, fig.subplots(*grid)
 
 
-def _save(fig, path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def _save(fig: Figure, path) -> Figure:
+    # tick labels depend on the axes' size and the size on the labels: lay out, thin, again
+    for _ in range(2):
+        fig.tight_layout()
+        tidy_log_ticks(fig)
+    fig.savefig(path, dpi=DPI)
+    return fig
 
 
-def loss_vs_compute(fits: dict[str, FamilyFit], data: dict, path) -> None:
+def tick_label(v: float, _pos=None) -> str:
+    """A log-axis tick: plain below 10^4 (losses, small N), else m x 10^e."""
+    if not np.isfinite(v) or v <= 0:
+        return ""
+    if 1e-2 <= v < 1e4:
+        return f"{v:g}"
+    e = int(np.floor(np.log10(v) + 1e-9))
+    m = f"{v / 10 ** e:.3g}"
+    return f"$10^{{{e}}}$" if m == "1" else f"${m}\\times10^{{{e}}}$"
+
+
+def visible_tick_labels(axis) -> list:
+    """The non-empty tick labels (major and minor) an axis draws inside its view."""
+    lo, hi = sorted(axis.get_view_interval())
+    tol = (hi - lo) * 1e-9
+    out = []
+    for locs, labels in ((axis.get_majorticklocs(), axis.get_majorticklabels()),
+                         (axis.get_minorticklocs(), axis.get_minorticklabels())):
+        out += [t for v, t in zip(locs, labels)
+                if lo - tol <= v <= hi + tol and t.get_visible() and t.get_text()]
+    return out
+
+
+def _overlap(labels: list, renderer) -> bool:
+    boxes = [t.get_window_extent(renderer).padded(LABEL_GAP_PX / 2)
+             for t in labels]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def tidy_log_ticks(fig) -> None:
+    """On every log axis of a laid-out figure (any canvas that draws, e.g. a notebook's inline
+    one): unlabelled minor ticks, and major ticks at the densest of _LOG_SUBS whose labels do
+    not overlap, measured on the drawn figure."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() != "log":
+                continue
+            axis.set_major_formatter(ticker.FuncFormatter(tick_label))
+            axis.set_minor_formatter(ticker.NullFormatter())
+            for subs in _LOG_SUBS:
+                axis.set_major_locator(ticker.LogLocator(subs=subs, numticks=12))
+                if not _overlap(visible_tick_labels(axis), renderer):
+                    break
+            else:  # even powers of ten collide (a very narrow axis): every n-th decade
+                axis.set_major_locator(ticker.LogLocator(subs=(1.0,), numticks=3))
+
+
+def _law_line(ax, law, lo: float, hi: float, color, label: str, extend: float = 1.0) -> None:
+    """A fitted law solid over [lo, hi] (its points' range), then dashed to hi * extend."""
+    xs = np.geomspace(lo, hi, 80)
+    ax.plot(xs, law(xs), color=color, label=label, gid="fit")
+    if extend > 1:
+        first = EXTRAPOLATION not in ax.get_legend_handles_labels()[1]
+        xe = np.geomspace(hi, hi * extend, 40)
+        ax.plot(xe, law(xe), color=color, ls="--", gid=EXTRAPOLATION,
+                label=EXTRAPOLATION if first else "_nolegend_")
+
+
+def loss_vs_compute(fits: dict[str, FamilyFit], data: dict, path) -> Figure:
     """All runs' loss against training FLOPs, the compute frontier and its fitted power law."""
     fig, ax = _figure(figsize=(6.4, 4.4))
     for i, (fam, f) in enumerate(fits.items()):
@@ -35,46 +123,71 @@ def loss_vs_compute(fits: dict[str, FamilyFit], data: dict, path) -> None:
         if law is not None:
             idx = np.asarray(law.index)
             ax.scatter(C[idx], L[idx], s=28, color=c, edgecolor="k", zorder=3)
-            xs = np.geomspace(C.min(), C.max() * 10, 100)
-            ax.plot(xs, power_law_eval(law, xs), color=c,
-                    label=f"{fam} frontier fit, alpha_C={law.alpha.value:.3f}")
+            x = np.asarray(law.x)
+            _law_line(ax, lambda v, law=law: power_law_eval(law, v), x.min(), x.max(), c,
+                      f"{fam} frontier fit, alpha_C={law.alpha.value:.3f}", EXTRAPOLATE)
     ax.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel="loss",
            title="Loss vs compute, with the compute frontier")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def isoflop_curves(fit2: Approach2Fit, path, family: str = "") -> None:
-    """Loss vs N per IsoFLOP budget, the fitted parabolas and their minima."""
-    fig, (ax, ax2) = _figure(1, 2, figsize=(10, 4.2))
-    budgets = fit2.budgets
-    cmap = matplotlib.colormaps["viridis"]
-    for j, b in enumerate(budgets):
-        c = cmap(j / max(len(budgets) - 1, 1))
+def _not_bracketed(b) -> bool:
+    return b.N_opt is not None and not min(b.N) <= b.N_opt <= max(b.N)
+
+
+def isoflop_curves(fit2: Approach2Fit, path, family: str = "") -> Figure:
+    """Loss vs N per IsoFLOP budget (coloured by budget), the fitted parabolas over each
+    budget's sampled sizes and their minima; then N_opt against C."""
+    fig, (ax, ax2) = _figure(1, 2, figsize=(10.5, 4.2))
+    budgets = sorted(fit2.budgets, key=lambda b: b.C)
+    norm = LogNorm(budgets[0].C, budgets[-1].C) if len(budgets) > 1 else None
+    mappable = ScalarMappable(norm=norm, cmap=BUDGET_CMAP)
+    if norm is None:
+        mappable.set_clim(budgets[0].C / 2, budgets[0].C * 2)
+    for b in budgets:
+        c = mappable.to_rgba(b.C)
         N, L = np.asarray(b.N), np.asarray(b.loss)
         ax.scatter(N, L, s=12, color=c)
         xs = np.geomspace(N.min(), N.max(), 60)
         ax.plot(xs, np.polyval(b.parabola_in_log_N, np.log(xs)), color=c, lw=1,
-                label=f"C={b.C:.2g}")
-        if b.N_opt:
+                label=f"C={b.C:.3g}", gid="budget")
+        if _not_bracketed(b):  # the edge it lies beyond, pointing at it
+            below = b.N_opt < N.min()
+            x = N.min() if below else N.max()
+            ax.scatter([x], [np.polyval(b.parabola_in_log_N, np.log(x))],
+                       marker="<" if below else ">", s=70, facecolor="none", edgecolor=c,
+                       linewidths=1.5, zorder=3, gid="not bracketed")
+        elif b.N_opt:
             ax.scatter([b.N_opt], [b.loss_at_N_opt], marker="*", s=90, color=c,
-                       edgecolor="k", zorder=3)
+                       edgecolor="k", zorder=3, gid="minimum")
+    fig.colorbar(mappable, ax=ax, label="compute budget C (FLOPs)", pad=0.02)
     ax.set(xscale="log", xlabel="non-embedding parameters N", ylabel="loss",
            title=f"IsoFLOP profiles {family}".strip())
-    ax.legend(fontsize=6, ncol=2)
-    Cs = np.asarray([b.C for b in budgets if b.N_opt])
-    Ns = np.asarray([b.N_opt for b in budgets if b.N_opt])
-    ax2.scatter(Cs, Ns, color="k", zorder=3, label="parabola minima")
-    xs = np.geomspace(Cs.min(), Cs.max() * 10, 50)
+    handles = [Line2D([], [], ls="", marker="*", ms=9, color="grey", mec="k",
+                      label="parabola minimum")]
+    if any(_not_bracketed(b) for b in budgets):
+        handles.append(Line2D([], [], ls="", marker="<", ms=7, mfc="none", color="grey",
+                              label=NOT_BRACKETED))
+    ax.legend(handles=handles, fontsize=6)
+    found = [b for b in budgets if b.N_opt]
+    Cs = np.asarray([b.C for b in found])
+    inside = np.asarray([not _not_bracketed(b) for b in found], dtype=bool)
+    Ns = np.asarray([b.N_opt for b in found])
+    ax2.scatter(Cs[inside], Ns[inside], color="k", zorder=3, label="parabola minima")
+    if (~inside).any():
+        ax2.scatter(Cs[~inside], Ns[~inside], facecolor="none", edgecolor="k", zorder=3,
+                    label=NOT_BRACKETED)
     k, a = fit2.k.value, fit2.a.value
-    ax2.plot(xs, k * xs ** a, label=f"N_opt = {k:.3g} C^{a:.3f}")
+    _law_line(ax2, lambda C: k * C ** a, Cs.min(), Cs.max(), COLORS[0],
+              f"N_opt = {k:.3g} C^{a:.3f}", EXTRAPOLATE)
     ax2.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel="N_opt",
             title="Approach 2: compute-optimal size")
     ax2.legend(fontsize=7)
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def law_vs_data(fits: dict[str, FamilyFit], data: dict, path) -> None:
+def law_vs_data(fits: dict[str, FamilyFit], data: dict, path) -> Figure:
     """Approach 3 (predicted vs observed) and the Kaplan L(N), L(D) fits against the data."""
     fig, axes = _figure(1, 3, figsize=(14, 4.2))
     for i, (fam, f) in enumerate(fits.items()):
@@ -87,12 +200,12 @@ def law_vs_data(fits: dict[str, FamilyFit], data: dict, path) -> None:
             if law is not None:
                 idx = np.asarray(law.index)
                 ax.scatter(x[idx], d["L"][idx], s=22, color=c, edgecolor="k")
-                xs = np.geomspace(x.min(), x.max(), 80)
-                ax.plot(xs, power_law_eval(law, xs), color=c,
-                        label=f"{fam}: alpha={law.alpha.value:.3f}")
+                fitted = np.asarray(law.x)
+                _law_line(ax, lambda v, law=law: power_law_eval(law, v), fitted.min(),
+                          fitted.max(), c, f"{fam}: alpha={law.alpha.value:.3f}")
     lo = min(d["L"].min() for d in data.values())
     hi = max(d["L"].max() for d in data.values())
-    axes[0].plot([lo, hi], [lo, hi], "k--", lw=1)
+    axes[0].plot([lo, hi], [lo, hi], "k--", lw=1, gid="reference", label="_nolegend_")
     axes[0].set(xlabel="observed loss", ylabel="Approach 3 prediction",
                 title="L(N,D) = E + A/N^a + B/D^b")
     axes[1].set(xscale="log", yscale="log", xlabel="N", ylabel="loss",
@@ -101,10 +214,10 @@ def law_vs_data(fits: dict[str, FamilyFit], data: dict, path) -> None:
                 title="L(D): best loss per token budget")
     for ax in axes:
         ax.legend(fontsize=7)
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def holdout(fits: dict[str, FamilyFit], path) -> None:
+def holdout(fits: dict[str, FamilyFit], path) -> Figure:
     """Held-out (largest-compute) runs against the prediction of a fit made without them."""
     fig, ax = _figure(figsize=(6.4, 4.4))
     for i, (fam, f) in enumerate(fits.items()):
@@ -118,14 +231,15 @@ def holdout(fits: dict[str, FamilyFit], path) -> None:
             yerr = np.abs(np.stack([pred - iv[:, 0], iv[:, 1] - pred]))
         ax.errorbar(obs, pred, yerr=yerr, fmt="o", ms=4, color=c, label=fam)
         lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
-        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1, gid="reference", label="_nolegend_")
     ax.set(xlabel="observed loss (held out)", ylabel="predicted loss",
            title="Held-out largest-compute runs vs prediction")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no runs held out", ha="center", transform=ax.transAxes)
-    _save(fig, path)
+    return _save(fig, path)
 
 
-__all__ = ["loss_vs_compute", "isoflop_curves", "law_vs_data", "holdout"]
+__all__ = ["loss_vs_compute", "isoflop_curves", "law_vs_data", "holdout", "tidy_log_ticks",
+           "tick_label", "visible_tick_labels", "EXTRAPOLATION", "NOT_BRACKETED"]
