@@ -28,7 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> Status:
     if args.max_batches < 0:
         raise JaxlmError(f"--max-batches must be >= 0; got {args.max_batches}")
+    from jaxlm.cli.process import quiet_checkpoints
     from jaxlm.eval_run import evaluate_run
+
+    quiet_checkpoints()
 
     out = evaluate_run(args.workdir, step=args.step, max_batches=args.max_batches)
     if args.json:

@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> Status:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return Status.OK
+    from jaxlm.cli.process import quiet_checkpoints
     from jaxlm.train.loop import train
+
+    quiet_checkpoints()
 
     name = pathlib.Path(args.config).stem if args.config else "quickstart"
     workdir = args.workdir or str(pathlib.Path("runs") / name)

@@ -26,7 +26,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxlm import config as config_lib
-from jaxlm import flops, rundir, sharding
+from jaxlm import flops, rundir, sharding, xla_flags
+from jaxlm.checkpoint.reasons import quiet_orbax
 from jaxlm.config import RunConfig
 from jaxlm.errors import NonFiniteError
 from jaxlm.evaluate import evaluate
@@ -74,14 +75,16 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False,
     step records (loss, learning_rate, tokens_per_sec, mfu, eval_* at eval steps) and the
     final one (`event: final`), e.g. to draw a live loss curve in a notebook."""
     t_start = time.time()
-    distributed = sharding.initialize_distributed(cfg.distributed)  # before any device is touched
-    workdir = pathlib.Path(workdir)
-    rundir.prepare(workdir)
-    # refused before the lock (it writes nothing): a config that changes what the checkpoints
-    # mean gets its own message even while another process trains there
-    resuming = rundir.check_resumable(cfg, workdir, cfg.train.init_from)
-    with rundir.lock(workdir, enabled=jax.process_index() == 0):  # one writer at a time
-        return _train(cfg, workdir, resuming, quiet, on_log, distributed, t_start)
+    xla_flags.apply_before_backends()  # the run's GPU flags, if JAX has not started yet
+    with quiet_orbax():  # Orbax's noise off the terminal during the run, not after it
+        distributed = sharding.initialize_distributed(cfg.distributed)  # before any device
+        workdir = pathlib.Path(workdir)
+        rundir.prepare(workdir)
+        # refused before the lock (it writes nothing): a config that changes what the
+        # checkpoints mean gets its own message even while another process trains there
+        resuming = rundir.check_resumable(cfg, workdir, cfg.train.init_from)
+        with rundir.lock(workdir, enabled=jax.process_index() == 0):  # one writer at a time
+            return _train(cfg, workdir, resuming, quiet, on_log, distributed, t_start)
 
 
 def _train(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool,
