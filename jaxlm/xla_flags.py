@@ -3,8 +3,9 @@
 They are GPU flags: XLA ignores them on CPU and TPU. A flag already in XLA_FLAGS is left as the
 user set it, and JAXLM_XLA_DEFAULTS=0 turns all of them off. They are set where a jaxlm run
 starts, never on import: by the command line (`jaxlm ...`, `python train.py`) before anything
-starts JAX, and by `jaxlm.train` when JAX's backends have not started yet. Every flag here is checked to parse
-with the installed jaxlib by tests/test_perf.py (XLA aborts the process on an unknown flag).
+starts JAX, and by `jaxlm.train` when JAX's backends have not started yet. Every flag here is
+checked to parse with the installed jaxlib by tests/unit/test_xla_flags.py (XLA aborts the
+process on an unknown flag).
 """
 
 from __future__ import annotations
