@@ -53,6 +53,8 @@ class RunResult:
     preempted: bool = False  # stopped by SIGTERM/SIGINT after checkpointing: re-run to resume
     skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient norm
     mfu: float = 0.0  # model FLOPs utilization at the last log step (see jaxlm.flops)
+    peak_flops: float = 0.0  # the FLOP/s MFU is measured against
+    peak_flops_source: str = ""  # where that number comes from (data sheet, measured roof)
 
 
 @dataclasses.dataclass
@@ -285,7 +287,8 @@ class _Loop:
         final_eval = self._eval(t.final_eval_batches)
         mfu = flops.mfu(p.rate, run.model_fpt, run.peak)
         self._record({"event": "final", "step": final_step, **final_eval,
-                      "tokens_per_sec": p.rate, "mfu": mfu, "skipped_steps": p.skipped,
+                      "tokens_per_sec": p.rate, "mfu": mfu, "peak_flops": run.peak,
+                      "peak_flops_source": run.peak_source, "skipped_steps": p.skipped,
                       "wall_time_sec": time.time() - t_start})
         samples = []
         if run.cfg.model.objective == "clm":
@@ -297,4 +300,5 @@ class _Loop:
         run.ckpt.close()
         return RunResult(run.workdir, run.cfg, final_step, final_eval, samples,
                          time.time() - t_start, p.rate, self.state.params,
-                         skipped_steps=p.skipped, mfu=mfu)
+                         skipped_steps=p.skipped, mfu=mfu, peak_flops=run.peak,
+                         peak_flops_source=run.peak_source)
