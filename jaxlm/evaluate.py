@@ -34,7 +34,9 @@ def evaluate(
     `bar` (a tqdm bar, optional) advances as batches finish: batch i is waited for only after
     batch i+1 is dispatched, so the device always has the next batch queued."""
     totals = previous = None
+    n_batches = 0
     for batch in batches:
+        n_batches += 1
         out = eval_step(params, put(batch), token_bytes)
         totals = out if totals is None else jax.tree.map(lambda a, b: a + b, totals, out)
         if bar is not None:
@@ -54,11 +56,32 @@ def evaluate(
     if "confusion" in totals:  # classification: per example, no bytes
         out = classification_metrics(np.asarray(totals["confusion"]))
         loss = float(totals["nats"]) / float(totals["tokens"])
-        return {"eval_loss": loss, **out, "eval_examples": int(totals["tokens"])}
+        return {"eval_loss": loss, **out, "eval_examples": int(totals["tokens"]),
+                "eval_batches": n_batches}
     out = summarize(float(totals["nats"]), float(totals["tokens"]), float(totals["bytes"]))
     if "correct" in totals:
         out["eval_accuracy"] = float(totals["correct"]) / float(totals["tokens"])
+    out["eval_batches"] = n_batches
     return out
+
+
+def with_coverage(out: dict[str, Any], max_batches: int) -> dict[str, Any]:
+    """`out` (from `evaluate` over at most `max_batches` batches, 0: all) with
+    `eval_full_split`: whether it covers the whole eval split (all of it asked for, or the split
+    ran out first). Numbers over the first batches and over the whole split differ."""
+    full = max_batches == 0 or out["eval_batches"] < max_batches
+    return {**out, "eval_full_split": full}
+
+
+def coverage_text(out: dict[str, Any]) -> str:
+    """What an eval measured, for people: 'the whole eval split (12 batches, 49,152 tokens)' or
+    'the first 100 eval batches (409,600 tokens), not the whole split'."""
+    n = out.get("eval_batches", 0)
+    size = (f"{out['eval_tokens']:,} tokens" if "eval_tokens" in out
+            else f"{out.get('eval_examples', 0):,} examples")
+    if out.get("eval_full_split"):
+        return f"the whole eval split ({n} batch{'es' if n != 1 else ''}, {size})"
+    return f"the first {n} eval batch{'es' if n != 1 else ''} ({size}), not the whole split"
 
 
 def classification_metrics(confusion: np.ndarray) -> dict[str, float]:

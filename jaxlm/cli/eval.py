@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--max-batches", type=int, default=0,
                    help="evaluate only the first N batches (default 0: the whole eval split)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=run)
 
 
@@ -30,13 +31,15 @@ def run(args: argparse.Namespace) -> Status:
         raise JaxlmError(f"--max-batches must be >= 0; got {args.max_batches}")
     from jaxlm.cli.process import quiet_checkpoints
     from jaxlm.eval_run import evaluate_run
+    from jaxlm.evaluate import coverage_text
 
     quiet_checkpoints()
-
-    out = evaluate_run(args.workdir, step=args.step, max_batches=args.max_batches)
+    out = evaluate_run(args.workdir, step=args.step, max_batches=args.max_batches,
+                       show_progress=not args.quiet)
     if args.json:
         print(json.dumps(out))
     else:
         for k, v in out.items():
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+        print(f"measured over: {coverage_text(out)}")
     return Status.OK

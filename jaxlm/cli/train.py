@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> Status:
 
 
 def _print_summary(cfg, result) -> None:
+    from jaxlm.evaluate import coverage_text
+
     e = result.eval
     if cfg.model.objective == "classify":
         summary = (f"eval loss {e['eval_loss']:.4f}, accuracy {e['eval_accuracy']:.4f}, "
@@ -87,11 +89,16 @@ def _print_summary(cfg, result) -> None:
         summary = (f"eval loss {e['eval_loss']:.4f}, perplexity {e['eval_perplexity']:.2f}, "
                    + (f"masked-token accuracy {e['eval_accuracy']:.4f}"
                       if cfg.model.objective == "mlm" else f"bits per byte {e['eval_bpb']:.4f}"))
-    roof = (f" of {result.peak_flops / 1e12:.3g} TFLOP/s, {result.peak_flops_source}"
-            if result.peak_flops else "")
-    print(f"\nfinished step {result.final_step} in {result.wall_time:.0f}s "
-          f"({result.tokens_per_sec:,.0f} tokens/s, MFU {100 * result.mfu:.1f}%{roof}): "
-          f"{summary}")
+    summary += f" (over {coverage_text(e)})"
+    if result.final_step == result.start_step:  # nothing to train: no throughput to report
+        print(f"\nthe run is already finished at step {result.final_step} "
+              f"(train.steps={cfg.train.steps}); evaluated again: {summary}")
+    else:
+        roof = (f" of {result.peak_flops / 1e12:.3g} TFLOP/s, {result.peak_flops_source}"
+                if result.peak_flops else "")
+        print(f"\nfinished step {result.final_step} in {result.wall_time:.0f}s "
+              f"({result.tokens_per_sec:,.0f} tokens/s, MFU {100 * result.mfu:.1f}%{roof}): "
+              f"{summary}")
     for i, s in enumerate(result.samples):
         print(f"\n--- sample {i + 1} ---\n{s}")
     print(f"\nrun directory: {result.workdir}")

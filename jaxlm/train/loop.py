@@ -30,7 +30,7 @@ from jaxlm import flops, rundir, sharding, xla_flags
 from jaxlm.checkpoint.reasons import quiet_orbax
 from jaxlm.config import RunConfig
 from jaxlm.errors import NonFiniteError
-from jaxlm.evaluate import evaluate
+from jaxlm.evaluate import evaluate, with_coverage
 from jaxlm.generate import run_samples
 from jaxlm.train import metrics as metrics_lib
 from jaxlm.train.preemption import Preempted, StopSignals
@@ -55,6 +55,7 @@ class RunResult:
     mfu: float = 0.0  # model FLOPs utilization at the last log step (see jaxlm.flops)
     peak_flops: float = 0.0  # the FLOP/s MFU is measured against
     peak_flops_source: str = ""  # where that number comes from (data sheet, measured roof)
+    start_step: int = 0  # the step this call started from (== final_step: nothing to train)
 
 
 @dataclasses.dataclass
@@ -221,8 +222,8 @@ class _Loop:
         bar = (metrics_lib.progress(max_batches or None, desc="eval", unit="batch", leave=False)
                if run.show else None)  # max_batches 0: the whole split, no ETA
         batches = run.data.eval_batches(run.tokenizer, self.t.batch_size, max_batches, run.rows)
-        return evaluate(run.asm.eval_step, self.state.params, batches, run.token_bytes, run.put,
-                        bar=bar)
+        return with_coverage(evaluate(run.asm.eval_step, self.state.params, batches,
+                                      run.token_bytes, run.put, bar=bar), max_batches)
 
     def _flush(self, step: int, metrics: Any, do_eval: bool) -> None:
         """Fetches step `step`'s metrics, measures throughput, evaluates if due, logs."""
@@ -286,10 +287,12 @@ class _Loop:
                 f"batches of {t.batch_size}x{run.cfg.data.seq_len} tokens")
         final_eval = self._eval(t.final_eval_batches)
         mfu = flops.mfu(p.rate, run.model_fpt, run.peak)
+        # a run already finished trains no step: no throughput to report
+        speed = ({"tokens_per_sec": p.rate, "mfu": mfu, "peak_flops": run.peak,
+                  "peak_flops_source": run.peak_source} if final_step > run.start_step else {})
         self._record({"event": "final", "step": final_step, **final_eval,
-                      "tokens_per_sec": p.rate, "mfu": mfu, "peak_flops": run.peak,
-                      "peak_flops_source": run.peak_source, "skipped_steps": p.skipped,
-                      "wall_time_sec": time.time() - t_start})
+                      "steps_run": final_step - run.start_step, **speed,
+                      "skipped_steps": p.skipped, "wall_time_sec": time.time() - t_start})
         samples = []
         if run.cfg.model.objective == "clm":
             samples = run_samples(run.asm.model, self.state.params, run.tokenizer,
@@ -301,4 +304,4 @@ class _Loop:
         return RunResult(run.workdir, run.cfg, final_step, final_eval, samples,
                          time.time() - t_start, p.rate, self.state.params,
                          skipped_steps=p.skipped, mfu=mfu, peak_flops=run.peak,
-                         peak_flops_source=run.peak_source)
+                         peak_flops_source=run.peak_source, start_step=run.start_step)
