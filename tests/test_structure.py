@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                            "jaxlm.evaluate")),
     ("run directory, checkpoints", ("jaxlm.checkpoint", "jaxlm.rundir", "jaxlm.init_from")),
     ("generation, assembly, run records", ("jaxlm.generate", "jaxlm.train.setup",
+                                           "jaxlm.train.memory",
                                            "jaxlm.train.metrics", "jaxlm.train.preemption")),
     ("training and evaluation runs", ("jaxlm.train.start", "jaxlm.train.loop",
                                       "jaxlm.eval_run")),

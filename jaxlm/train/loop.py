@@ -180,7 +180,7 @@ class _Loop:
         t0 = time.time()
         self.state, metrics = run.asm.train_step(self.state, batch)
         jax.block_until_ready(metrics)
-        compile_time = time.time() - t0
+        compile_time = time.time() - t0 + run.compile_time
         run.writer.write({"event": "compiled", "step": step, "compile_time_sec": compile_time})
         run.log(f"compiled the train step in {compile_time:.1f} s (with its first step); "
                 f"MFU against {run.peak / 1e12:.3g} TFLOP/s ({run.peak_source})")
