@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxlm import config as config_lib
 from jaxlm import flops, rundir, sharding
-from jaxlm.checkpoint import Checkpointer
+from jaxlm.checkpoint import Checkpointer, checkpoint_steps
 from jaxlm.config import RunConfig
 from jaxlm.data.prefetch import DevicePrefetcher
 from jaxlm.data.source import RunData, load_run_data
@@ -87,13 +87,15 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool)
     for msg in config_lib.config_warnings(cfg, platform, sharding.tensor_parallel_size(mesh)):
         warn(f"jaxlm: warning: {msg}")
     asm = assemble(cfg, mesh, tokenizer, warn)
-    # before anything big is allocated: a state or a step that cannot fit is refused here
+    # before anything big is allocated (or written): a state or a step that cannot fit is
+    # refused here. The step is compiled for the check only when a step is going to run.
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(asm.abstract.params))
     memory.check_state(asm.abstract, asm.shardings, n_params, platform, warn)
     t0 = time.time()
-    memory.check_step(asm.train_step, asm.abstract, asm.shardings,
-                      abstract_batch(mesh, cfg.model.objective, t.batch_size, d.seq_len),
-                      t.prefetch, warn)
+    if max(checkpoint_steps(workdir / rundir.CHECKPOINTS), default=0) < t.steps:
+        memory.check_step(asm.train_step, asm.abstract, asm.shardings,
+                          abstract_batch(mesh, cfg.model.objective, t.batch_size, d.seq_len),
+                          t.prefetch, warn)
     compile_time = time.time() - t0
 
     rows = sharding.local_rows(mesh, t.batch_size)
