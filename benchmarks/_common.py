@@ -14,16 +14,20 @@ import sys
 from importlib import metadata
 from typing import Any, Callable, NamedTuple
 
-import jax
+from jaxlm import xla_flags
 
 from load import LIMIT_CORES, LoadMeter
 
-from jaxlm import config as config_lib, sharding
-from jaxlm.config import RunConfig, is_causal
-from jaxlm.models import build_model
-from jaxlm.train.optim import build_optimizer, schedule
-from jaxlm.train.state import init_state, state_shardings
-from jaxlm.train.step import compile_steps
+xla_flags.apply_defaults()  # the benchmarks measure jaxlm as its runs are set up (not on import)
+
+import jax  # noqa: E402
+
+from jaxlm import config as config_lib, sharding  # noqa: E402
+from jaxlm.config import RunConfig, is_causal  # noqa: E402
+from jaxlm.models import build_model  # noqa: E402
+from jaxlm.train.optim import build_optimizer, schedule  # noqa: E402
+from jaxlm.train.state import init_state, state_shardings  # noqa: E402
+from jaxlm.train.step import compile_steps  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"

@@ -10,10 +10,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from jaxlm import xla_flags
-
-xla_flags.apply_defaults()  # before anything starts JAX's backends; see jaxlm/xla_flags.py
-
 # `jaxlm.train` is the function, as it has always been. Loading the (empty) subpackage now keeps
 # a later `import jaxlm.train.step` from rebinding the name to the package.
 importlib.import_module("jaxlm.train")

@@ -14,11 +14,11 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from jaxlm import rundir, sharding
+from jaxlm import progress, rundir, sharding
 from jaxlm.config import MeshConfig
 from jaxlm.data.source import load_run_data
 from jaxlm.errors import JaxlmError
-from jaxlm.evaluate import evaluate
+from jaxlm.evaluate import evaluate, with_coverage
 from jaxlm.train.setup import assemble
 
 
@@ -40,15 +40,20 @@ def _setup(workdir: str | pathlib.Path, step: Optional[int]):
 
 
 def evaluate_run(workdir: str | pathlib.Path, *, step: Optional[int] = None,
-                 max_batches: int = 0) -> dict[str, Any]:
+                 max_batches: int = 0, show_progress: bool = False) -> dict[str, Any]:
     """The eval metrics of a run's checkpoint (`step`, default the newest) over its eval split
-    (`max_batches` > 0: only the first batches); adds `objective` and `step`."""
+    (`max_batches` > 0: only the first batches); adds `objective`, `step`, and what was
+    measured (`eval_batches`, `eval_full_split`; see jaxlm.evaluate.with_coverage).
+    `show_progress`: a progress bar on stderr."""
     cfg, run, params, asm, data, put, batch, mesh = _setup(workdir, step)
     token_bytes = jax.device_put(run.tokenizer.token_bytes().astype(np.float32),
                                  sharding.replicated(mesh))
+    bar = progress.progress(max_batches or None, desc="eval", unit="batch",
+                            enabled=show_progress and jax.process_index() == 0)
     out = evaluate(asm.eval_step, params, data.eval_batches(run.tokenizer, batch, max_batches),
-                   token_bytes, put)
-    return {"objective": cfg.model.objective, "step": run.step, **out}
+                   token_bytes, put, bar=bar)
+    return {"objective": cfg.model.objective, "step": run.step,
+            **with_coverage(out, max_batches)}
 
 
 def predict_labels(workdir: str | pathlib.Path, *, step: Optional[int] = None

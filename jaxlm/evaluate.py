@@ -36,7 +36,9 @@ def evaluate(
     `bar` (a tqdm bar, optional) advances as batches finish: batch i is waited for only after
     batch i+1 is dispatched, so the device always has the next batch queued."""
     totals = previous = None
+    n_batches = 0
     for batch in batches:
+        n_batches += 1
         out = eval_step(params, put(batch), token_bytes)
         totals = out if totals is None else jax.tree.map(lambda a, b: a + b, totals, out)
         if bar is not None:
@@ -57,12 +59,14 @@ def evaluate(
         out = classification_metrics(np.asarray(totals["confusion"]))
         out["eval_accuracy_baseline"] = majority_share(np.asarray(totals["confusion"]).sum(axis=1))
         loss = float(totals["nats"]) / float(totals["tokens"])
-        return {"eval_loss": loss, **out, "eval_examples": int(totals["tokens"])}
+        return {"eval_loss": loss, **out, "eval_examples": int(totals["tokens"]),
+                "eval_batches": n_batches}
     out = summarize(float(totals["nats"]), float(totals["tokens"]), float(totals["bytes"]))
     if "correct" in totals:
         out["eval_accuracy"] = float(totals["correct"]) / float(totals["tokens"])
     if "target_counts" in totals:
         out["eval_accuracy_baseline"] = majority_share(np.asarray(totals["target_counts"]))
+    out["eval_batches"] = n_batches
     return out
 
 
@@ -79,9 +83,28 @@ def baseline_note(metrics: dict[str, float], margin: float = 0.02) -> Optional[s
     acc, base = metrics.get("eval_accuracy"), metrics.get("eval_accuracy_baseline")
     if acc is None or base is None or acc >= base + margin:
         return None
-    return (f"note: accuracy {acc:.4f} is {'below' if acc < base else 'within ' + str(margin) + ' of'} "
-            f"always guessing the eval set's commonest target ({base:.4f}): the model has learned "
+    how = "below" if acc < base else f"within {margin} of"
+    return (f"note: accuracy {acc:.4f} is {how} always guessing the eval set's commonest target ({base:.4f}): the model has learned "
             "little beyond how often each target occurs")
+
+
+def with_coverage(out: dict[str, Any], max_batches: int) -> dict[str, Any]:
+    """`out` (from `evaluate` over at most `max_batches` batches, 0: all) with
+    `eval_full_split`: whether it covers the whole eval split (all of it asked for, or the split
+    ran out first). Numbers over the first batches and over the whole split differ."""
+    full = max_batches == 0 or out["eval_batches"] < max_batches
+    return {**out, "eval_full_split": full}
+
+
+def coverage_text(out: dict[str, Any]) -> str:
+    """What an eval measured, for people: 'the whole eval split (12 batches, 49,152 tokens)' or
+    'the first 100 eval batches (409,600 tokens), not the whole split'."""
+    n = out.get("eval_batches", 0)
+    size = (f"{out['eval_tokens']:,} tokens" if "eval_tokens" in out
+            else f"{out.get('eval_examples', 0):,} examples")
+    if out.get("eval_full_split"):
+        return f"the whole eval split ({n} batch{'es' if n != 1 else ''}, {size})"
+    return f"the first {n} eval batch{'es' if n != 1 else ''} ({size}), not the whole split"
 
 
 def classification_metrics(confusion: np.ndarray) -> dict[str, float]:

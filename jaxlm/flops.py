@@ -14,12 +14,22 @@ Two conventions, both per token of training (forward + backward = 3x forward):
 MFU = achieved model FLOP/s / peak FLOP/s of the devices used. Peaks are dense bf16 (and fp32
 where the vendor gives one) per chip from vendor data sheets; `train.peak_flops` overrides them.
 On CPU there is no data sheet: `matmul_roof` times a large float32 matmul, and CPU MFU is
-relative to that measured roof.
+relative to that measured roof. One measurement varies by 2-3x with the machine's load, so it is
+made once per machine and cached (`machine_roof`: $XDG_CACHE_HOME/jaxlm/matmul_roof.json, keyed
+by device, CPU model, cores and jax version); JAXLM_REMEASURE_ROOF=1 measures it again. MFU of
+runs on one machine is then measured against the same number, which every run reports with it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import functools
+import json
+import os
+import pathlib
+import platform
+import tempfile
 import time
 from typing import Any, Optional
 
@@ -120,19 +130,107 @@ def matmul_roof(n: int = 1024, repeats: int = 5) -> float:
     return 2.0 * n**3 / best
 
 
+REMEASURE_ENV = "JAXLM_REMEASURE_ROOF"  # "1": measure the roof again, replace the cached one
+ROOF_CACHE_FILE = "matmul_roof.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Roof:
+    flops: float  # FLOP/s of one n x n float32 matmul, best of the repeats
+    measured: str  # when (UTC, ISO 8601)
+    cached: bool  # read from the cache, not measured by this process
+
+
+def roof_cache_path() -> pathlib.Path:
+    """$XDG_CACHE_HOME/jaxlm/matmul_roof.json (default ~/.cache/jaxlm/...)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "jaxlm" / ROOF_CACHE_FILE
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def roof_key(n: int) -> str:
+    """What the roof depends on: the device, the CPU model, the cores this process may use, the
+    jax version and the matmul size."""
+    import jax
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{jax.devices()[0].device_kind} | {_cpu_model()} | {cores} cores | "
+            f"jax {jax.__version__} | n={n}")
+
+
+def _read_cache(path: pathlib.Path) -> dict:
+    """The cache's entries; {} when it is missing, unreadable or damaged (then re-measured)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: pathlib.Path, entries: dict) -> None:
+    """Atomically (a whole file or none); a cache that cannot be written is not an error."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".matmul_roof.",
+                                         suffix=".tmp", delete=False, encoding="utf-8") as f:
+            tmp = f.name
+            json.dump(entries, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+@functools.lru_cache(maxsize=None)
+def machine_roof(n: int = 1024) -> Roof:
+    """This machine's matmul roof, from the cache when it holds one for `roof_key(n)`, else
+    measured (`matmul_roof`) and cached. A damaged entry or file is measured again."""
+    path, key = roof_cache_path(), roof_key(n)
+    entries = _read_cache(path)
+    entry = entries.get(key)
+    if os.environ.get(REMEASURE_ENV, "0") != "1" and isinstance(entry, dict):
+        value, when = entry.get("flops"), entry.get("measured")
+        if isinstance(value, (int, float)) and 0 < value < 1e18 and isinstance(when, str):
+            return Roof(float(value), when, cached=True)
+    value = matmul_roof(n)
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    entries = _read_cache(path)  # another process may have added a key meanwhile
+    entries[key] = {"flops": value, "measured": when}
+    _write_cache(path, entries)
+    return Roof(value, when, cached=False)
+
+
 def system_peak(devices: list, dtype: str, override: Optional[float] = None) -> tuple[float, str]:
     """(peak FLOP/s of all `devices` together, where the number comes from).
 
     `override` is per device (train.peak_flops). CPU: the measured matmul roof of the host
-    (the CPU "devices" of one process share its cores, so it is not multiplied by their count)."""
-    kind, platform = devices[0].device_kind, devices[0].platform
+    (the CPU "devices" of one process share its cores, so it is not multiplied by their count),
+    cached per machine (`machine_roof`); the source says when it was measured."""
+    kind, device_platform = devices[0].device_kind, devices[0].platform
     if override:
         return override * len(devices), "train.peak_flops"
-    if platform == "cpu":
-        return matmul_roof(), "measured float32 matmul roof"
+    if device_platform == "cpu":
+        roof = machine_roof()
+        return roof.flops, f"measured float32 matmul roof of this machine ({roof.measured})"
     peak = peak_flops(kind, dtype)
     if peak is None:
-        return matmul_roof() * len(devices), f"measured matmul roof ({kind} not in the table)"
+        roof = machine_roof()
+        return (roof.flops * len(devices),
+                f"measured matmul roof ({kind} not in the table; {roof.measured})")
     return peak * len(devices), f"{kind} {'float32' if dtype == 'float32' else 'bfloat16'} peak"
 
 
@@ -142,4 +240,5 @@ def mfu(tokens_per_sec: float, model_flops_token: float, peak: float) -> float:
 
 
 __all__ = ["param_counts", "flops_per_token", "model_flops_per_token", "peak_flops",
-           "matmul_roof", "system_peak", "mfu", "PEAK_FLOPS"]
+           "matmul_roof", "machine_roof", "roof_cache_path", "Roof", "system_peak", "mfu",
+           "PEAK_FLOPS", "REMEASURE_ENV"]

@@ -1,8 +1,11 @@
 """XLA flags jaxlm sets by default (before JAX starts its backends), each with the reason.
 
 They are GPU flags: XLA ignores them on CPU and TPU. A flag already in XLA_FLAGS is left as the
-user set it, and JAXLM_XLA_DEFAULTS=0 turns all of them off. Every flag here is checked to parse
-with the installed jaxlib by tests/test_perf.py (XLA aborts the process on an unknown flag).
+user set it, and JAXLM_XLA_DEFAULTS=0 turns all of them off. They are set where a jaxlm run
+starts, never on import: by the command line (`jaxlm ...`, `python train.py`) before anything
+starts JAX, and by `jaxlm.train` when JAX's backends have not started yet. Every flag here is
+checked to parse with the installed jaxlib by tests/unit/test_xla_flags.py (XLA aborts the
+process on an unknown flag).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ DEFAULT_FLAGS: dict[str, tuple[str, str]] = {
 def apply_defaults(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> list[str]:
     """Adds the DEFAULT_FLAGS that XLA_FLAGS does not already set; returns the flags added.
 
-    Has effect only before JAX initializes its backends (jaxlm calls it on import)."""
+    Has effect only before JAX initializes its backends."""
     if environ.get("JAXLM_XLA_DEFAULTS", "1") == "0":
         return []
     current = environ.get("XLA_FLAGS", "")
@@ -35,4 +38,16 @@ def apply_defaults(environ: "os._Environ[str] | dict[str, str]" = os.environ) ->
     return added
 
 
-__all__ = ["DEFAULT_FLAGS", "apply_defaults"]
+def apply_before_backends() -> list[str]:
+    """`apply_defaults`, unless JAX's backends have started (the flags would only edit the
+    environment then, to no effect). Returns the flags added."""
+    try:
+        from jax._src import xla_bridge  # no public way to ask; absent: leave XLA_FLAGS alone
+
+        started = xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):
+        return []
+    return [] if started else apply_defaults()
+
+
+__all__ = ["DEFAULT_FLAGS", "apply_defaults", "apply_before_backends"]

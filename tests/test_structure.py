@@ -16,8 +16,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "jaxlm"
 
 # bottom to top; a module imports only from its own layer or below (longest prefix wins)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("jaxlm.errors", "jaxlm.version", "jaxlm.xla_flags", "jaxlm.config",
-                    "jaxlm.config_rules", "jaxlm.flops", "jaxlm.sharding",
+    ("foundation", ("jaxlm.errors", "jaxlm.version", "jaxlm.xla_flags", "jaxlm.progress",
+                    "jaxlm.config", "jaxlm.config_rules", "jaxlm.flops", "jaxlm.sharding",
                     "jaxlm.config_reference")),
     ("data, models, weight formats", ("jaxlm.data", "jaxlm.models", "jaxlm.interop.hf_gpt2",
                                       "jaxlm.interop.lstm_torch")),
@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                            "jaxlm.evaluate")),
     ("run directory, checkpoints", ("jaxlm.checkpoint", "jaxlm.rundir", "jaxlm.init_from")),
     ("generation, assembly, run records", ("jaxlm.generate", "jaxlm.train.setup",
+                                           "jaxlm.train.memory",
                                            "jaxlm.train.metrics", "jaxlm.train.preemption")),
     ("training and evaluation runs", ("jaxlm.train.start", "jaxlm.train.loop",
                                       "jaxlm.eval_run")),

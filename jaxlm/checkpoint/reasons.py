@@ -73,18 +73,46 @@ def _from_orbax(unraisable: Any) -> bool:
     return False
 
 
-def quiet_orbax() -> None:
-    """Installs the filters above, and an unraisable hook that drops what `_from_orbax` names."""
-    for name in ("absl", "asyncio"):
-        if _QUIET not in logging.getLogger(name).filters:
-            logging.getLogger(name).addFilter(_QUIET)
-    previous = sys.unraisablehook
-    if getattr(previous, "_jaxlm", False):
-        return
+class quiet_orbax:  # noqa: N801 - used as a function: `with quiet_orbax(): ...`
+    """Keeps Orbax's noise off the terminal while the `with` block runs: the log filter above on
+    the absl and asyncio loggers, and an unraisable hook that drops what `_from_orbax` names
+    (and hands everything else to the hook it replaced). On exit, what it installed is removed
+    and the previous hook restored (unless someone replaced ours meanwhile): a library call does
+    not change its host process. Nested blocks install nothing more. Calling `quiet_orbax()`
+    without `with` does nothing; a program that owns its process uses `quiet_orbax_process`."""
 
-    def hook(unraisable: Any) -> None:
-        if not _from_orbax(unraisable):
-            previous(unraisable)
+    def __init__(self) -> None:
+        self._filtered: list[logging.Logger] = []
+        self._hook: Any = None
+        self._previous: Any = None
 
-    hook._jaxlm = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
+    def __enter__(self) -> "quiet_orbax":
+        for name in ("absl", "asyncio"):
+            logger = logging.getLogger(name)
+            if _QUIET not in logger.filters:
+                logger.addFilter(_QUIET)
+                self._filtered.append(logger)
+        if not getattr(sys.unraisablehook, "_jaxlm", False):
+            self._previous = previous = sys.unraisablehook
+
+            def hook(unraisable: Any) -> None:
+                if not _from_orbax(unraisable):
+                    previous(unraisable)
+
+            hook._jaxlm = True  # type: ignore[attr-defined]
+            self._hook = sys.unraisablehook = hook
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for logger in self._filtered:
+            logger.removeFilter(_QUIET)
+        self._filtered = []
+        if self._hook is not None and sys.unraisablehook is self._hook:
+            sys.unraisablehook = self._previous
+        self._hook = self._previous = None
+
+
+def quiet_orbax_process() -> None:
+    """`quiet_orbax` for the rest of the process, for a program that owns it (the jaxlm
+    command line): Orbax's abandoned writes can report errors as late as interpreter exit."""
+    quiet_orbax().__enter__()

@@ -19,6 +19,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from jaxlm import xla_flags
 from jaxlm.cli import convert, eval as eval_cmd, fit, generate, sweep, train
 from jaxlm.cli.status import Status
 from jaxlm.errors import JaxlmError, NonFiniteError
@@ -69,6 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    "--version"):
         argv = [DEFAULT_COMMAND, *argv]  # `python train.py key=value` is `jaxlm train key=value`
     args = build_parser().parse_args(argv)  # usage errors: SystemExit(2); --help: SystemExit(0)
+    xla_flags.apply_defaults()  # a jaxlm command owns its process; before JAX's backends start
     try:
         status = args.func(args)
     except JaxlmError as e:

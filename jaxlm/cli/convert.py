@@ -68,7 +68,10 @@ def run(args: argparse.Namespace) -> Status:
                "its directory")
         _check(not (args.from_torch_lstm and args.scan_layers),
                "--scan-layers applies to Transformers only")
+    from jaxlm.cli.process import quiet_checkpoints
     from jaxlm.interop import convert
+
+    quiet_checkpoints()
 
     if args.to_hf:
         out = convert.run_to_hf(args.from_workdir, args.to_hf, step=args.step)

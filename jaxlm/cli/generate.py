@@ -58,7 +58,10 @@ def run(args: argparse.Namespace) -> Status:
            f"--temperature must be >= 0 (0 is greedy); got {args.temperature}")
     _check(args.top_k >= 0, f"--top-k must be >= 0 (0 disables it); got {args.top_k}")
     _check(0 < args.top_p <= 1, f"--top-p must be in (0, 1] (1 disables it); got {args.top_p}")
+    from jaxlm.cli.process import quiet_checkpoints
     from jaxlm.generate import TextGenerator
+
+    quiet_checkpoints()
 
     gen = TextGenerator.from_workdir(args.workdir, step=args.step)
     max_new = args.max_new_tokens

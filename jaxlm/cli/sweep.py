@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> Status:
                   f"{len(members)} members")
         print(sweep.plan_table(mine))
         return Status.OK
+    from jaxlm.cli.process import quiet_checkpoints
+
+    quiet_checkpoints()
     sweep.write_spec_copy(spec, args.workdir)
     out = sweep.run_sweep(spec, mine, args.workdir, retry_failed=args.retry_failed,
                           quiet_runs=not args.verbose)

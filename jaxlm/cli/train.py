@@ -62,7 +62,10 @@ def run(args: argparse.Namespace) -> Status:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return Status.OK
+    from jaxlm.cli.process import quiet_checkpoints
     from jaxlm.train.loop import train
+
+    quiet_checkpoints()
 
     name = pathlib.Path(args.config).stem if args.config else "quickstart"
     workdir = args.workdir or str(pathlib.Path("runs") / name)
@@ -77,9 +80,9 @@ def run(args: argparse.Namespace) -> Status:
 
 
 def _print_summary(cfg, result) -> None:
-    e = result.eval
-    from jaxlm.evaluate import baseline_note
+    from jaxlm.evaluate import baseline_note, coverage_text
 
+    e = result.eval
     target = "label" if cfg.model.objective == "classify" else "token"
     baseline = (f" (always guessing the commonest {target}: {e['eval_accuracy_baseline']:.4f})"
                 if "eval_accuracy_baseline" in e else "")
@@ -90,8 +93,16 @@ def _print_summary(cfg, result) -> None:
         summary = (f"eval loss {e['eval_loss']:.4f}, perplexity {e['eval_perplexity']:.2f}, "
                    + (f"masked-token accuracy {e['eval_accuracy']:.4f}{baseline}"
                       if cfg.model.objective == "mlm" else f"bits per byte {e['eval_bpb']:.4f}"))
-    print(f"\nfinished step {result.final_step} in {result.wall_time:.0f}s "
-          f"({result.tokens_per_sec:,.0f} tokens/s, MFU {100 * result.mfu:.1f}%): {summary}")
+    summary += f" (over {coverage_text(e)})"
+    if result.final_step == result.start_step:  # nothing to train: no throughput to report
+        print(f"\nthe run is already finished at step {result.final_step} "
+              f"(train.steps={cfg.train.steps}); evaluated again: {summary}")
+    else:
+        roof = (f" of {result.peak_flops / 1e12:.3g} TFLOP/s, {result.peak_flops_source}"
+                if result.peak_flops else "")
+        print(f"\nfinished step {result.final_step} in {result.wall_time:.0f}s "
+              f"({result.tokens_per_sec:,.0f} tokens/s, MFU {100 * result.mfu:.1f}%{roof}): "
+              f"{summary}")
     if cfg.model.objective != "clm" and (note := baseline_note(e)):
         print(note)
     for i, s in enumerate(result.samples):

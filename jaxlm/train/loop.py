@@ -27,10 +27,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxlm import config as config_lib
-from jaxlm import flops, rundir, sharding
+from jaxlm import flops, rundir, sharding, xla_flags
+from jaxlm.checkpoint.reasons import quiet_orbax
 from jaxlm.config import RunConfig
 from jaxlm.errors import NonFiniteError
-from jaxlm.evaluate import evaluate
+from jaxlm.evaluate import evaluate, with_coverage
 from jaxlm.generate import run_samples
 from jaxlm.train import metrics as metrics_lib
 from jaxlm.train.preemption import Preempted, StopSignals
@@ -53,6 +54,9 @@ class RunResult:
     preempted: bool = False  # stopped by SIGTERM/SIGINT after checkpointing: re-run to resume
     skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient norm
     mfu: float = 0.0  # model FLOPs utilization at the last log step (see jaxlm.flops)
+    peak_flops: float = 0.0  # the FLOP/s MFU is measured against
+    peak_flops_source: str = ""  # where that number comes from (data sheet, measured roof)
+    start_step: int = 0  # the step this call started from (== final_step: nothing to train)
 
 
 @dataclasses.dataclass
@@ -76,14 +80,16 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False,
     step records (loss, learning_rate, tokens_per_sec, mfu, eval_* at eval steps) and the
     final one (`event: final`), e.g. to draw a live loss curve in a notebook."""
     t_start = time.time()
-    distributed = sharding.initialize_distributed(cfg.distributed)  # before any device is touched
-    workdir = pathlib.Path(workdir)
-    rundir.prepare(workdir)
-    # refused before the lock (it writes nothing): a config that changes what the checkpoints
-    # mean gets its own message even while another process trains there
-    resuming = rundir.check_resumable(cfg, workdir, cfg.train.init_from)
-    with rundir.lock(workdir, enabled=jax.process_index() == 0):  # one writer at a time
-        return _train(cfg, workdir, resuming, quiet, on_log, distributed, t_start)
+    xla_flags.apply_before_backends()  # the run's GPU flags, if JAX has not started yet
+    with quiet_orbax():  # Orbax's noise off the terminal during the run, not after it
+        distributed = sharding.initialize_distributed(cfg.distributed)  # before any device
+        workdir = pathlib.Path(workdir)
+        rundir.prepare(workdir)
+        # refused before the lock (it writes nothing): a config that changes what the
+        # checkpoints mean gets its own message even while another process trains there
+        resuming = rundir.check_resumable(cfg, workdir, cfg.train.init_from)
+        with rundir.lock(workdir, enabled=jax.process_index() == 0):  # one writer at a time
+            return _train(cfg, workdir, resuming, quiet, on_log, distributed, t_start)
 
 
 def _train(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool,
@@ -176,7 +182,7 @@ class _Loop:
         t0 = time.time()
         self.state, metrics = run.asm.train_step(self.state, batch)
         jax.block_until_ready(metrics)
-        compile_time = time.time() - t0
+        compile_time = time.time() - t0 + run.compile_time
         run.writer.write({"event": "compiled", "step": step, "compile_time_sec": compile_time})
         run.log(f"compiled the train step in {compile_time:.1f} s (with its first step); "
                 f"MFU against {run.peak / 1e12:.3g} TFLOP/s ({run.peak_source})")
@@ -229,8 +235,8 @@ class _Loop:
         bar = (metrics_lib.progress(max_batches or None, desc="eval", unit="batch", leave=False)
                if run.show else None)  # max_batches 0: the whole split, no ETA
         batches = run.data.eval_batches(run.tokenizer, self.t.batch_size, max_batches, run.rows)
-        return evaluate(run.asm.eval_step, self.state.params, batches, run.token_bytes, run.put,
-                        bar=bar)
+        return with_coverage(evaluate(run.asm.eval_step, self.state.params, batches,
+                                      run.token_bytes, run.put, bar=bar), max_batches)
 
     def _flush(self, step: int, metrics: Any, do_eval: bool) -> None:
         """Fetches step `step`'s metrics, measures throughput, evaluates if due, logs."""
@@ -294,9 +300,12 @@ class _Loop:
                 f"batches of {t.batch_size}x{run.cfg.data.seq_len} tokens")
         final_eval = self._eval(t.final_eval_batches)
         mfu = flops.mfu(p.rate, run.model_fpt, run.peak)
+        # a run already finished trains no step: no throughput to report
+        speed = ({"tokens_per_sec": p.rate, "mfu": mfu, "peak_flops": run.peak,
+                  "peak_flops_source": run.peak_source} if final_step > run.start_step else {})
         self._record({"event": "final", "step": final_step, **final_eval,
-                      "tokens_per_sec": p.rate, "mfu": mfu, "skipped_steps": p.skipped,
-                      "wall_time_sec": time.time() - t_start})
+                      "steps_run": final_step - run.start_step, **speed,
+                      "skipped_steps": p.skipped, "wall_time_sec": time.time() - t_start})
         samples = []
         if run.cfg.model.objective == "clm":
             samples = run_samples(run.asm.model, self.state.params, run.tokenizer,
@@ -307,4 +316,5 @@ class _Loop:
         run.ckpt.close()
         return RunResult(run.workdir, run.cfg, final_step, final_eval, samples,
                          time.time() - t_start, p.rate, self.state.params,
-                         skipped_steps=p.skipped, mfu=mfu)
+                         skipped_steps=p.skipped, mfu=mfu, peak_flops=run.peak,
+                         peak_flops_source=run.peak_source, start_step=run.start_step)

@@ -1,4 +1,4 @@
-"""Run records: metrics.jsonl, TensorBoard event files and the progress bar (this module only).
+"""Run records: metrics.jsonl and TensorBoard event files (the progress bar: jaxlm.progress).
 
 Only process 0 writes; other processes get a writer that does nothing.
 """
@@ -9,13 +9,11 @@ import json
 import math
 import os
 import pathlib
-import sys
 import time
 from typing import Any, Callable, Optional
 
-from tqdm.auto import tqdm
-
 from jaxlm.errors import JaxlmError
+from jaxlm.progress import log, progress  # noqa: F401 - where callers find them
 from jaxlm.rundir import METRICS_FILE, TENSORBOARD_DIR  # the run directory owns the names
 
 
@@ -185,19 +183,6 @@ def tensorboard_tag(key: str) -> str:
     if key.startswith("eval_"):
         return "eval/" + key[len("eval_"):]
     return ("perf/" if key in _PERF_KEYS else "train/") + key
-
-
-def progress(total: Optional[int], initial: int = 0, desc: str = "train", enabled: bool = True,
-             unit: str = "step", leave: bool = True) -> tqdm:
-    """A tqdm bar with ETA on stderr (plain lines when stderr is not a terminal)."""
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,
-                dynamic_ncols=True, file=sys.stderr, mininterval=1.0, leave=leave)
-
-
-def log(msg: str, enabled: bool = True) -> None:
-    """A status line that does not break the progress bar."""
-    if enabled:
-        tqdm.write(msg, file=sys.stderr)
 
 
 def load_metrics(workdir: str | pathlib.Path) -> list[dict]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import pathlib
+import time
 from typing import Any, Callable, Optional
 
 import jax
@@ -14,16 +16,18 @@ import numpy as np
 
 from jaxlm import config as config_lib
 from jaxlm import flops, rundir, sharding
-from jaxlm.checkpoint import Checkpointer
+from jaxlm.checkpoint import Checkpointer, checkpoint_steps
 from jaxlm.config import RunConfig
 from jaxlm.data.prefetch import DevicePrefetcher
 from jaxlm.data.source import RunData, load_run_data
 from jaxlm.data.tokenizers import Tokenizer, select_tokenizer
 from jaxlm.errors import JaxlmError
 from jaxlm.init_from import init_state_from
+from jaxlm.train import memory
 from jaxlm.train import metrics as metrics_lib
 from jaxlm.train.setup import Assembly, assemble
 from jaxlm.train.state import init_state
+from jaxlm.train.step import abstract_batch
 
 
 @dataclasses.dataclass
@@ -51,6 +55,7 @@ class OpenRun:
     model_fpt: float  # model FLOPs per token (MFU)
     peak: float
     peak_source: str
+    compile_time: float = 0.0  # compiling the train step before the first step (memory check)
 
 
 
@@ -82,6 +87,16 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool)
     for msg in config_lib.config_warnings(cfg, platform, sharding.tensor_parallel_size(mesh)):
         warn(f"jaxlm: warning: {msg}")
     asm = assemble(cfg, mesh, tokenizer, warn)
+    # before anything big is allocated (or written): a state or a step that cannot fit is
+    # refused here. The step is compiled for the check only when a step is going to run.
+    n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(asm.abstract.params))
+    memory.check_state(asm.abstract, asm.shardings, n_params, platform, warn)
+    t0 = time.time()
+    if max(checkpoint_steps(workdir / rundir.CHECKPOINTS), default=0) < t.steps:
+        memory.check_step(asm.train_step, asm.abstract, asm.shardings,
+                          abstract_batch(mesh, cfg.model.objective, t.batch_size, d.seq_len),
+                          t.prefetch, warn)
+    compile_time = time.time() - t0
 
     rows = sharding.local_rows(mesh, t.batch_size)
     put = functools.partial(sharding.put_batch, mesh, global_batch=t.batch_size)
@@ -121,7 +136,8 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool)
                                  sharding.replicated(mesh))
     return OpenRun(cfg, workdir, main, log, warn, show, data, tokenizer, mesh, asm, put, rows,
                 token_bytes, batches, ckpt, state, start_step, skipped, writer,
-                flops.model_flops_per_token(cfg.model, non_embed, d.seq_len), peak, peak_source)
+                flops.model_flops_per_token(cfg.model, non_embed, d.seq_len), peak, peak_source,
+                compile_time)
 
 
 def write_header(run: OpenRun, distributed: Optional[str]) -> None:

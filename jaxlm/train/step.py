@@ -191,6 +191,25 @@ def eval_step(params: Any, batch: Batch, token_bytes: jax.Array, *, model: nn.Mo
 _MLM_SALT = 0x6D6C6D  # "mlm": the corruption key is fold_in(step key, salt)
 
 
+def batch_shardings(mesh: Mesh, objective: str) -> dict[str, Any]:
+    """The shardings of a train batch's arrays (what `sharding.put_batch` places)."""
+    batch_sh = {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS[objective]}
+    if objective == "classify":  # (b,) labels and row masks: rows split like the batch
+        batch_sh["targets"] = batch_sh["mask"] = sharding.rows_sharding(mesh)
+    return batch_sh
+
+
+def abstract_batch(mesh: Mesh, objective: str, batch_size: int, seq_len: int
+                   ) -> dict[str, jax.ShapeDtypeStruct]:
+    """A train batch's shapes, dtypes and shardings, as the data pipeline makes it: int32
+    tokens, bool masks; (batch,) labels and row masks for classifiers."""
+    dtypes = {"inputs": jnp.int32, "targets": jnp.int32, "mask": jnp.bool_, "valid": jnp.bool_}
+    rows = {"targets", "mask"} if objective == "classify" else set()
+    return {k: jax.ShapeDtypeStruct((batch_size,) if k in rows else (batch_size, seq_len),
+                                    dtypes[k], sharding=s)
+            for k, s in batch_shardings(mesh, objective).items()}
+
+
 def compile_steps(
     model: nn.Module, optimizer: optax.GradientTransformation, lr_schedule: optax.Schedule,
     state_shardings: Any, mesh: Mesh, *, grad_accum: int = 1, debug_nan_steps: Sequence[int] = (),
@@ -201,9 +220,7 @@ def compile_steps(
     The train state is donated: its buffers are reused for the updated state. The model's
     activation constraints resolve through the logical rules against `mesh` while tracing.
     """
-    batch_sh = {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS[objective]}
-    if objective == "classify":  # (b,) labels and row masks: rows split like the batch
-        batch_sh["targets"] = batch_sh["mask"] = sharding.rows_sharding(mesh)
+    batch_sh = batch_shardings(mesh, objective)
     mlm = mlm if objective == "mlm" else None
     num_labels = num_labels if objective == "classify" else 0
     rep = sharding.replicated(mesh)

@@ -67,6 +67,21 @@ def test_run_dir_contents(gpt_run):
 
 
 @pytest.mark.slow
+def test_output_is_plain_lines_and_says_what_it_measured(gpt_run):
+    """stderr is a pipe here: progress is plain lines (no carriage returns or cursor codes);
+    the summary says over what the final eval ran and what MFU is measured against (21.15,
+    21.17)."""
+    workdir, proc, _ = gpt_run
+    assert "\r" not in proc.stderr and "\x1b" not in proc.stderr, proc.stderr[-2000:]
+    assert any(line.startswith("train: 6/6 steps (100%)") for line in proc.stderr.splitlines())
+    assert "(over the first 2 eval batches (256 tokens), not the whole split)" in proc.stdout
+    assert "TFLOP/s, measured float32 matmul roof of this machine" in proc.stdout
+    final = [r for r in _records(workdir) if r.get("event") == "final"][-1]
+    assert final["eval_batches"] == 2 and final["eval_full_split"] is False
+    assert final["steps_run"] == 6 and final["peak_flops"] > 0
+
+
+@pytest.mark.slow
 def test_saved_config_is_resolved(gpt_run):
     workdir, _, _ = gpt_run
     saved = yaml.safe_load((workdir / "config.yaml").read_text())
@@ -160,6 +175,23 @@ def test_rerun_resumes(resumed_run):
     assert "compiled" not in [r.get("event") for r in _records(workdir)[-3:]]  # nothing trained
     starts = [r for r in _records(workdir) if r.get("event") == "start"]
     assert [r["start_step"] for r in starts] == [0, 6]
+    # nothing trained: no throughput numbers, the run says it is finished (issue 21.15)
+    assert "the run is already finished at step 6 (train.steps=6)" in proc.stdout
+    assert "tokens/s" not in proc.stdout and "MFU" not in proc.stdout
+    final = [r for r in _records(workdir) if r.get("event") == "final"][-1]
+    assert final["steps_run"] == 0 and "tokens_per_sec" not in final and "mfu" not in final
+
+
+@pytest.mark.slow
+def test_eval_command_shows_progress_and_what_it_measured(resumed_run, capsys):
+    """`jaxlm eval` (stderr not a terminal: a plain progress line) says how many batches and
+    tokens it measured and whether that is the whole split (issue 21.15)."""
+    workdir, _ = resumed_run
+    code, out, err = _main(capsys, "eval", "--workdir", str(workdir), "--max-batches", "3")
+    assert code == 0, err[-3000:]
+    assert err.startswith("eval: 3/3 batches (100%)") and "\r" not in err
+    assert "eval_batches: 3" in out and "eval_full_split: False" in out
+    assert "measured over: the first 3 eval batches (384 tokens), not the whole split" in out
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -23,7 +24,7 @@ from jaxlm.config import load_config
 from jaxlm.train.loop import train
 
 from helpers import REPO_ROOT, TINY, _ckpt_steps, _cmd, _env, _main, _records, _snapshot, \
-    _step_records, damage
+    _step_records, damage, run_all
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,3 +307,33 @@ def test_damaged_metrics_on_resume_is_a_warning(bad_input):
     assert len(warning) == 1 and "dropped 2 damaged line(s)" in warning[0], err[-3000:]
     assert str(workdir / "metrics.jsonl") in warning[0]
     assert [r.get("event") for r in _records(workdir)][-1] == "final"
+
+# ---------------------------------------------------------------------------------------------
+# too big to fit: refused before anything big is allocated, in seconds (issue 21.9)
+
+
+def test_too_big_to_fit_is_refused_in_seconds(tmp_path):
+    """A 155-billion-parameter model (its state alone is terabytes) and a 4-million-row batch
+    (XLA's memory analysis of the compiled step: hundreds of GiB of activations): one line with
+    the numbers and what to reduce, exit 2, before any step runs."""
+    cases = {
+        "huge_model": (["model.d_model=16384", "model.n_layers=48", "model.n_heads=128"],
+                       ["the train state (154,", "parameters", "TiB per device, more than",
+                        "model.d_model"]),
+        "huge_batch": (["train.batch_size=4000000"],
+                       ["one train step", "GiB per device, more than", "train.batch_size"]),
+    }
+    t0 = time.monotonic()
+    procs = run_all([_cmd("--workdir", str(tmp_path / name), *TINY, *extra)
+                     for name, (extra, _) in cases.items()], env=_env(), timeout=600)
+    elapsed = time.monotonic() - t0
+    for (name, (_, must)), proc in zip(cases.items(), procs):
+        assert proc.returncode == 2, (name, proc.stderr[-3000:])
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        ours = [line for line in proc.stderr.splitlines() if line.startswith("jaxlm: error:")]
+        assert len(ours) == 1, proc.stderr[-3000:]
+        for s in must:
+            assert s in ours[0], (name, s, ours[0])
+        assert not (tmp_path / name / "checkpoints").exists() or \
+            not any((tmp_path / name / "checkpoints").iterdir())
+    assert elapsed < 180, f"took {elapsed:.0f} s"  # start-up and one compile, not minutes

@@ -13,6 +13,7 @@ from jaxlm.config import from_dict
 from jaxlm.errors import JaxlmError
 from jaxlm.models import build_model
 from jaxlm.checkpoint import CORRUPT_DIR, Checkpointer
+from jaxlm.checkpoint.reasons import quiet_orbax
 from jaxlm.train.optim import build_optimizer
 from jaxlm.train.state import state_shardings
 
@@ -74,13 +75,15 @@ def test_damaged_checkpoint_detected(six_steps, tmp_path, how):
                                           build_optimizer(cfg.optim, cfg.train.steps),
                                           cfg.data.seq_len, sharding.make_mesh(cfg.mesh))
     messages, position = [], _Position()
-    ckpt = Checkpointer(workdir / "checkpoints")
-    try:
-        with pytest.raises(JaxlmError, match="cannot restore checkpoint"):
-            ckpt.restore(6, abstract, shardings, position)
-        restored = ckpt.restore_latest(abstract, shardings, position, log=messages.append)
-    finally:
-        ckpt.close()
+    # as jaxlm's own runs do: the Orbax noise of reading damaged files kept off the terminal
+    with quiet_orbax():
+        ckpt = Checkpointer(workdir / "checkpoints")
+        try:
+            with pytest.raises(JaxlmError, match="cannot restore checkpoint"):
+                ckpt.restore(6, abstract, shardings, position)
+            restored = ckpt.restore_latest(abstract, shardings, position, log=messages.append)
+        finally:
+            ckpt.close()
     assert restored.step == 3 and int(restored.state.step) == 3
     assert position.state is not None  # the data position of step 3, not of the damaged 6
     assert any(str(workdir.absolute() / "checkpoints" / "6") in m and "damaged" in m

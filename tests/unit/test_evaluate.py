@@ -69,3 +69,25 @@ def test_eval_step_counts_masked_targets_only():
 def test_baseline_note(acc, base, says):
     note = baseline_note({"eval_accuracy": acc, "eval_accuracy_baseline": base})
     assert (note is None) if says is None else (says in note and "0.3300" in note)
+
+# ---------------------------------------------------------------------------------------------
+# what an eval measured (issue 21.15)
+
+
+def test_evaluate_says_what_it_measured():
+    import jax.numpy as jnp
+
+    from jaxlm.evaluate import coverage_text, evaluate, with_coverage
+
+    def step(params, batch, token_bytes):
+        return {"nats": jnp.float32(2.0), "tokens": jnp.float32(4.0), "bytes": jnp.float32(8.0)}
+
+    batches = [{"x": i} for i in range(3)]
+    out = evaluate(step, None, batches, None)
+    assert out["eval_batches"] == 3 and out["eval_tokens"] == 12
+    assert with_coverage(out, 0)["eval_full_split"]  # all of it asked for
+    assert with_coverage(out, 5)["eval_full_split"]  # the split ran out first
+    first = with_coverage(out, 3)
+    assert not first["eval_full_split"]
+    assert coverage_text(first) == "the first 3 eval batches (12 tokens), not the whole split"
+    assert coverage_text(with_coverage(out, 0)) == "the whole eval split (3 batches, 12 tokens)"

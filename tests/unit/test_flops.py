@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import flax.linen as nn
 import jax
@@ -85,7 +86,78 @@ def test_peak_table_and_mfu():
 def test_system_peak_cpu_roof_and_override():
     devices = jax.devices()
     peak, source = flops.system_peak(devices, "float32")
-    assert source == "measured float32 matmul roof"
+    assert source.startswith("measured float32 matmul roof of this machine")
     assert 1e8 < peak < 1e14  # a CPU: between 0.1 GFLOP/s and 100 TFLOP/s
     peak, source = flops.system_peak(devices, "float32", override=2e12)
     assert (peak, source) == (2e12 * len(devices), "train.peak_flops")
+
+
+# ---------------------------------------------------------------------------------------------
+# the CPU roof: measured once per machine and cached (issue 21.17)
+
+
+@pytest.fixture
+def roof_cache(tmp_path, monkeypatch):
+    """An empty cache directory, a fake measurement that counts its calls."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(flops.REMEASURE_ENV, raising=False)
+    calls = []
+
+    def fake(n=1024, repeats=5):
+        calls.append(n)
+        return 1.5e11 + len(calls)
+
+    monkeypatch.setattr(flops, "matmul_roof", fake)
+    flops.machine_roof.cache_clear()
+    yield calls
+    flops.machine_roof.cache_clear()
+
+
+def test_roof_is_measured_once_per_machine_and_cached(roof_cache):
+    first = flops.machine_roof()
+    assert not first.cached and roof_cache == [1024]
+    path = flops.roof_cache_path()
+    assert path.parent.name == "jaxlm" and path.is_file()
+    flops.machine_roof.cache_clear()  # a new process
+    again = flops.machine_roof()
+    assert again.cached and again.flops == first.flops and again.measured == first.measured
+    assert roof_cache == [1024]  # not measured again
+    peak, source = flops.system_peak(jax.devices(), "float32")
+    assert peak == first.flops and first.measured in source
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"x": 1}', "\x00\xff"])
+def test_a_damaged_roof_cache_is_measured_again(roof_cache, content):
+    path = flops.roof_cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    assert not flops.machine_roof().cached and roof_cache == [1024]
+    flops.machine_roof.cache_clear()
+    assert flops.machine_roof().cached  # rewritten whole
+
+
+def test_a_damaged_roof_entry_is_measured_again(roof_cache):
+    flops.machine_roof()
+    path = flops.roof_cache_path()
+    entries = json.loads(path.read_text())
+    entries[next(iter(entries))]["flops"] = "fast"
+    path.write_text(json.dumps(entries))
+    flops.machine_roof.cache_clear()
+    assert not flops.machine_roof().cached and len(roof_cache) == 2
+
+
+def test_remeasure_env_and_unwritable_cache(roof_cache, monkeypatch, tmp_path):
+    flops.machine_roof()
+    flops.machine_roof.cache_clear()
+    monkeypatch.setenv(flops.REMEASURE_ENV, "1")
+    remeasured = flops.machine_roof()
+    assert not remeasured.cached and len(roof_cache) == 2
+    monkeypatch.delenv(flops.REMEASURE_ENV)
+    flops.machine_roof.cache_clear()
+    assert flops.machine_roof().flops == remeasured.flops  # the new value replaced the old
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # cannot hold a directory
+    flops.machine_roof.cache_clear()
+    assert not flops.machine_roof().cached  # measured, used, not cached: no error
+    assert not [p for p in tmp_path.rglob("*.tmp")]

@@ -27,10 +27,41 @@ def test_xla_defaults_respect_the_user():
 def test_xla_default_flags_parse_with_this_jaxlib():
     """XLA aborts the process on a flag it does not know: a flag renamed upstream fails here."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    code = ("import os, jaxlm, jax; jax.numpy.ones(1).block_until_ready(); "
-            "print(os.environ['XLA_FLAGS'])")
+    code = ("import os; from jaxlm import xla_flags; xla_flags.apply_defaults(); import jax; "
+            "jax.numpy.ones(1).block_until_ready(); print(os.environ['XLA_FLAGS'])")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name, (value, _) in xla_flags.DEFAULT_FLAGS.items():
         assert f"--{name}={value}" in proc.stdout
+
+
+def test_import_jaxlm_leaves_the_environment_alone():
+    """`import jaxlm` (and its public names, the CLI module) sets no XLA flag (issue 21.18)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    code = ("import os, sys, jaxlm, jaxlm.cli; jaxlm.train, jaxlm.RunConfig; "
+            "hook = sys.unraisablehook; import jaxlm.train.loop, jaxlm.checkpoint; "
+            "print(os.environ.get('XLA_FLAGS', 'unset'), sys.unraisablehook is hook)")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["unset", "True"]
+
+
+def test_a_jaxlm_command_sets_the_flags(monkeypatch, capsys):
+    """`jaxlm train` / `python train.py` (both jaxlm.cli.main) still get the GPU flags."""
+    from jaxlm import cli
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    assert cli.main(["train", "--print-config"]) == 0
+    for name, (value, _) in xla_flags.DEFAULT_FLAGS.items():
+        assert f"--{name}={value}" in os.environ["XLA_FLAGS"]
+
+
+def test_library_train_sets_the_flags_only_before_jax_starts(monkeypatch):
+    import jax
+
+    jax.devices()  # started: editing XLA_FLAGS now would do nothing
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert xla_flags.apply_before_backends() == []
+    assert "XLA_FLAGS" not in os.environ
