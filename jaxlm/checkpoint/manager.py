@@ -14,7 +14,7 @@ from orbax.checkpoint import checkpoint_managers as ocp_managers
 
 from jaxlm.checkpoint.fallback import Unreadable, newest_readable
 from jaxlm.checkpoint.fingerprint import fingerprint, json_fingerprint
-from jaxlm.checkpoint.reasons import os_reason, quiet_orbax, read_reason
+from jaxlm.checkpoint.reasons import os_reason, read_reason
 from jaxlm.errors import JaxlmError, NonFiniteError
 
 CORRUPT_DIR = "checkpoints.corrupt"  # beside the checkpoints directory
@@ -50,7 +50,6 @@ class Checkpointer:
 
     def __init__(self, directory: str | pathlib.Path, keep: int = 3):
         self.directory = pathlib.Path(directory).absolute()
-        quiet_orbax()
         keep_policy = ocp_managers.AnyPreservationPolicy([
             ocp_managers.LatestN(n=keep),
             ocp_managers.BestN(get_metric_fn=_eval_loss, reverse=True, n=1,

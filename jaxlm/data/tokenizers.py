@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxlm.errors import JaxlmError
+from jaxlm.progress import interactive, log, progress
 
 PAD_ID = 0
 EOS_ID = 1
@@ -75,6 +76,12 @@ def _elapsed_bar(desc: str, enabled: bool, start: Callable[[], bool]) -> Iterato
     that reports no progress of its own)."""
     if not enabled:
         yield
+        return
+    if not interactive():  # a log file or a pipe: plain lines, no redrawn bar
+        t0 = time.monotonic()
+        log(f"{desc} ...")
+        yield
+        log(f"{desc}: done in {time.monotonic() - t0:.0f} s")
         return
     done = threading.Event()
 
@@ -151,13 +158,21 @@ class SentencePieceTokenizer:
         if not sample:
             raise JaxlmError("cannot train a SentencePiece model: the training text is empty")
         model = io.BytesIO()
-        reading = tqdm(sample, desc="tokenizer: reading", unit="line", disable=not show_progress,
-                       file=sys.stderr, mininterval=1.0, leave=False)
+        reading = progress(len(sample), desc="tokenizer: reading", unit="line",
+                           enabled=show_progress, leave=False)
+        n_read = 0
+
+        def lines() -> Iterator[str]:
+            nonlocal n_read
+            for line in sample:
+                n_read += 1
+                reading.update(1)
+                yield line
         try:
             with _elapsed_bar(f"tokenizer: training {vocab_size} {model_type} pieces",
-                              show_progress, start=lambda: reading.n == len(sample)):
+                              show_progress, start=lambda: n_read == len(sample)):
                 spm.SentencePieceTrainer.train(
-                    sentence_iterator=iter(reading), model_writer=model, vocab_size=vocab_size,
+                    sentence_iterator=lines(), model_writer=model, vocab_size=vocab_size,
                     model_type=model_type, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=2, bos_id=-1,
                     byte_fallback=True, normalization_rule_name="identity",
                     remove_extra_whitespaces=False, add_dummy_prefix=False,

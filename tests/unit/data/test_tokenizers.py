@@ -136,3 +136,12 @@ def test_byte_tokenizer_layout():
     assert tok.encode("A").tolist() == [ord("A") + 3]
     assert tok.encode("é").tolist() == [0xC3 + 3, 0xA9 + 3]
     assert tok.token_bytes().sum() == 256
+
+
+def test_sentencepiece_training_progress_is_plain_lines_off_a_terminal(synthetic_docs, capsys):
+    """stderr is not a terminal here: progress is whole lines, no carriage returns or cursor
+    codes in a log file (tqdm redraws with both)."""
+    SentencePieceTokenizer.train(synthetic_docs, 300, "bpe", seed=0, show_progress=True)
+    err = capsys.readouterr().err
+    assert "tokenizer: training 300 bpe pieces" in err and "done in" in err
+    assert "\r" not in err and "\x1b" not in err
