@@ -28,7 +28,6 @@ import functools
 import json
 import os
 import pathlib
-import platform
 import tempfile
 import time
 from typing import Any, Optional
@@ -36,6 +35,7 @@ from typing import Any, Optional
 from flax.traverse_util import flatten_dict
 
 from jaxlm.config import ModelConfig
+from jaxlm.paths import cpu_model, user_cache_dir
 
 EMBEDDING_PARAMS = ("wte", "wpe", "embed", "lm_head", "head")
 
@@ -143,19 +143,7 @@ class Roof:
 
 def roof_cache_path() -> pathlib.Path:
     """$XDG_CACHE_HOME/jaxlm/matmul_roof.json (default ~/.cache/jaxlm/...)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "jaxlm" / ROOF_CACHE_FILE
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown cpu"
+    return user_cache_dir(ROOF_CACHE_FILE)
 
 
 def roof_key(n: int) -> str:
@@ -164,7 +152,7 @@ def roof_key(n: int) -> str:
     import jax
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{jax.devices()[0].device_kind} | {_cpu_model()} | {cores} cores | "
+    return (f"{jax.devices()[0].device_kind} | {cpu_model()} | {cores} cores | "
             f"jax {jax.__version__} | n={n}")
 
 

@@ -17,6 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "jaxlm"
 # bottom to top; a module imports only from its own layer or below (longest prefix wins)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("jaxlm.errors", "jaxlm.version", "jaxlm.xla_flags", "jaxlm.progress",
+                    "jaxlm.paths",
                     "jaxlm.config", "jaxlm.config_rules", "jaxlm.flops", "jaxlm.sharding",
                     "jaxlm.config_reference")),
     ("data, models, weight formats", ("jaxlm.data", "jaxlm.models", "jaxlm.interop.hf_gpt2",

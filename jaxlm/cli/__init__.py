@@ -27,6 +27,7 @@ from jaxlm.train.preemption import EXIT_PREEMPTED
 
 COMMANDS = (train, generate, convert, eval_cmd, fit, sweep)  # in `jaxlm --help` order
 DEFAULT_COMMAND = train.NAME
+COMPILING = (train.NAME, generate.NAME, eval_cmd.NAME, sweep.NAME)  # persistent compile cache on
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -71,6 +72,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         argv = [DEFAULT_COMMAND, *argv]  # `python train.py key=value` is `jaxlm train key=value`
     args = build_parser().parse_args(argv)  # usage errors: SystemExit(2); --help: SystemExit(0)
     xla_flags.apply_defaults()  # a jaxlm command owns its process; before JAX's backends start
+    if args.command in COMPILING:
+        from jaxlm.cli.process import compilation_cache
+
+        compilation_cache()
     try:
         status = args.func(args)
     except JaxlmError as e:
