@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pathlib
+import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -49,6 +50,33 @@ def _read_records(path: pathlib.Path) -> tuple[list[tuple[bytes, dict]], list[in
     return records, damaged
 
 
+def _tensorboardx() -> Any:
+    """tensorboardX's event-file writer, protos and scalar summary, as a namespace.
+
+    tensorboardX's package __init__ imports torch when it is installed (Colab, any machine with
+    the test extra): 1-2 s of every run's start for features jaxlm does not use. The modules
+    jaxlm needs do not use torch, so they are loaded with the package's __init__ skipped; the
+    package entry is then removed again, so a later `import tensorboardX` is the real one."""
+    import importlib
+    import importlib.util
+    import types
+
+    names = ("event_file_writer", "proto.event_pb2", "summary")
+    shell = None
+    if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+        spec = importlib.util.find_spec("tensorboardX")
+        if spec is not None and spec.submodule_search_locations:
+            shell = importlib.util.module_from_spec(spec)  # its __path__, __init__ not run
+            sys.modules["tensorboardX"] = shell
+    try:
+        mods = [importlib.import_module(f"tensorboardX.{n}") for n in names]
+    finally:
+        if shell is not None and sys.modules.get("tensorboardX") is shell:
+            del sys.modules["tensorboardX"]
+    return types.SimpleNamespace(EventsWriter=mods[0].EventsWriter, event_pb2=mods[1],
+                                 scalar=mods[2].scalar)
+
+
 class _Events:
     """TensorBoard scalars, written in the calling thread. tensorboardX's SummaryWriter writes
     from a thread of its own, where a full disk is a traceback the run cannot turn into its one
@@ -57,23 +85,21 @@ class _Events:
     FLUSH_SECS = 10.0
 
     def __init__(self, logdir: pathlib.Path):
-        from tensorboardX.event_file_writer import EventsWriter
-
+        self._tbx = _tensorboardx()
         try:
             logdir.mkdir(parents=True, exist_ok=True)
-            self._w = EventsWriter(str(logdir / "events"))
+            self._w = self._tbx.EventsWriter(str(logdir / "events"))
         except OSError as e:
             raise _write_error(logdir, e) from None
         self.path = pathlib.Path(getattr(self._w, "_file_name", logdir))  # for messages
         self._flushed = time.monotonic()
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        from tensorboardX.proto import event_pb2
-        from tensorboardX.summary import scalar
-
+        tbx = self._tbx
         now = time.time()
         for k, v in values.items():
-            self._w.write_event(event_pb2.Event(wall_time=now, step=step, summary=scalar(k, v)))
+            self._w.write_event(tbx.event_pb2.Event(wall_time=now, step=step,
+                                                    summary=tbx.scalar(k, v)))
         if time.monotonic() - self._flushed >= self.FLUSH_SECS:
             self.flush()
 

@@ -113,3 +113,22 @@ def test_resume_drops_damaged_lines_with_one_warning(tmp_path):
 def test_load_metrics_skips_damaged_lines(tmp_path):
     _damaged(tmp_path / METRICS_FILE)
     assert [r.get("step") for r in load_metrics(tmp_path)] == [None, 1, 2, 3]
+
+
+def test_tensorboard_events_without_importing_torch(tmp_path):
+    """tensorboardX's package imports torch (1-2 s of every start where torch is installed);
+    jaxlm's event writer does not, and a later `import tensorboardX` is still the whole package."""
+    import subprocess
+    import sys
+
+    from helpers import REPO_ROOT
+
+    code = ("import pathlib, sys; from jaxlm.train.metrics import MetricsWriter; "
+            f"w = MetricsWriter(pathlib.Path({str(tmp_path)!r})); w.write({{'step': 1, 'loss': 2.0}}); "
+            "w.close(); print('torch' in sys.modules); import tensorboardX; "
+            "print(hasattr(tensorboardX, 'SummaryWriter'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True"]
+    assert tensorboard_tags(tmp_path / "tensorboard") == {"train/loss"}
