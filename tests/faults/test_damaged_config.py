@@ -30,4 +30,5 @@ def test_resume_with_a_truncated_config(tmp_path, capsys):
     assert (workdir / "config.yaml.damaged").read_bytes() == cut
     now = yaml.safe_load(path.read_text())
     whole["train"]["steps"] = 5
-    assert now == whole
+    # the whole config again, plus the keys added to jaxlm since run_v0 was made (at defaults)
+    assert {s: {k: now[s][k] for k in keys} for s, keys in whole.items()} == whole
