@@ -23,7 +23,20 @@ def interactive(stream: Optional[TextIO] = None) -> bool:
             return True
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
-    return "ipykernel" in sys.modules
+    return _in_notebook_kernel()
+
+
+def _in_notebook_kernel() -> bool:
+    """Running inside a Jupyter kernel (not merely a process that imported ipykernel, as a test
+    runner that drives notebooks does)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # noqa: BLE001 - an IPython too old or half-imported: not a kernel
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _duration(seconds: float) -> str:
@@ -56,6 +69,9 @@ class PlainProgress:
                     **kwargs: Any) -> None:
         items = {**(postfix or {}), **kwargs}
         self._postfix = ", ".join(f"{k}={v}" for k, v in items.items())
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self._postfix = s
 
     def _line(self, final: bool = False) -> None:
         now = time.monotonic()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import io
 
 from tqdm.auto import tqdm
@@ -60,3 +62,31 @@ def test_a_disabled_bar_is_silent_and_a_terminal_gets_tqdm(capsys, monkeypatch):
     bar = progress.progress(3, enabled=True)
     assert isinstance(bar, tqdm)
     bar.close()
+
+
+def test_a_process_that_imported_ipykernel_is_not_a_notebook(monkeypatch):
+    """A test runner that drives notebooks imports ipykernel and IPython; only a running kernel
+    (get_ipython() is a ZMQInteractiveShell) draws tqdm's widget."""
+    import io
+    import types
+
+    from jaxlm.progress import interactive
+
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = lambda: None
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    assert not interactive(io.StringIO())
+    ZMQInteractiveShell = type("ZMQInteractiveShell", (), {})
+    ipython.get_ipython = ZMQInteractiveShell
+    assert interactive(io.StringIO())
+
+
+def test_plain_progress_takes_a_postfix_string(capsys):
+    from jaxlm.progress import PlainProgress
+
+    bar = PlainProgress(2, desc="sweep", unit="run", every=0.0)
+    bar.set_postfix_str("tiny-1", refresh=True)
+    bar.update(1)
+    bar.close()
+    assert "tiny-1" in capsys.readouterr().err

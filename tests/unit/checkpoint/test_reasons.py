@@ -7,7 +7,9 @@ import logging
 import sys
 import types
 
-from jaxlm.checkpoint import Checkpointer
+import pytest
+
+from jaxlm.checkpoint import Checkpointer, reasons
 from jaxlm.checkpoint.reasons import quiet_orbax
 
 LOGGERS = ("absl", "asyncio")
@@ -30,7 +32,21 @@ def test_creating_and_closing_a_checkpointer_leaves_the_process_alone(tmp_path):
     assert _process_state() == before
 
 
-def test_quiet_orbax_drops_orbax_noise_inside_and_restores_on_exit():
+@pytest.fixture
+def unquieted():
+    """This process as a library user's would be: an in-process jaxlm command earlier in the
+    test session (cli.main) quiets Orbax for the whole process, as commands do."""
+    loggers = [logging.getLogger(n) for n in LOGGERS]
+    had = [reasons._QUIET in lg.filters for lg in loggers]
+    for lg in loggers:
+        lg.removeFilter(reasons._QUIET)
+    yield
+    for lg, h in zip(loggers, had):
+        if h:
+            lg.addFilter(reasons._QUIET)
+
+
+def test_quiet_orbax_drops_orbax_noise_inside_and_restores_on_exit(unquieted):
     seen = []
     previous = sys.unraisablehook
     sys.unraisablehook = mine = seen.append
