@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 from jaxlm import xla_flags
 
-from load import LIMIT_CORES, LoadMeter
+from load import LIMIT_CORES, RUN_LIMIT_CORES, LoadMeter
 
 xla_flags.apply_defaults()  # the benchmarks measure jaxlm as its runs are set up (not on import)
 
@@ -122,8 +122,9 @@ def append_results(title: str, body: str, *extra_packages: str, meter: LoadMeter
     use during the timed runs (`meter`) and `body` to RESULTS.md; refuses (exit 3, nothing
     written) when other processes used more than load.LIMIT_CORES during any timed run."""
     if not meter.quiet():
-        sys.exit(f"not appending to {RESULTS.name}: {meter.line()}, more than the "
-                 f"{LIMIT_CORES} cores a quiet machine allows; re-run when the machine is quiet")
+        sys.exit(f"not appending to {RESULTS.name}: {meter.line()}; a quiet machine allows "
+                 f"{LIMIT_CORES} cores altogether and {RUN_LIMIT_CORES} in any run; re-run when "
+                 "the machine is quiet")
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     with open(RESULTS, "a") as f:
         f.write(f"\n## {now[:10]} — {title}\n\n{now}; {device_line()}; "

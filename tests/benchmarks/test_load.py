@@ -69,3 +69,13 @@ def test_append_results_refuses_a_loaded_machine(monkeypatch, tmp_path):
     _common.append_results("a title", "| table |", meter=quiet)
     text = results.read_text()
     assert "a title" in text and "| table |" in text and "max 0.03" in text
+
+
+def test_a_short_noisy_run_is_weighed_by_its_length():
+    """A 0.1 s run moves by a 10 ms tick per 0.1 core: judged over all runs together, with a
+    looser bound for any single run."""
+    m = load.LoadMeter(others_cores=[0.0, 0.3, 0.0], walls=[10.0, 0.1, 10.0])
+    assert m.overall == pytest.approx(0.03 / 20.1)
+    assert m.quiet()
+    assert not load.LoadMeter(others_cores=[0.0, 0.6], walls=[10.0, 0.1]).quiet()  # one run
+    assert not load.LoadMeter(others_cores=[0.2, 0.2], walls=[5.0, 5.0]).quiet()  # altogether
