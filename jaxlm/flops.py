@@ -139,6 +139,32 @@ class Roof:
     flops: float  # FLOP/s of one n x n float32 matmul, best of the repeats
     measured: str  # when (UTC, ISO 8601)
     cached: bool  # read from the cache, not measured by this process
+    others_busy: float = 0.0  # cores other processes kept busy while it was measured
+
+
+LOADED_CORES = 0.25  # a roof measured while others used more than this is not cached
+
+
+def _machine_busy_seconds() -> Optional[float]:
+    """The host's busy CPU seconds since boot (/proc/stat), None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return sum(int(x) for x in (fields[1:4] + fields[6:9])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _measure_with_load(n: int) -> tuple[float, float]:
+    """(matmul_roof(n), cores other processes used meanwhile): a roof measured on a busy
+    machine is low, and caching it would make every later MFU on this machine too high."""
+    t, busy0, t0 = os.times(), _machine_busy_seconds(), time.perf_counter()
+    own0 = t.user + t.system
+    value = matmul_roof(n)
+    t, busy1, wall = os.times(), _machine_busy_seconds(), time.perf_counter() - t0
+    if busy0 is None or busy1 is None or wall <= 0:
+        return value, 0.0
+    return value, max(0.0, ((busy1 - busy0) - (t.user + t.system - own0)) / wall)
 
 
 def roof_cache_path() -> pathlib.Path:
@@ -186,7 +212,8 @@ def _write_cache(path: pathlib.Path, entries: dict) -> None:
 @functools.lru_cache(maxsize=None)
 def machine_roof(n: int = 1024) -> Roof:
     """This machine's matmul roof, from the cache when it holds one for `roof_key(n)`, else
-    measured (`matmul_roof`) and cached. A damaged entry or file is measured again."""
+    measured (`matmul_roof`) and cached, unless other processes were busy meanwhile (then it
+    is used by this process only). A damaged entry or file is measured again."""
     path, key = roof_cache_path(), roof_key(n)
     entries = _read_cache(path)
     entry = entries.get(key)
@@ -194,12 +221,14 @@ def machine_roof(n: int = 1024) -> Roof:
         value, when = entry.get("flops"), entry.get("measured")
         if isinstance(value, (int, float)) and 0 < value < 1e18 and isinstance(when, str):
             return Roof(float(value), when, cached=True)
-    value = matmul_roof(n)
+    value, others = _measure_with_load(n)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if others > LOADED_CORES:  # this run uses it; the next start measures again
+        return Roof(value, when, cached=False, others_busy=others)
     entries = _read_cache(path)  # another process may have added a key meanwhile
     entries[key] = {"flops": value, "measured": when}
     _write_cache(path, entries)
-    return Roof(value, when, cached=False)
+    return Roof(value, when, cached=False, others_busy=others)
 
 
 def system_peak(devices: list, dtype: str, override: Optional[float] = None) -> tuple[float, str]:
@@ -213,7 +242,9 @@ def system_peak(devices: list, dtype: str, override: Optional[float] = None) -> 
         return override * len(devices), "train.peak_flops"
     if device_platform == "cpu":
         roof = machine_roof()
-        return roof.flops, f"measured float32 matmul roof of this machine ({roof.measured})"
+        busy = (f"; other processes kept {roof.others_busy:.1f} cores busy meanwhile, so it is "
+                "low and not cached" if roof.others_busy > LOADED_CORES else "")
+        return roof.flops, f"measured float32 matmul roof of this machine ({roof.measured}{busy})"
     peak = peak_flops(kind, dtype)
     if peak is None:
         roof = machine_roof()

@@ -108,6 +108,7 @@ def roof_cache(tmp_path, monkeypatch):
         return 1.5e11 + len(calls)
 
     monkeypatch.setattr(flops, "matmul_roof", fake)
+    monkeypatch.setattr(flops, "_machine_busy_seconds", lambda: None)  # load: not measured
     flops.machine_roof.cache_clear()
     yield calls
     flops.machine_roof.cache_clear()
@@ -161,3 +162,22 @@ def test_remeasure_env_and_unwritable_cache(roof_cache, monkeypatch, tmp_path):
     flops.machine_roof.cache_clear()
     assert not flops.machine_roof().cached  # measured, used, not cached: no error
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_a_roof_measured_on_a_busy_machine_is_not_cached(roof_cache, monkeypatch):
+    """Other processes kept a core busy: the roof is low; this process uses it, says so, and
+    the next start measures again (a cached low roof made every later CPU MFU exceed 100%)."""
+    import itertools
+    import time
+
+    clock = itertools.count()
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))  # 1 s per reading
+    busy = iter([100.0, 101.0])  # the machine: 1 busy CPU-s in that second, none of it ours
+    monkeypatch.setattr(flops, "_machine_busy_seconds", lambda: next(busy))
+    roof = flops.machine_roof()
+    assert roof.others_busy == pytest.approx(1.0, abs=0.05) and not flops.roof_cache_path().exists()
+    peak, source = flops.system_peak(jax.devices(), "float32")
+    assert peak == roof.flops and "not cached" in source
+    flops.machine_roof.cache_clear()
+    monkeypatch.setattr(flops, "_machine_busy_seconds", lambda: None)
+    assert not flops.machine_roof().cached and roof_cache == [1024, 1024]  # measured again
