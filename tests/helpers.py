@@ -193,3 +193,15 @@ def tensorboard_tags(logdir) -> set[str]:
             tags.update(v.tag for v in event.summary.value)
             i += 12 + n + 4
     return tags
+
+
+def keyword_rows(n: int, seed: int = 0) -> list[dict]:
+    """README's keyword task (docs/examples/keyword_data.py): label 1 iff the text contains
+    'zebra'; the example script is the one source of these rows."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "keyword_data", REPO_ROOT / "docs" / "examples" / "keyword_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.keyword_rows(n, seed)

@@ -17,22 +17,11 @@ import pytest
 from jaxlm.config import load_config
 from jaxlm.errors import JaxlmError
 
-from helpers import REPO_ROOT, jaxlm_cmd, run_all
+from helpers import REPO_ROOT, jaxlm_cmd, keyword_rows, run_all
 
 VOCAB = 259
 MODEL = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.max_seq_len=64",
          "data.seq_len=64", "train.batch_size=16"]
-
-
-def _labelled_rows(n: int, seed: int = 0) -> list[dict]:
-    """README's keyword task (docs/examples/keyword_data.py): label 1 iff the text contains 'zebra'."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "keyword_data", REPO_ROOT / "docs" / "examples" / "keyword_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.keyword_rows(n, seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,7 +75,7 @@ def test_mlm_run_learns(mlm_run, cls_run_and_mlm_eval):
 @pytest.fixture(scope="module")
 def cls_data(tmp_path_factory):
     path = tmp_path_factory.mktemp("cls") / "zebra.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in _labelled_rows(600)))
+    path.write_text("".join(json.dumps(r) + "\n" for r in keyword_rows(600)))
     return path
 
 

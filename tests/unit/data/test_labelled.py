@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
@@ -12,23 +11,11 @@ from jaxlm.data import labelled
 from jaxlm.data.tokenizers import ByteTokenizer
 from jaxlm.errors import JaxlmError
 
-
-def _labelled_rows(n: int, seed: int = 0) -> list[dict]:
-    """Label 1 iff the text contains 'zebra': learnable from a few hundred rows."""
-    rng = random.Random(seed)
-    words = ["apple", "river", "stone", "cloud", "green", "table", "music", "light", "paper",
-             "storm", "quiet", "metal", "zone", "bread"]
-    rows = []
-    for i in range(n):
-        ws = [rng.choice(words) for _ in range(rng.randint(4, 9))]
-        if i % 2:
-            ws.insert(rng.randrange(len(ws) + 1), "zebra")
-        rows.append({"text": " ".join(ws), "label": i % 2})
-    return rows
+from helpers import keyword_rows
 
 
 def test_labelled_files_and_iterator(tmp_path):
-    rows = _labelled_rows(50)
+    rows = keyword_rows(50)
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     names = ["neg", "pos"]
     (tmp_path / "d.csv").write_text("label,text\n" + "".join(
@@ -74,7 +61,7 @@ def test_tfds_labelled_with_mock_data():
 def test_labelled_file_with_a_byte_order_mark(tmp_path, suffix):
     """A file saved as "CSV UTF-8" by Excel starts with a BOM: the first column is still `text`
     (it was reported as a missing field, '\\ufefftext'); quoted fields may hold newlines."""
-    rows = _labelled_rows(20)
+    rows = keyword_rows(20)
     rows[3]["text"] = "a text over\ntwo lines, with a comma"
     path = tmp_path / f"d{suffix}"
     if suffix == ".csv":

@@ -136,14 +136,9 @@ def test_each_budget_curve_covers_only_its_own_sizes_and_minima_are_bracketed(fi
 
 
 def _tick_labels(axis) -> list:
-    lo, hi = sorted(axis.get_view_interval())
-    tol = (hi - lo) * 1e-9
-    out = []
-    for locs, labels in ((axis.get_majorticklocs(), axis.get_majorticklabels()),
-                         (axis.get_minorticklocs(), axis.get_minorticklabels())):
-        out += [t for v, t in zip(locs, labels)
-                if lo - tol <= v <= hi + tol and t.get_visible() and t.get_text()]
-    return out
+    from jaxlm.scaling.plots import visible_tick_labels
+
+    return visible_tick_labels(axis)
 
 
 def test_no_two_tick_labels_overlap(figures):
