@@ -224,7 +224,15 @@ def load_tokenizer(directory: str | pathlib.Path) -> Tokenizer:
     meta_path = pathlib.Path(directory) / TOKENIZER_JSON
     if not meta_path.is_file():
         raise JaxlmError(f"no tokenizer in {directory} (missing {TOKENIZER_JSON})")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise JaxlmError(f"{meta_path} cannot be read as jaxlm's tokenizer file "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         "it is damaged: restore it, or copy the one of the run these weights "
+                         "came from") from None
+    if not isinstance(meta, dict):
+        raise JaxlmError(f"{meta_path} is not jaxlm's tokenizer file (not a JSON object)")
     if meta.get("type") == "byte":
         return ByteTokenizer()
     if meta.get("type") == "sentencepiece":

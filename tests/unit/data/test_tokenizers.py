@@ -145,3 +145,14 @@ def test_sentencepiece_training_progress_is_plain_lines_off_a_terminal(synthetic
     err = capsys.readouterr().err
     assert "tokenizer: training 300 bpe pieces" in err and "done in" in err
     assert "\r" not in err and "\x1b" not in err
+
+
+@pytest.mark.parametrize("content", [b"", b'{"type": "by', b"\xff\xfe", b"[1, 2]"])
+def test_a_damaged_tokenizer_file_is_one_line_naming_it(tmp_path, content):
+    from jaxlm.data.tokenizers import TOKENIZER_JSON, load_tokenizer
+    from jaxlm.errors import JaxlmError
+
+    (tmp_path / TOKENIZER_JSON).write_bytes(content)
+    with pytest.raises(JaxlmError, match="tokenizer file") as e:
+        load_tokenizer(tmp_path)
+    assert str(tmp_path / TOKENIZER_JSON) in str(e.value) and "\n" not in str(e.value)
