@@ -39,12 +39,32 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.3g} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.3g} MiB"
 
 
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max",  # cgroup v2
+                 "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # cgroup v1
+
+
+def _cgroup_limit(paths: tuple[str, ...] = CGROUP_LIMITS) -> Optional[int]:
+    """The memory limit of this process's container (cgroup), None when there is none."""
+    for path in paths:
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # v1 says "no limit" with a huge number
+            return int(text)
+    return None
+
+
 def host_memory() -> Optional[int]:
-    """The host's physical memory in bytes (None where the OS does not say)."""
+    """The memory this process may use in bytes: the host's physical memory, or its
+    container's limit when lower (a Docker/Kubernetes/SLURM job; None where the OS does not
+    say)."""
     try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        total: Optional[int] = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
-        return None
+        total = None
+    limit = _cgroup_limit()
+    return min(x for x in (total, limit) if x is not None) if (total or limit) else None
 
 
 def device_budget(devices: Optional[list] = None) -> Optional[tuple[int, str]]:

@@ -100,3 +100,16 @@ def test_no_analysis_or_check_off(tiny, monkeypatch):
     memory.check_state(tiny.abstract, tiny.shardings, tiny.n_params, "cpu", budget=(1, "x"))
     assert memory.check_step(tiny.train_step, tiny.abstract, tiny.shardings,
                              abstract_batch(tiny.mesh, "clm", 4, 32), 2, budget=(1, "x")) is None
+
+
+def test_a_containers_memory_limit_counts_when_lower(tmp_path, monkeypatch):
+    """A container (Docker, Kubernetes, a SLURM job) may allow far less than the host's RAM."""
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    v2.write_text("max\n")  # v2: no limit
+    v1.write_text(f"{2**63 - 4096}\n")  # v1: "no limit"
+    assert memory._cgroup_limit((str(v2), str(v1))) is None
+    v2.write_text(f"{4 * 2**30}\n")
+    assert memory._cgroup_limit((str(v2), str(v1))) == 4 * 2**30
+    monkeypatch.setattr(memory, "_cgroup_limit", lambda: 4 * 2**30)
+    assert memory.host_memory() == min(4 * 2**30, memory.os.sysconf("SC_PAGE_SIZE")
+                                       * memory.os.sysconf("SC_PHYS_PAGES"))
