@@ -18,13 +18,19 @@ def random_constants(rng):
                 al=rng.uniform(0.28, 0.4), be=rng.uniform(0.28, 0.4))
 
 
-def isoflop_grid(rng, k, noise, budgets=np.geomspace(1e17, 1e20, 5), per_budget=9):
-    """IsoFLOP runs around each budget's optimum (+-1.2 decades of N), multiplicative noise."""
-    N, D = [], []
+def n_opt_true(k, C):
+    """The compute-optimal N of law3 with constants k at budget C (C = 6 N D)."""
     lG = (np.log(k["al"] * k["A"] / (k["be"] * k["B"]))) / (k["al"] + k["be"])
-    for C in budgets:
-        n_opt = np.exp(lG + k["be"] / (k["al"] + k["be"]) * np.log(C / 6))
-        n = n_opt * np.geomspace(10 ** -1.2, 10 ** 1.2, per_budget)
+    return np.exp(lG + k["be"] / (k["al"] + k["be"]) * np.log(np.asarray(C) / 6))
+
+
+def isoflop_grid(rng, k, noise, budgets=np.geomspace(1e17, 1e20, 5), per_budget=9, shift=None):
+    """IsoFLOP runs around each budget's optimum (+-1.2 decades of N, moved by shift[j] decades
+    at budget j: past +-1.2 the optimum is no longer bracketed), multiplicative noise."""
+    N, D = [], []
+    shift = np.zeros(len(budgets)) if shift is None else shift
+    for C, s in zip(budgets, shift):
+        n = n_opt_true(k, C) * 10.0 ** s * np.geomspace(10 ** -1.2, 10 ** 1.2, per_budget)
         N.append(n), D.append(C / (6 * n))
     N, D = np.concatenate(N), np.concatenate(D)
     L = law3(N, D, **k) * np.exp(rng.normal(0, noise, N.size))

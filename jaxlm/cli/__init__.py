@@ -9,6 +9,8 @@ its arguments and calls the library. Every exit status is decided here, in `main
       usage errors exit 2 too (SystemExit from parse_args: usage + one error line)
   3   halted on a non-finite loss (NonFiniteError: train.nonfinite=halt, or
       train.nonfinite_patience consecutive skipped updates), reported the same way
+  4   `jaxlm fit --strict`: the fit has warning-level diagnostics (numbers the runs do not
+      identify); its outputs are written and stderr has one line per diagnostic
   75  stopped by SIGTERM/SIGINT after saving a checkpoint (EX_TEMPFAIL): re-run to resume
   130 interrupted (KeyboardInterrupt: a second signal, or Ctrl-C outside the training loop)
 """
@@ -33,8 +35,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NONFINITE = 3
+EXIT_FLAGGED = 4
 EXIT_INTERRUPTED = 130
-EXIT_STATUS = {Status.OK: EXIT_OK, Status.FAILED: EXIT_FAILED, Status.PREEMPTED: EXIT_PREEMPTED}
+EXIT_STATUS = {Status.OK: EXIT_OK, Status.FAILED: EXIT_FAILED, Status.PREEMPTED: EXIT_PREEMPTED,
+               Status.FLAGGED: EXIT_FLAGGED}
 
 
 def _version() -> str:

@@ -4,6 +4,7 @@ params, tokens/flops, loss) and write fit.json, report.md and PNG plots (jaxlm.s
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from jaxlm.cli.status import Status
@@ -25,9 +26,16 @@ fits: Kaplan power laws L(N), L(D), compute frontier L(C); Chinchilla Approach 2
 parabolas) and Approach 3 (L = E + A/N^alpha + B/D^beta, Huber loss, L-BFGS from a grid);
 bootstrap intervals; N_opt, D_opt and loss predicted for --predict budgets.
 
+diagnostics: numbers the runs do not identify are flagged in fit.json ("diagnostics"), at the
+top of report.md and on the plots: IsoFLOP minima not bracketed by the sampled sizes (left out
+of Approach 2; fewer than 2 bracketed budgets: Approach 2 not fitted), too few sizes per
+profile, E at its bound, intervals spanning zero or orders of magnitude, negative exponents,
+Approach 2 vs 3 disagreement on a. --strict: exit status 4 when any warning is raised.
+
 examples:
   jaxlm fit --input sweeps/cpu_demo/runs.csv --output sweeps/cpu_demo/fit
   jaxlm fit --input published.csv --output fit --predict 5.76e23 --bootstrap 500
+  jaxlm fit --input runs.csv --output fit --strict   # in CI: fail on a non-identified fit
 """
 
 
@@ -54,6 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", type=float, default=0.2, help="fraction of highest-compute "
                    "runs held out to test Approach 3's extrapolation (default 0.2; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--strict", action="store_true", help="exit with status 4 (outputs still "
+                   "written) when the fit has warning-level diagnostics, one line each on "
+                   "stderr")
     p.set_defaults(func=run)
 
 
@@ -64,7 +75,7 @@ def run(args: argparse.Namespace) -> Status:
         raise JaxlmError(f"--bootstrap must be >= 0, not {args.bootstrap}")
     if not 0 <= args.holdout < 0.9:
         raise JaxlmError(f"--holdout must be in [0, 0.9), not {args.holdout}")
-    from jaxlm.scaling import report
+    from jaxlm.scaling import diagnostics, report
 
     t0 = time.perf_counter()
     data = report.read_runs(args.input)
@@ -86,4 +97,14 @@ def run(args: argparse.Namespace) -> Status:
               + (f"; frontier alpha_C={front:.3f}" if front is not None else ""))
     print(f"wrote {', '.join(p.name for p in written)} to {args.output} "
           f"in {time.perf_counter() - t0:.1f}s")
+    diags = diagnostics.diagnose(fits)
+    warned = diagnostics.warnings(diags)
+    if diags:
+        print(f"{len(warned)} warning(s), {len(diags) - len(warned)} note(s) on numbers the runs "
+              "do not identify: see Diagnostics at the top of report.md")
+    if args.strict:
+        for d in diags:
+            print(f"jaxlm: {d.line()}", file=sys.stderr)
+        if warned:
+            return Status.FLAGGED
     return Status.OK

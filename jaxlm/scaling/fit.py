@@ -9,7 +9,8 @@ log-loss at the fitted values; `to_json()` gives the record's fit.json content.
   least squares on log-loss. Used for L(N), L(D) and the compute frontier L(C).
 - `fit_approach2(N, D, C, L)` (approach2.py): Chinchilla Approach 2. Rows are grouped into
   IsoFLOP budgets by C (or an explicit budget label); per budget a parabola of L in log N gives
-  N_opt; then N_opt = k * C^a and D_opt = k_D * C^b by log-log regression over budgets.
+  N_opt; then N_opt = k * C^a and D_opt = k_D * C^b by log-log regression over the budgets
+  whose minimum the sampled sizes bracket (fewer than two: not fitted, `refused` says why).
 - `fit_approach3(N, D, L)` (approach3.py): Chinchilla Approach 3, L = E + A/N^alpha +
   B/D^beta, by the Huber loss (delta = 1e-3) on log L - LSE(a - alpha log N, b - beta log D,
   e), L-BFGS from a grid of initial values (Hoffmann et al. 2022; Besiroglu et al. 2024), with
@@ -228,12 +229,14 @@ def fit_all(N, D, C, L, budget=None, irreducible: bool = True, approach2: str = 
                                           level, seed)
         if why is not None:
             skipped["approach2"] = why
+        elif not fit2.fitted:
+            skipped["approach2"] = f"N_opt(C) not fitted: {fit2.refused}"
 
     fit3 = fit_approach3(N, D, L, delta=delta, n_boot=n_boot, level=level, seed=seed)
     cs = sorted(set([float(C.max()), float(C.max()) * 10, float(C.max()) * 100,
                      *map(float, predict_at)]))
     predictions = {"approach3": predict(fit3, cs, level)}
-    if fit2 is not None:
+    if fit2 is not None and fit2.fitted:
         predictions["approach2"] = approach2_predict(fit2, cs, level)
     if "L(C)" in laws:
         predictions["L(C)"] = Prediction(C=cs, loss=power_law_eval(laws["L(C)"], cs).tolist())

@@ -7,12 +7,16 @@ left alone.
 
 What a plot claims is what the runs support: a fitted curve is drawn solid only over the range
 of the points it was fitted to; its continuation past the largest run is dashed and labelled
-"extrapolation"; an IsoFLOP parabola whose minimum lies outside its budget's sampled sizes
-gets a hollow marker at the edge of the sampled range ("not bracketed"), not a minimum drawn
-as a result. Budgets are coloured along one sequential colormap in the order of their compute,
-with a colorbar. Log-axis tick labels are thinned until none overlaps another."""
+"extrapolation"; an IsoFLOP budget whose minimum the sampled sizes do not bracket gets a
+hollow marker at the edge of the sampled range ("not bracketed"), not a minimum drawn as a
+result, and N_opt(C) is drawn only when fitted (to bracketed minima). The fit diagnostics
+(jaxlm.scaling.diagnostics) are written on the axes that show the quantities they name.
+Budgets are coloured along one sequential colormap in the order of their compute, with a
+colorbar. Log-axis tick labels are thinned until none overlaps another."""
 
 from __future__ import annotations
+
+from typing import Optional, Sequence
 
 import matplotlib
 import numpy as np
@@ -23,6 +27,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from jaxlm.scaling import diagnostics as D
 from jaxlm.scaling.fit import Approach2Fit, FamilyFit, approach3_eval, power_law_eval
 
 COLORS = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -30,7 +35,8 @@ BUDGET_CMAP = "viridis"  # sequential: dark = small compute budget, light = larg
 EXTRAPOLATE = 10.0  # fitted laws of C continue (dashed) to this factor past the largest run
 DPI = 110
 EXTRAPOLATION = "extrapolation"  # the legend label (and gid) of a law's dashed continuation
-NOT_BRACKETED = "minimum outside the sampled sizes (not bracketed)"
+NOT_BRACKETED = "minimum not bracketed by the sampled sizes (left out)"
+DIAGNOSTIC_COLOR = "#b00000"
 # major ticks of a log axis, densest first: the first whose labels do not overlap is kept
 _LOG_SUBS = ((1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0),
              (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0), (1.0, 2.0, 3.0, 5.0, 7.0),
@@ -113,8 +119,23 @@ def _law_line(ax, law, lo: float, hi: float, color, label: str, extend: float = 
                 label=EXTRAPOLATION if first else "_nolegend_")
 
 
-def loss_vs_compute(fits: dict[str, FamilyFit], data: dict, path) -> Figure:
-    """All runs' loss against training FLOPs, the compute frontier and its fitted power law."""
+def _notes(ax, notes: Sequence[str]) -> None:
+    """The diagnostics of what an axes shows, in its lower left corner (gid "diagnostics"),
+    under the data (zorder 1): a point there stays visible."""
+    if notes:
+        ax.text(0.02, 0.02, "\n".join(f"! {n}" for n in notes), transform=ax.transAxes,
+                fontsize=6, color=DIAGNOSTIC_COLOR, ha="left", va="bottom", gid="diagnostics",
+                zorder=1, bbox=dict(facecolor="white", edgecolor=DIAGNOSTIC_COLOR, alpha=0.7))
+
+
+def _family_notes(diags, fits, prefix: str) -> list[str]:
+    return [n for fam in fits for n in D.plot_notes(diags, fam, prefix)]
+
+
+def loss_vs_compute(fits: dict[str, FamilyFit], data: dict, path,
+                    diags: Optional[list] = None) -> Figure:
+    """All runs' loss against training FLOPs, the compute frontier and its fitted power law;
+    the frontier law's diagnostics (`diags`: computed from the fits when None) noted."""
     fig, ax = _figure(figsize=(6.4, 4.4))
     for i, (fam, f) in enumerate(fits.items()):
         c, C, L = COLORS[i % len(COLORS)], data[fam]["C"], data[fam]["L"]
@@ -129,16 +150,27 @@ def loss_vs_compute(fits: dict[str, FamilyFit], data: dict, path) -> Figure:
     ax.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel="loss",
            title="Loss vs compute, with the compute frontier")
     ax.legend(fontsize=7)
+    _notes(ax, _family_notes(D.diagnose(fits) if diags is None else diags, fits, "L(C)"))
     return _save(fig, path)
 
 
-def _not_bracketed(b) -> bool:
-    return b.N_opt is not None and not min(b.N) <= b.N_opt <= max(b.N)
+def unbracketed_marker(b) -> tuple[float, str]:
+    """Where an unbracketed budget's hollow marker goes: (N, marker). At the edge of the
+    sampled sizes its minimum lies beyond ("<" below the smallest, ">" above the largest), or at
+    the lowest-loss size ("o") when the parabola has no minimum and that size is interior."""
+    lo, hi = min(b.N), max(b.N)
+    if b.N_opt is not None and not lo < b.N_opt < hi:
+        return (lo, "<") if b.N_opt <= lo else (hi, ">")
+    if b.best_N in (lo, hi):
+        return (lo, "<") if b.best_N == lo else (hi, ">")
+    return b.best_N, "o"
 
 
-def isoflop_curves(fit2: Approach2Fit, path, family: str = "") -> Figure:
+def isoflop_curves(fit2: Approach2Fit, path, family: str = "",
+                   notes: Sequence[str] = ()) -> Figure:
     """Loss vs N per IsoFLOP budget (coloured by budget), the fitted parabolas over each
-    budget's sampled sizes and their minima; then N_opt against C."""
+    budget's sampled sizes and their bracketed minima (unbracketed ones hollow); then N_opt
+    against C, fitted to the bracketed minima, and `notes` (the diagnostics) on it."""
     fig, (ax, ax2) = _figure(1, 2, figsize=(10.5, 4.2))
     budgets = sorted(fit2.budgets, key=lambda b: b.C)
     norm = LogNorm(budgets[0].C, budgets[-1].C) if len(budgets) > 1 else None
@@ -152,43 +184,52 @@ def isoflop_curves(fit2: Approach2Fit, path, family: str = "") -> Figure:
         xs = np.geomspace(N.min(), N.max(), 60)
         ax.plot(xs, np.polyval(b.parabola_in_log_N, np.log(xs)), color=c, lw=1,
                 label=f"C={b.C:.3g}", gid="budget")
-        if _not_bracketed(b):  # the edge it lies beyond, pointing at it
-            below = b.N_opt < N.min()
-            x = N.min() if below else N.max()
-            ax.scatter([x], [np.polyval(b.parabola_in_log_N, np.log(x))],
-                       marker="<" if below else ">", s=70, facecolor="none", edgecolor=c,
-                       linewidths=1.5, zorder=3, gid="not bracketed")
-        elif b.N_opt:
+        if not b.bracketed:  # hollow, at the edge it lies beyond, pointing at it
+            x, marker = unbracketed_marker(b)
+            ax.scatter([x], [np.polyval(b.parabola_in_log_N, np.log(x))], marker=marker, s=70,
+                       facecolor="none", edgecolor=c, linewidths=1.5, zorder=3,
+                       gid="not bracketed")
+        else:
             ax.scatter([b.N_opt], [b.loss_at_N_opt], marker="*", s=90, color=c,
                        edgecolor="k", zorder=3, gid="minimum")
     fig.colorbar(mappable, ax=ax, label="compute budget C (FLOPs)", pad=0.02)
     ax.set(xscale="log", xlabel="non-embedding parameters N", ylabel="loss",
            title=f"IsoFLOP profiles {family}".strip())
     handles = [Line2D([], [], ls="", marker="*", ms=9, color="grey", mec="k",
-                      label="parabola minimum")]
-    if any(_not_bracketed(b) for b in budgets):
+                      label="parabola minimum (bracketed)")]
+    if any(not b.bracketed for b in budgets):
         handles.append(Line2D([], [], ls="", marker="<", ms=7, mfc="none", color="grey",
                               label=NOT_BRACKETED))
     ax.legend(handles=handles, fontsize=6)
-    found = [b for b in budgets if b.N_opt]
+    found = [b for b in budgets if b.N_opt is not None]
     Cs = np.asarray([b.C for b in found])
-    inside = np.asarray([not _not_bracketed(b) for b in found], dtype=bool)
+    inside = np.asarray([b.bracketed for b in found], dtype=bool)
     Ns = np.asarray([b.N_opt for b in found])
-    ax2.scatter(Cs[inside], Ns[inside], color="k", zorder=3, label="parabola minima")
+    if inside.any():
+        ax2.scatter(Cs[inside], Ns[inside], color="k", zorder=3, label="bracketed minima")
     if (~inside).any():
         ax2.scatter(Cs[~inside], Ns[~inside], facecolor="none", edgecolor="k", zorder=3,
                     label=NOT_BRACKETED)
-    k, a = fit2.k.value, fit2.a.value
-    _law_line(ax2, lambda C: k * C ** a, Cs.min(), Cs.max(), COLORS[0],
-              f"N_opt = {k:.3g} C^{a:.3f}", EXTRAPOLATE)
+    if fit2.fitted:
+        k, a = fit2.k.value, fit2.a.value
+        _law_line(ax2, lambda C: k * C ** a, Cs[inside].min(), Cs[inside].max(), COLORS[0],
+                  f"N_opt = {k:.3g} C^{a:.3f}", EXTRAPOLATE)
+    else:
+        ax2.text(0.5, 0.6, "N_opt(C) not fitted:\n" + fit2.refused.replace(" (need", "\n(need"),
+                 transform=ax2.transAxes, ha="center", va="center", fontsize=8,
+                 color=DIAGNOSTIC_COLOR, gid="not fitted")
     ax2.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel="N_opt",
             title="Approach 2: compute-optimal size")
-    ax2.legend(fontsize=7)
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(fontsize=7)
+    _notes(ax2, notes)
     return _save(fig, path)
 
 
-def law_vs_data(fits: dict[str, FamilyFit], data: dict, path) -> Figure:
-    """Approach 3 (predicted vs observed) and the Kaplan L(N), L(D) fits against the data."""
+def law_vs_data(fits: dict[str, FamilyFit], data: dict, path,
+                diags: Optional[list] = None) -> Figure:
+    """Approach 3 (predicted vs observed) and the Kaplan L(N), L(D) fits against the data, each
+    with its diagnostics (`diags`: computed from the fits when None)."""
     fig, axes = _figure(1, 3, figsize=(14, 4.2))
     for i, (fam, f) in enumerate(fits.items()):
         c, d = COLORS[i % len(COLORS)], data[fam]
@@ -212,8 +253,10 @@ def law_vs_data(fits: dict[str, FamilyFit], data: dict, path) -> Figure:
                 title="L(N): best loss per size")
     axes[2].set(xscale="log", yscale="log", xlabel="tokens D", ylabel="loss",
                 title="L(D): best loss per token budget")
-    for ax in axes:
+    diags = D.diagnose(fits) if diags is None else diags
+    for ax, prefix in zip(axes, ("approach3", "L(N)", "L(D)")):
         ax.legend(fontsize=7)
+        _notes(ax, _family_notes(diags, fits, prefix))
     return _save(fig, path)
 
 

@@ -6,6 +6,10 @@ from C = 6 N D. Optional: `name` (or `run`), `family` (each family is fitted sep
 families compared), `budget` (an IsoFLOP budget label; without it budgets are found by grouping
 `flops`), `status` (rows whose status is not ok/finished/done are ignored, e.g. failed runs;
 `jaxlm sweep` writes ok). A name that appears in several usable rows counts once (its last row).
+
+Both outputs lead with the fit diagnostics (jaxlm.scaling.diagnostics): fit.json's
+"diagnostics" list, and report.md's first section, which says in words which numbers not to
+trust and why; its tables mark those numbers.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from typing import Optional
 import numpy as np
 
 from jaxlm.errors import JaxlmError
+from jaxlm.scaling import diagnostics as D
 from jaxlm.scaling import fit as F
+from jaxlm.scaling.approach2 import Approach2Fit, fmt_n
 from jaxlm.scaling.records import Estimate
 
 OK_STATUS = ("ok", "finished", "done", "")
+WARN = "\u26a0"  # marks a number a warning names, in the tables
 
 
 def _num(row: dict, key: str, lineno: int) -> float:
@@ -137,23 +144,76 @@ def _law_alpha(f: F.FamilyFit, key: str) -> Optional[Estimate]:
     return None if law is None else law.alpha
 
 
-def _comparison(fits: dict[str, F.FamilyFit]) -> list[str]:
+Flagged = set[tuple[str, str]]
+
+
+def _flagged(diags: list) -> Flagged:
+    """(family, quantity) of every warning; a disagreement on a flags both approaches' a, a
+    refused Approach 2 its a."""
+    out = set()
+    for d in D.warnings(diags):
+        whats = {"a_disagree": ("approach2.a", "approach3.a"),
+                 "approach2_refused": ("approach2", "approach2.a")}.get(d.code, (d.what,))
+        out |= {(d.family, w) for w in whats}
+    return out
+
+
+def _mark(text: str, fam: str, what: str, flagged: Flagged) -> str:
+    return f"{text} {WARN}" if (fam, what) in flagged else text
+
+
+def _a2_cell(f: F.FamilyFit) -> str:
+    if f.approach2 is None:
+        return "–"
+    return _fmt(f.approach2.a) if f.approach2.fitted else "not fitted"
+
+
+def _comparison(fits: dict[str, F.FamilyFit], flagged: Flagged) -> list[str]:
     """The families side by side."""
     fams = list(fits)
     L = ["## Families compared", "",
          "| | " + " | ".join(fams) + " |", "|---" * (len(fams) + 1) + "|"]
-    rows = [("runs", lambda f: str(f.n_points)),
-            ("frontier exponent alpha_C (L(C))", lambda f: _fmt(_law_alpha(f, "L(C)"))),
-            ("L(N) exponent alpha_N", lambda f: _fmt(_law_alpha(f, "L(N)"))),
-            ("L(D) exponent alpha_D", lambda f: _fmt(_law_alpha(f, "L(D)"))),
-            ("Approach 3 E", lambda f: _fmt(f.approach3.E)),
-            ("Approach 3 alpha", lambda f: _fmt(f.approach3.alpha)),
-            ("Approach 3 beta", lambda f: _fmt(f.approach3.beta)),
-            ("N_opt ~ C^a (Approach 3)", lambda f: _fmt(f.approach3.a)),
-            ("N_opt ~ C^a (Approach 2)",
-             lambda f: _fmt(f.approach2.a if f.approach2 is not None else None))]
-    L += [f"| {name} | " + " | ".join(fn(fits[x]) for x in fams) + " |" for name, fn in rows]
+    rows = [("runs", "", lambda f: str(f.n_points)),
+            ("frontier exponent alpha_C (L(C))", "L(C).alpha",
+             lambda f: _fmt(_law_alpha(f, "L(C)"))),
+            ("L(N) exponent alpha_N", "L(N).alpha", lambda f: _fmt(_law_alpha(f, "L(N)"))),
+            ("L(D) exponent alpha_D", "L(D).alpha", lambda f: _fmt(_law_alpha(f, "L(D)"))),
+            ("Approach 3 E", "approach3.E", lambda f: _fmt(f.approach3.E)),
+            ("Approach 3 alpha", "approach3.alpha", lambda f: _fmt(f.approach3.alpha)),
+            ("Approach 3 beta", "approach3.beta", lambda f: _fmt(f.approach3.beta)),
+            ("N_opt ~ C^a (Approach 3)", "approach3.a", lambda f: _fmt(f.approach3.a)),
+            ("N_opt ~ C^a (Approach 2)", "approach2.a", _a2_cell)]
+    for name, what, fn in rows:
+        cells = [_mark(fn(fits[x]), x, what, flagged) for x in fams]
+        L.append(f"| {name} | " + " | ".join(cells) + " |")
     return L + ["", "![loss vs compute](loss_vs_compute.png)", ""]
+
+
+def _diagnostics(diags: list, fams: list[str]) -> list[str]:
+    """The report's first section: in words, which numbers not to trust and why."""
+    L = ["## Diagnostics", ""]
+    if not diags:
+        return L + ["None: every IsoFLOP minimum is bracketed by the sampled sizes, no E sits at "
+                    "its bound, no interval spans zero or orders of magnitude, the laws fall with "
+                    "N, D and C, and Approaches 2 and 3 agree on a.", ""]
+    warn = D.warnings(diags)
+    if warn:
+        L += [f"**{len(warn)} warning(s): the numbers they name are not results.** The runs do "
+              f"not identify them; the tables below mark them {WARN}, and `jaxlm fit --strict` "
+              "exits non-zero.", ""]
+    for fam in fams:
+        mine = [d for d in diags if d.family == fam]
+        if not mine:
+            continue
+        if len(fams) > 1:
+            L += [f"### {fam}", ""]
+        distrust = list(dict.fromkeys(d.what for d in mine if d.severity == D.WARNING))
+        if distrust:
+            L += ["Not to trust: " + ", ".join(f"`{w}`" for w in distrust) + ".", ""]
+        L += [f"- {'**warning**' if d.severity == D.WARNING else 'note'} `{d.what}`: "
+              f"{d.detail}." for d in mine]
+        L.append("")
+    return L
 
 
 def _predictions(f: F.FamilyFit) -> list[str]:
@@ -173,7 +233,28 @@ def _predictions(f: F.FamilyFit) -> list[str]:
     return L
 
 
-def _family(f: F.FamilyFit, title: str, sfx: str) -> list[str]:
+def _approach2(a2: Approach2Fit, fam: str, flagged: Flagged, sfx: str) -> list[str]:
+    L = ["### Chinchilla Approach 2 (IsoFLOP profiles)", ""]
+    if a2.fitted:
+        L += [f"{a2.n_bracketed} of {a2.n_budgets} budgets bracketed (the others left out). "
+              f"N_opt = k C^a: a = {_mark(_fmt(a2.a), fam, 'approach2.a', flagged)}, "
+              f"k = {_mark(_fmt(a2.k), fam, 'approach2.k', flagged)}; D_opt = k_D C^b: "
+              f"b = {_mark(_fmt(a2.b), fam, 'approach2.b', flagged)}. {a2.note or ''}"]
+    else:
+        L += [f"{WARN} **Not fitted**: {a2.refused}."
+              + ("" if a2.a_all_vertices is None else " Through every parabola vertex, "
+                 f"unbracketed included, a would be {a2.a_all_vertices:.3g}: not a result.")
+              + (f" {a2.note}" if a2.note else "")]
+    L += ["", "| C | sizes (count) | lowest loss at N | parabola minimum N | used |",
+          "|---|---|---|---|---|"]
+    for b in sorted(a2.budgets, key=lambda b: b.C):
+        L.append(f"| {b.C:.3g} | {fmt_n(min(b.N))} to {fmt_n(max(b.N))} ({b.n_sizes}) | "
+                 f"{fmt_n(b.best_N)} | {'none' if b.N_opt is None else fmt_n(b.N_opt)} | "
+                 + ("yes |" if b.bracketed else f"no: {b.excluded} |"))
+    return L + ["", f"![IsoFLOP profiles](isoflop{sfx}.png)", ""]
+
+
+def _family(fam: str, f: F.FamilyFit, title: str, sfx: str, flagged: Flagged) -> list[str]:
     """One family's section: Approach 3, the power laws, Approach 2, predictions, holdout."""
     L = [title, "", f"{f.n_points} runs.", ""]
     a3 = f.approach3
@@ -181,22 +262,20 @@ def _family(f: F.FamilyFit, title: str, sfx: str) -> list[str]:
           f"Huber loss (delta = {a3.huber_delta:g}) on log-loss residuals, L-BFGS from "
           f"a grid of initial values; RMSE of log loss {a3.rmse_log_loss:.4f}.", "",
           "| constant | value [interval] |", "|---|---|"]
-    L += [f"| {k} | {_fmt(getattr(a3, k))} |" for k in ("E", "A", "B", "alpha", "beta", "a", "b")]
+    L += [f"| {k} | {_mark(_fmt(getattr(a3, k)), fam, f'approach3.{k}', flagged)} |"
+          for k in ("E", "A", "B", "alpha", "beta", "a", "b")]
     L += ["", "a = beta/(alpha+beta) and b = alpha/(alpha+beta): N_opt ~ C^a, D_opt ~ C^b.", ""]
     L += ["### Kaplan-style power laws", "", "| law | alpha | A | E | points |",
           "|---|---|---|---|---|"]
     for key in ("L(N)", "L(D)", "L(C)"):
         if key in f.power_laws:
             p = f.power_laws[key]
-            L.append(f"| {key} | {_fmt(p.alpha)} | {_fmt(p.A)} | {_fmt(p.E)} | {p.n_points} |")
+            L.append(f"| {key} | {_mark(_fmt(p.alpha), fam, f'{key}.alpha', flagged)} | "
+                     f"{_fmt(p.A)} | {_fmt(p.E)} | {p.n_points} |")
     L += ["", "L(N) and L(D) use the best loss reached at each size / token budget; L(C) "
           "the compute frontier (runs with lower loss than every run with less compute).", ""]
     if f.approach2 is not None:
-        a2 = f.approach2
-        L += ["### Chinchilla Approach 2 (IsoFLOP profiles)", "",
-              f"{a2.n_budgets} budgets. N_opt = k C^a: a = {_fmt(a2.a)}, "
-              f"k = {_fmt(a2.k)}; D_opt = k_D C^b: b = {_fmt(a2.b)}. "
-              f"{a2.note or ''}", "", f"![IsoFLOP profiles](isoflop{sfx}.png)", ""]
+        L += _approach2(f.approach2, fam, flagged, sfx)
     L += _predictions(f)
     if f.holdout is not None:
         h = f.holdout
@@ -210,17 +289,23 @@ def _family(f: F.FamilyFit, title: str, sfx: str) -> list[str]:
     return L + [""]
 
 
-def markdown(fits: dict[str, F.FamilyFit], source: str, level: float, n_boot: int) -> str:
+def markdown(fits: dict[str, F.FamilyFit], source: str, level: float, n_boot: int,
+             diags: Optional[list] = None) -> str:
+    """report.md: the diagnostics first, then the families compared and each family's fits."""
+    diags = D.diagnose(fits) if diags is None else diags
+    flagged = _flagged(diags)
     pct = f"{level * 100:g}%"
     L = [f"# Scaling-law fit of `{source}`", "",
          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Intervals: {pct} "
          f"percentile bootstrap ({n_boot} resamples). N = non-embedding parameters, D = tokens, "
          "C = training FLOPs.", ""]
+    L += _diagnostics(diags, list(fits))
     one = len(fits) == 1
     if not one:
-        L += _comparison(fits)
+        L += _comparison(fits, flagged)
     for fam, f in fits.items():
-        L += _family(f, "## Fits" if one else f"## {fam}", "" if one else f"_{_slug(fam)}")
+        L += _family(fam, f, "## Fits" if one else f"## {fam}", "" if one else f"_{_slug(fam)}",
+                     flagged)
     L += ["## Plots", "", "![loss vs compute](loss_vs_compute.png)",
           "![fitted law vs data](law_vs_data.png)", "![held-out runs](holdout.png)", ""]
     return "\n".join(L)
@@ -228,7 +313,8 @@ def markdown(fits: dict[str, F.FamilyFit], source: str, level: float, n_boot: in
 
 def write_outputs(fits: dict[str, F.FamilyFit], data: dict, outdir, source: str = "runs.csv",
                   level: float = F.LEVEL, n_boot: int = 0, inputs: Optional[dict] = None) -> list:
-    """Write fit.json, report.md and the PNGs into outdir; returns the written paths."""
+    """Write fit.json (its "diagnostics" first), report.md and the PNGs into outdir; returns
+    the written paths."""
     from jaxlm.scaling import plots
 
     out = pathlib.Path(outdir)
@@ -237,23 +323,27 @@ def write_outputs(fits: dict[str, F.FamilyFit], data: dict, outdir, source: str 
     except OSError as e:
         raise JaxlmError(f"cannot create output directory {out}: {e.strerror}") from None
     written = []
+    diags = D.diagnose(fits)
     doc = {"source": source, "interval_level": level, "bootstrap_resamples": n_boot,
-           "settings": inputs or {}, "families": F.strip_private(fits)}
+           "settings": inputs or {}, "diagnostics": F.strip_private(diags),
+           "families": F.strip_private(fits)}
     p = out / "fit.json"
     tmp = p.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     tmp.replace(p)
     written.append(p)
-    plots.loss_vs_compute(fits, data, out / "loss_vs_compute.png")
-    plots.law_vs_data(fits, data, out / "law_vs_data.png")
+    plots.loss_vs_compute(fits, data, out / "loss_vs_compute.png", diags)
+    plots.law_vs_data(fits, data, out / "law_vs_data.png", diags)
     plots.holdout(fits, out / "holdout.png")
     written += [out / "loss_vs_compute.png", out / "law_vs_data.png", out / "holdout.png"]
     for fam, f in fits.items():
         if f.approach2 is not None:
             name = "isoflop.png" if len(fits) == 1 else f"isoflop_{_slug(fam)}.png"
-            plots.isoflop_curves(f.approach2, out / name, "" if len(fits) == 1 else fam)
+            plots.isoflop_curves(f.approach2, out / name, "" if len(fits) == 1 else fam,
+                                 D.plot_notes(diags, fam, "approach2"))
             written.append(out / name)
-    (out / "report.md").write_text(markdown(fits, source, level, n_boot))
+    (out / "report.md").write_text(markdown(fits, source, level, n_boot, diags),
+                                   encoding="utf-8")
     written.append(out / "report.md")
     return written
 

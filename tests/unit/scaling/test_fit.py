@@ -106,6 +106,73 @@ def test_bootstrap_intervals_cover_at_about_nominal_rate():
     assert 0.7 <= np.mean(hits1) <= 1.0, np.mean(hits1)
 
 
+# ------------------------------------------------------------------ bracketed IsoFLOP minima
+
+
+def test_approach2_leaves_out_unbracketed_budgets_and_says_why():
+    """The two largest budgets sampled only above their optimum (their lowest loss at the
+    smallest size): left out of N_opt(C), each with the reason; a comes from the other three."""
+    from jaxlm.scaling.approach2 import fmt_n
+
+    rng = np.random.default_rng(12)
+    k = random_constants(rng)
+    N, D, C, L = isoflop_grid(rng, k, noise=0.002, shift=[0, 0, 0, 1.4, 1.4])
+    f = F.fit_approach2(N, D, C, L, n_boot=20)
+    budgets = sorted(f.budgets, key=lambda b: b.C)
+    assert [b.bracketed for b in budgets] == [True, True, True, False, False]
+    for b in budgets[3:]:
+        assert b.excluded.startswith("not bracketed: the lowest loss is at the smallest size "
+                                     f"sampled (N={fmt_n(min(b.N))})")
+        assert b.best_N == min(b.N)
+    assert all(b.excluded is None and min(b.N) < b.N_opt < max(b.N) for b in budgets[:3])
+    assert f.fitted and f.n_bracketed == 3 and f.refused is None
+    a_true = k["be"] / (k["al"] + k["be"])
+    assert f.a.value == pytest.approx(a_true, abs=0.04)
+    assert f.a_all_vertices is not None and abs(f.a_all_vertices - f.a.value) > 0.01
+    doc = f.to_json()
+    assert doc["n_bracketed"] == 3 and doc["a_all_vertices"] == f.a_all_vertices
+    assert [b["bracketed"] for b in doc["budgets"]] == [True, True, True, False, False]
+
+
+def test_approach2_refuses_with_fewer_than_two_bracketed_budgets():
+    """One bracketed budget of three (one sampled above its optimum, one below): Approach 2 is
+    not fitted -- a record that says why, not an error -- and fit_all makes no prediction."""
+    rng = np.random.default_rng(13)
+    k = random_constants(rng)
+    N, D, C, L = isoflop_grid(rng, k, noise=0.002, budgets=np.geomspace(1e17, 1e19, 3),
+                              shift=[0, 1.4, -1.4])
+    f = F.fit_approach2(N, D, C, L, n_boot=10)
+    assert not f.fitted and (f.a, f.k, f.b, f.k_D) == (None,) * 4 and f.n_bracketed == 1
+    assert f.refused == ("1 of 3 IsoFLOP budgets have a minimum bracketed by the sampled "
+                         "sizes (need 2)")
+    largest = [b for b in f.budgets if not b.bracketed and b.best_N == max(b.N)]
+    assert len(largest) == 1 and "the lowest loss is at the largest size" in largest[0].excluded
+    doc = f.to_json()
+    assert "a" not in doc and doc["refused"] == f.refused
+    with pytest.raises(JaxlmError, match="Approach 2 was not fitted: 1 of 3"):
+        F.approach2_predict(f, [1e21])
+    fam = F.fit_all(N, D, C, L, n_boot=0)
+    assert fam.approach2.refused == f.refused and "approach2" not in fam.predictions
+    assert fam.skipped["approach2"] == f"N_opt(C) not fitted: {f.refused}"
+
+
+@pytest.mark.parametrize("N, L, v, ok, why", [
+    ([1, 2, 3, 4, 5], [3, 2, 1.5, 2, 3], np.log(3.1), True, None),
+    ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], np.log(0.5), False, "smallest size sampled (N=1); the "
+     "parabola's minimum N=0.5 lies below"),
+    ([1, 2, 3, 4, 5], [5, 4, 3, 2, 1], np.nan, False, "largest size sampled (N=5); the "
+     "parabola opens downward"),
+    ([1, 2, 3, 4, 5], [3, 2, 1.5, 2, 3], np.log(7.0), False, "minimum N=7 lies above"),
+    ([1, 1, 2, 3, 3], [9, 1, 2, 3, 3], np.log(2.0), True, None),  # mean loss per size: 5, 2, 3
+], ids=["inside", "below", "no_minimum", "vertex_above", "replicates"])
+def test_bracket(N, L, v, ok, why):
+    from jaxlm.scaling.approach2 import bracket
+
+    got_ok, best, got_why = bracket(np.asarray(N, float), np.asarray(L, float), v)
+    assert got_ok is ok and (got_why is None if why is None else why in got_why)
+    assert best == (2 if N[0] == N[1] else N[int(np.argmin(L))])
+
+
 # ------------------------------------------------------------------ degenerate input
 
 

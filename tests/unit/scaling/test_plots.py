@@ -41,6 +41,7 @@ def _synthetic_fits():
 @pytest.fixture(scope="module", params=["cpu_demo", "synthetic"])
 def figures(request, tmp_path_factory) -> dict[str, Figure]:
     from jaxlm.scaling import plots
+    from jaxlm.scaling.diagnostics import diagnose, plot_notes
 
     fits, data = _demo_fits() if request.param == "cpu_demo" else _synthetic_fits()
     out = tmp_path_factory.mktemp(request.param)
@@ -48,10 +49,12 @@ def figures(request, tmp_path_factory) -> dict[str, Figure]:
             "law_vs_data": plots.law_vs_data(fits, data, out / "b.png"),
             "holdout": plots.holdout(fits, out / "c.png")}
     for fam, f in fits.items():
-        figs[f"isoflop {fam}"] = plots.isoflop_curves(f.approach2, out / f"{fam}.png", fam)
+        figs[f"isoflop {fam}"] = plots.isoflop_curves(f.approach2, out / f"{fam}.png", fam,
+                                                      plot_notes(diagnose(fits), fam, "approach2"))
         figs[f"isoflop {fam}"].fit2 = f.approach2
     for name, fig in figs.items():
         assert isinstance(fig, Figure), f"{name}: the plot function returns its Figure"
+        fig.source, fig.diags = request.param, diagnose(fits)
         assert (out / "a.png").is_file()
     return figs
 
@@ -117,16 +120,16 @@ def test_each_budget_curve_covers_only_its_own_sizes_and_minima_are_bracketed(fi
             assert np.isclose(xs.min(), min(b.N)) and np.isclose(xs.max(), max(b.N))
         minima = [c for c in ax.collections if c.get_gid() == "minimum"]
         hollow = [c for c in ax.collections if c.get_gid() == "not bracketed"]
-        outside = [b for b in fig.fit2.budgets
-                   if b.N_opt is not None and not min(b.N) <= b.N_opt <= max(b.N)]
-        assert len(hollow) == len(outside)
+        outside = [b for b in fig.fit2.budgets if not b.bracketed]
+        assert len(hollow) == len(outside) and len(minima) == fig.fit2.n_bracketed
         for c in minima:  # a minimum drawn as a result lies inside its budget's sizes
             (x, _), = c.get_offsets()
-            assert any(b.N_opt is not None and min(b.N) <= x <= max(b.N)
-                       and np.isclose(x, b.N_opt) for b in fig.fit2.budgets)
-        for c in hollow:  # at the edge of the sampled sizes, hollow
+            assert any(b.bracketed and min(b.N) < x < max(b.N) and np.isclose(x, b.N_opt)
+                       for b in fig.fit2.budgets)
+        for c in hollow:  # at the edge of the sampled sizes (or its lowest loss), hollow
             (x, _), = c.get_offsets()
-            assert any(np.isclose(x, min(b.N)) or np.isclose(x, max(b.N)) for b in outside)
+            assert any(np.isclose(x, min(b.N)) or np.isclose(x, max(b.N))
+                       or np.isclose(x, b.best_N) for b in outside)
             assert c.get_facecolor().size == 0 or c.get_facecolor()[0][3] == 0
         if outside:
             assert any("not bracketed" in t.get_text() for t in ax.get_legend().texts)
@@ -164,3 +167,30 @@ def test_tick_label(v, text):
     from jaxlm.scaling.plots import tick_label
 
     assert tick_label(v) == text
+
+
+def _notes(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts if t.get_gid() == "diagnostics"]
+
+
+def test_diagnostics_are_written_on_the_axes_of_what_they_flag(figures):
+    """The old demo's warnings (Approach 3's E at its bound, L(N) rising with N, Approach 2 not
+    fitted) are written on the axes that show those quantities; no warning, no note."""
+    from jaxlm.scaling.diagnostics import warnings
+
+    for name, fig in figures.items():
+        notes = [n for ax in fig.axes for n in _notes(ax)]
+        if not warnings(fig.diags):
+            assert not notes, f"{name}: notes without a warning: {notes}"
+        elif name == "law_vs_data":
+            (a3,), (ln,) = _notes(fig.axes[0]), _notes(fig.axes[1])
+            assert "transformer: approach3.E: at its bound" in a3 and "lstm: approach3.E" in a3
+            assert "transformer: L(N).alpha: negative exponent" in ln
+        elif name.startswith("isoflop"):
+            ax2 = fig.axes[1]
+            (text,) = _notes(ax2)
+            assert "budget(s) not bracketed" in text and "approach2: not fitted" in text
+            assert [t for t in ax2.texts if t.get_gid() == "not fitted"]
+            assert not [ln for ln in ax2.lines if ln.get_gid() in ("fit", "extrapolation")]
+    if fig.source == "cpu_demo":
+        assert warnings(fig.diags), "the old demo sweep has warnings: the test sees them"

@@ -34,7 +34,8 @@ def test_fit_all_record_is_fit_json_and_reads_like_a_dict():
                                       "residuals_log_loss", "rmse_log_loss"]
     assert list(doc["L(C)"]) == ["form", "n_points", "A", "alpha", "C_c", "x", "loss",
                                  "residuals_log_loss", "rmse_log_loss", "E", "index"]
-    assert list(doc["approach2"]) == ["form", "n_budgets", "a", "k", "b", "k_D", "budgets"]
+    assert list(doc["approach2"]) == ["form", "n_budgets", "n_bracketed", "a", "k", "b", "k_D",
+                                      "budgets"]
     assert list(doc["predictions"]) == ["approach3", "approach2", "L(C)"]
     assert list(doc["predictions"]["L(C)"]) == ["C", "loss"]
     assert list(doc["holdout"]["fit"]) == ["E", "A", "B", "alpha", "beta"]

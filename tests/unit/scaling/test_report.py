@@ -1,8 +1,11 @@
-"""jaxlm.scaling.report: reading runs.csv."""
+"""jaxlm.scaling.report: reading runs.csv; report.md (its diagnostics first)."""
 
 import csv
 
+import numpy as np
 import pytest
+
+from scaling_helpers import isoflop_grid, random_constants
 
 
 def write_csv(path, rows):
@@ -61,3 +64,54 @@ def test_read_runs_binary_or_not_utf8_names_the_file(tmp_path, content, message)
         read_runs(path)
     assert str(path) in str(info.value) and message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ report.md
+
+
+def _edge_and_clean_fits():
+    """Two families of one law: "edge" has one bracketed budget of three (Approach 2 not
+    fitted), "clean" a bracketed grid."""
+    from jaxlm.scaling.fit import fit_all
+
+    rng = np.random.default_rng(13)
+    k = random_constants(rng)
+    edge = isoflop_grid(rng, k, noise=0.002, budgets=np.geomspace(1e17, 1e19, 3),
+                        shift=[0, 1.4, -1.4])
+    clean = isoflop_grid(rng, k, noise=0.002)
+    return {"edge": fit_all(*edge, n_boot=0), "clean": fit_all(*clean, n_boot=0,
+                                                               irreducible=False)}
+
+
+def test_report_starts_with_the_diagnostics_in_words():
+    from jaxlm.scaling import diagnostics as D
+    from jaxlm.scaling.report import WARN, markdown
+
+    fits = _edge_and_clean_fits()
+    assert D.family_diagnostics("clean", fits["clean"]) == []
+    text = markdown(fits, "runs.csv", 0.95, 0)
+    sections = text.split("\n## ")
+    assert sections[1].startswith("Diagnostics\n"), "the diagnostics come first"
+    top = sections[1]
+    assert "the numbers they name are not results" in top
+    assert "### edge" in top and "### clean" not in top
+    assert "Not to trust: " in top and "`approach2`" in top
+    assert ("N_opt(C) not fitted: 1 of 3 IsoFLOP budgets have a minimum bracketed by the "
+            "sampled sizes (need 2)") in top
+    assert top.count("left out of Approach 2") == 2  # the two unbracketed budgets
+    # the tables mark what the warnings name, and only that
+    row = next(r for r in text.splitlines() if r.startswith("| N_opt ~ C^a (Approach 2) |"))
+    cells = row.split(" | ")
+    assert cells[1] == f"not fitted {WARN}" and WARN not in cells[2]
+    assert "| C | sizes (count) | lowest loss at N | parabola minimum N | used |" in text
+    assert text.count("| no: not bracketed: ") == 2
+
+
+def test_report_without_diagnostics_says_what_was_checked():
+    from jaxlm.scaling.report import WARN, markdown
+
+    fits = _edge_and_clean_fits()
+    text = markdown({"clean": fits["clean"]}, "runs.csv", 0.95, 0)
+    top = text.split("\n## ")[1]
+    assert top.startswith("Diagnostics\n\nNone: every IsoFLOP minimum is bracketed")
+    assert WARN not in text
