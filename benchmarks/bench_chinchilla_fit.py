@@ -60,13 +60,18 @@ def main() -> int:
         return 2
     N, D, C, L, n_all = load(path)
 
+    from load import LIMIT_CORES, LoadMeter
+
+    meter = LoadMeter()
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        f = F.fit_approach3(N, D, L, n_boot=0)
+        with meter.timed():
+            f = F.fit_approach3(N, D, L, n_boot=0)
         times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    fb = F.fit_approach3(N, D, L, n_boot=args.bootstrap, seed=0)
+    with meter.timed():
+        fb = F.fit_approach3(N, D, L, n_boot=args.bootstrap, seed=0)
     t_boot = time.perf_counter() - t0
     pred = F.predict(fb, 5.76e23)  # Chinchilla's own training budget
 
@@ -88,7 +93,7 @@ def main() -> int:
         f"{f['objective']:.6g} (mean Huber / delta); RMSE of log loss {f['rmse_log_loss']:.4f}.",
         f"Fit time (grid of {len(F.GRID)} initial values scored at once, L-BFGS from the best 8): "
         f"best of {args.repeats}: {min(times):.2f} s; with {args.bootstrap} bootstrap resamples: "
-        f"{t_boot:.2f} s.",
+        f"{t_boot:.2f} s; {meter.line()}.",
         f"Compute-optimal exponents: N_opt ~ C^{fb['a']['value']:.3f} "
         f"[{fb['a']['interval'][0]:.3f}, {fb['a']['interval'][1]:.3f}], D_opt ~ "
         f"C^{fb['b']['value']:.3f}. At C = 5.76e23 (Chinchilla's budget): N_opt = "
@@ -107,12 +112,16 @@ def main() -> int:
         report.write_outputs(fits, data, args.report, source=str(path), n_boot=args.bootstrap)
         print(f"report written to {args.report}")
 
-    if not args.no_append:
+    if not args.no_append and not meter.quiet():
+        print(f"not appending to RESULTS.md: {meter.line()}; a quiet machine allows "
+              f"{LIMIT_CORES} cores (the fitted constants above do not depend on it)",
+              file=sys.stderr)
+    elif not args.no_append:
         cpu = platform.processor() or platform.machine()
         entry = [
             "", f"## {datetime.date.today()} — Chinchilla Approach 3 recovery (jaxlm fit), CPU",
             "",
-            f"Device: {os.cpu_count()}-core {cpu} CPU (shared with other jobs), no accelerator. "
+            f"Device: {os.cpu_count()}-core {cpu} CPU, no accelerator; {meter.line()}. "
             f"Python {platform.python_version()}, numpy {np.__version__}, scipy "
             f"{scipy.__version__}.",
             f"Data: `{path.name}` (Besiroglu et al. 2024's reconstruction of Hoffmann et al. "
