@@ -3,6 +3,7 @@ state; imported weights are written as a bare params tree."""
 
 from __future__ import annotations
 
+import gc
 import pathlib
 import sys
 from typing import Any, Callable, Optional
@@ -12,7 +13,7 @@ import orbax.checkpoint as ocp
 
 from jaxlm.checkpoint.fallback import Unreadable, newest_readable, step_dirs
 from jaxlm.checkpoint.fingerprint import fingerprint
-from jaxlm.checkpoint.reasons import first_line, read_reason
+from jaxlm.checkpoint.reasons import first_line, quiet_orbax, read_reason
 from jaxlm.errors import JaxlmError
 
 
@@ -44,12 +45,18 @@ def _json_item(path: pathlib.Path) -> Any:
 def _read_params(step_dir: pathlib.Path, step: int, shardings: Any) -> Any:
     """A checkpoint's params, checked against the fingerprints written with them (the train
     state's `.params...` leaves); Unreadable when they cannot be read or do not match."""
-    try:
-        meta = _json_item(step_dir / "meta")
-        params = _read_tree(step_dir / "state", "params", shardings)
-        fps, _ = fingerprint(params)
-    except Exception as e:  # noqa: BLE001 - missing, truncated or garbled files all land here
-        raise Unreadable(read_reason(e)) from None
+    failed = None
+    with quiet_orbax():  # a library read: Orbax's noise off, the process's hooks restored after
+        try:
+            meta = _json_item(step_dir / "meta")
+            params = _read_tree(step_dir / "state", "params", shardings)
+            fps, _ = fingerprint(params)
+        except Exception as e:  # noqa: BLE001 - missing, truncated or garbled files land here
+            failed = read_reason(e)
+        if failed is not None:  # Orbax's abandoned coroutines report when collected: now, here
+            gc.collect()
+    if failed is not None:
+        raise Unreadable(failed)
     meta = meta if isinstance(meta, dict) else {}
     saved = meta.get("fingerprint") if isinstance(meta.get("fingerprint"), dict) else {}
     want = {k[len(".params"):]: v for k, v in saved.items() if k.startswith(".params")}
