@@ -62,3 +62,12 @@ def tiny_spec(tmp_path, **changes):
 def rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def write_csv(path, rows) -> str:
+    """rows (dicts with the same keys) as a CSV file with a header; its path."""
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return str(path)

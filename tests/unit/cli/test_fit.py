@@ -1,6 +1,5 @@
 """The `jaxlm fit` command: degenerate input, its outputs (fit.json, report, plots)."""
 
-import csv
 import json
 import pathlib
 
@@ -9,17 +8,9 @@ import pytest
 
 from helpers import REPO_ROOT
 from jaxlm.cli import EXIT_FLAGGED, main
-from scaling_helpers import isoflop_grid, random_constants
+from scaling_helpers import isoflop_grid, random_constants, write_csv
 
 DEMO_CSV = REPO_ROOT / "benchmarks" / "cpu_demo" / "runs.csv"  # the old demo sweep (issue 15)
-
-
-def write_csv(path, rows):
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return str(path)
 
 
 def runs_rows(seed=0, families=("transformer", "lstm")):

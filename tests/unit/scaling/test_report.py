@@ -1,19 +1,10 @@
 """jaxlm.scaling.report: reading runs.csv; report.md (its diagnostics first)."""
 
-import csv
 
 import numpy as np
 import pytest
 
-from scaling_helpers import isoflop_grid, random_constants
-
-
-def write_csv(path, rows):
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return str(path)
+from scaling_helpers import isoflop_grid, random_constants, write_csv
 
 
 def test_read_runs_filters_status_dedups_and_derives_tokens(tmp_path):
