@@ -51,6 +51,9 @@ class Member:
     seq_len: int
     overrides: tuple[str, ...]  # dotted key=value pairs over the base config
     error: Optional[str] = None
+    # a member that must have finished ok before this one starts (a cooldown branch starts
+    # from its trunk's checkpoint); every launcher honours it
+    after: Optional[str] = None
 
 
 
