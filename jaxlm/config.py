@@ -26,7 +26,8 @@ from jaxlm.errors import JaxlmError
 class ModelConfig:
     family: str = "transformer"  # transformer | lstm
     vocab_size: Optional[int] = None  # None: the tokenizer's vocabulary size
-    d_model: int = 128  # LSTM: embedding and hidden size
+    d_model: int = 128  # LSTM: hidden size (and embedding width unless model.embed_dim)
+    embed_dim: Optional[int] = None  # LSTM: token-embedding width (layer 0's input); None: d_model
     n_layers: int = 4  # transformer blocks / stacked LSTM layers
     n_heads: int = 4  # attention heads (d_model must be divisible by it)
     n_kv_heads: Optional[int] = None  # None: n_heads (multi-head); fewer: grouped-query attention

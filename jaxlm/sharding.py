@@ -26,6 +26,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
+    ("vocab_embed", "fsdp"),  # the LSTM's token-embedding width (model.embed_dim)
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
     ("mlp", "tensor"),

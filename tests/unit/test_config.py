@@ -118,6 +118,16 @@ def test_divisibility_only_checked_for_transformers():
     assert cfg.model.d_model == 30
 
 
+def test_embed_dim_rules():
+    cfg = load_config(None, ["model.family=lstm", "model.embed_dim=16",
+                             "model.tie_embeddings=false"])
+    assert cfg.model.embed_dim == 16 and cfg.model.d_model == 128
+    assert "lstm family only" in _error(["model.embed_dim=16"])
+    msg = _error(["model.family=lstm", "model.embed_dim=16"])
+    assert "model.embed_dim" in msg and "model.tie_embeddings=false" in msg
+    assert "model.embed_dim" in _error(["model.family=lstm", "model.embed_dim=0"])
+
+
 def test_override_without_equals_is_error():
     msg = _error(["optim.lr"])
     assert "optim.lr" in msg and "key.sub=value" in msg

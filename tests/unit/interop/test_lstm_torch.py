@@ -29,11 +29,12 @@ def _jax_logits(cfg: ModelConfig, params, tokens: np.ndarray) -> np.ndarray:
 
 
 class TorchLSTMLM(torch.nn.Module):
-    def __init__(self, vocab=VOCAB, d=32, layers=2, tie=False, names=("embedding", "lstm", "head")):
+    def __init__(self, vocab=VOCAB, d=32, layers=2, tie=False, names=("embedding", "lstm", "head"),
+                 e=None):
         super().__init__()
         self.names = names
-        setattr(self, names[0], torch.nn.Embedding(vocab, d))
-        setattr(self, names[1], torch.nn.LSTM(d, d, layers, batch_first=True))
+        setattr(self, names[0], torch.nn.Embedding(vocab, e or d))
+        setattr(self, names[1], torch.nn.LSTM(e or d, d, layers, batch_first=True))
         setattr(self, names[2], torch.nn.Linear(d, vocab))
         if tie:
             getattr(self, names[2]).weight = getattr(self, names[0]).weight
@@ -43,14 +44,17 @@ class TorchLSTMLM(torch.nn.Module):
         return head(lstm(emb(x))[0])
 
 
-@pytest.mark.parametrize("variant", ["plain", "tied", "renamed-3-layers"])
+@pytest.mark.parametrize("variant", ["plain", "tied", "renamed-3-layers", "embed-16",
+                                     "embed-48-1-layer"])
 def test_torch_lstm_parity(variant):
     torch.manual_seed(0)
     kw = {"plain": {}, "tied": {"tie": True},
-          "renamed-3-layers": {"layers": 3, "names": ("encoder", "rnn", "decoder")}}[variant]
+          "renamed-3-layers": {"layers": 3, "names": ("encoder", "rnn", "decoder")},
+          "embed-16": {"e": 16}, "embed-48-1-layer": {"e": 48, "layers": 1}}[variant]
     net = TorchLSTMLM(**kw).eval()
     cfg, params = load_torch_lstm(net.state_dict())
     assert cfg.family == "lstm" and cfg.n_layers == kw.get("layers", 2) and cfg.d_model == 32
+    assert cfg.embed_dim == kw.get("e")
     tokens = _tokens(3, 25)
     with torch.no_grad():
         want = net(torch.from_numpy(tokens)).numpy()
@@ -89,7 +93,7 @@ def test_torch_lstm_rejections():
     narrow = torch.nn.LSTM(16, 32, 1, batch_first=True)
     state = {"embedding.weight": torch.zeros(VOCAB, 16),
              **{f"lstm.{k}": v for k, v in narrow.state_dict().items()}}
-    with pytest.raises(JaxlmError, match="input size"):
+    with pytest.raises(JaxlmError, match="no output layer of shape"):  # nothing to tie to
         load_torch_lstm(state)
     with pytest.raises(JaxlmError, match="LSTM"):
         load_torch_lstm({"embedding.weight": torch.zeros(VOCAB, 16)})
