@@ -16,8 +16,10 @@ directions:
   --from-hf DIR --to-workdir DIR       a Hugging Face GPT-2 save_pretrained folder (config.json +
                                        model.safetensors or pytorch_model.bin) -> a new jaxlm
                                        run directory (config.yaml, params/, tokenizer)
-  --from-torch-lstm FILE --to-workdir DIR
-                                       a torch.save'd state_dict of Embedding -> LSTM -> Linear
+  --from-torch-lstm FILE --to-workdir DIR [--vocab FILE]
+                                       a torch.save'd state_dict of Embedding -> LSTM -> Linear;
+                                       --vocab: its word vocabulary (one token per line, line i =
+                                       id i, or a JSON {token: id} map), which generate needs
   --from-workdir DIR --to-hf DIR       a jaxlm run (newest checkpoint, or --step) -> a folder that
                                        transformers.GPT2LMHeadModel.from_pretrained loads
 
@@ -26,6 +28,7 @@ examples:
   jaxlm generate --workdir runs/gpt2 --prompt "Hello"
   python train.py --config runs/gpt2/config.yaml --workdir runs/gpt2-ft train.init_from=runs/gpt2
   jaxlm convert --from-workdir runs/quickstart --to-hf exported/quickstart
+  jaxlm convert --from-torch-lstm lm.pt --vocab vocab.txt --to-workdir runs/word-lstm
 
 Safetensors are read and written without PyTorch; pytorch_model.bin and .pt files need it.
 A converted run directory uses the byte tokenizer when the model's vocabulary holds it and the
@@ -46,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dst.add_argument("--to-workdir", metavar="DIR", help="a new jaxlm run directory")
     dst.add_argument("--to-hf", metavar="DIR", help="a new Hugging Face GPT-2 folder")
     c.add_argument("--step", type=int, default=None, help="with --from-workdir: checkpoint step")
+    c.add_argument("--vocab", metavar="FILE", default=None,
+                   help="with --from-torch-lstm: the word vocabulary (one token per line, or a "
+                   "JSON token->id map)")
     c.add_argument("--scan-layers", action="store_true",
                    help="with --to-workdir: store Transformer layers stacked (model.scan_layers)")
     c.set_defaults(func=run)
@@ -68,6 +74,8 @@ def run(args: argparse.Namespace) -> Status:
                "its directory")
         _check(not (args.from_torch_lstm and args.scan_layers),
                "--scan-layers applies to Transformers only")
+    _check(args.vocab is None or bool(args.from_torch_lstm),
+           "--vocab applies to --from-torch-lstm (a word-level LSTM's vocabulary)")
     from jaxlm.cli.process import quiet_checkpoints
     from jaxlm.interop import convert
 
@@ -83,8 +91,10 @@ def run(args: argparse.Namespace) -> Status:
         out = convert.hf_to_run(args.from_hf, args.to_workdir, scan_layers=args.scan_layers,
                                 note=_note)
     else:
-        out = convert.torch_lstm_to_run(args.from_torch_lstm, args.to_workdir)
+        out = convert.torch_lstm_to_run(args.from_torch_lstm, args.to_workdir, vocab=args.vocab,
+                                        note=_note)
     m = out.model
+    tok = "none" if out.tokenizer is None else getattr(out.tokenizer, "kind", "byte")
     print(f"wrote {args.to_workdir} ({m.family}, {m.n_layers} layers, d_model {m.d_model}, "
-          f"vocab {m.vocab_size}; tokenizer: {'byte' if out.tokenizer else 'none'})")
+          f"vocab {m.vocab_size}; tokenizer: {tok})")
     return Status.OK

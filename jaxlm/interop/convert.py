@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 from jaxlm.config import ModelConfig, RunConfig, replace
 from jaxlm.data.tokenizers import ByteTokenizer, Tokenizer
+from jaxlm.data.word_vocab import VOCAB_HINT, WordTokenizer
 from jaxlm.errors import JaxlmError
 from jaxlm.interop.hf_gpt2 import load_hf_gpt2, save_hf_gpt2
 from jaxlm.interop.lstm_torch import load_torch_lstm
@@ -60,19 +61,29 @@ def hf_to_run(hf_dir: str | pathlib.Path, workdir: str | pathlib.Path, *,
     return _write(workdir, model_cfg, params, byte_tokenizer=not own_tokenizer)
 
 
-def torch_lstm_to_run(state_dict: str | pathlib.Path,
-                      workdir: str | pathlib.Path) -> Converted:
-    """A torch.save'd state_dict of Embedding -> LSTM -> Linear -> a new run directory (with the
-    byte tokenizer when the vocabulary holds it)."""
+def torch_lstm_to_run(state_dict: str | pathlib.Path, workdir: str | pathlib.Path,
+                      vocab: Optional[str | pathlib.Path] = None,
+                      note: Callable[[str], None] = lambda msg: None) -> Converted:
+    """A torch.save'd state_dict of Embedding -> LSTM -> Linear -> a new run directory, with the
+    word-level tokenizer of `vocab` (a file: one token per line, or a JSON token -> id map; its
+    size must be the model's vocabulary). Without one the run directory gets no tokenizer (said
+    through `note`): the model's ids mean nothing to the byte tokenizer."""
     require_empty(workdir)
+    tokenizer = WordTokenizer.load(vocab) if vocab is not None else None
     model_cfg, params = load_torch_lstm(state_dict)
-    return _write(workdir, model_cfg, params)
+    if tokenizer is None:
+        note(f"{state_dict} carries no vocabulary, so the run directory gets no tokenizer and "
+             f"`jaxlm generate` cannot use it: pass --vocab FILE ({VOCAB_HINT})")
+    elif tokenizer.vocab_size != model_cfg.vocab_size:
+        raise JaxlmError(f"vocabulary {vocab} holds {tokenizer.vocab_size} tokens but the model's "
+                         f"embedding has {model_cfg.vocab_size} rows: pass the vocabulary the "
+                         "model was trained with")
+    return _write(workdir, model_cfg, params, byte_tokenizer=False, tokenizer=tokenizer)
 
 
 def _write(workdir: str | pathlib.Path, model_cfg: ModelConfig, params,
-           byte_tokenizer: bool = True) -> Converted:
-    tokenizer = None
-    if byte_tokenizer and model_cfg.vocab_size >= ByteTokenizer.vocab_size:
+           byte_tokenizer: bool = True, tokenizer: Optional[Tokenizer] = None) -> Converted:
+    if tokenizer is None and byte_tokenizer and model_cfg.vocab_size >= ByteTokenizer.vocab_size:
         tokenizer = ByteTokenizer()
     run_cfg = RunConfig(model=model_cfg)
     run_cfg = replace(run_cfg, **{"data.seq_len": min(run_cfg.data.seq_len, model_cfg.max_seq_len)})

@@ -97,3 +97,30 @@ def test_torch_lstm_rejections():
         load_torch_lstm(state)
     with pytest.raises(JaxlmError, match="LSTM"):
         load_torch_lstm({"embedding.weight": torch.zeros(VOCAB, 16)})
+
+
+WORDS = ["<eos>", "<unk>", "the", "cat", "sat", "on", "mat", "café"]
+
+
+def test_torch_word_lstm_import_carries_the_vocabulary(tmp_path):
+    """convert: a vocabulary gives the run directory a word tokenizer (greedy generation through
+    it: tests/e2e/test_interop.py); none gives no tokenizer (never the byte one) and a note
+    saying how to give one; a vocabulary of the wrong size is refused, nothing written."""
+    from jaxlm.data.tokenizers import load_tokenizer
+    from jaxlm.interop.convert import torch_lstm_to_run
+
+    net = TorchLSTMLM(vocab=len(WORDS), d=10, layers=1, e=6)
+    torch.save(net.state_dict(), tmp_path / "lm.pt")
+    (tmp_path / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    out = torch_lstm_to_run(tmp_path / "lm.pt", tmp_path / "run", vocab=tmp_path / "vocab.txt")
+    assert out.model.embed_dim == 6 and out.model.d_model == 10
+    assert load_tokenizer(tmp_path / "run").tokens == WORDS
+    notes: list[str] = []  # vocabulary 300 would hold the byte tokenizer's 259 ids
+    torch.save(TorchLSTMLM(d=8, layers=1).state_dict(), tmp_path / "lm300.pt")
+    out = torch_lstm_to_run(tmp_path / "lm300.pt", tmp_path / "run2", note=notes.append)
+    assert out.tokenizer is None and not (tmp_path / "run2" / "tokenizer.json").exists()
+    assert len(notes) == 1 and "--vocab FILE" in notes[0]
+    (tmp_path / "short.txt").write_text("<eos>\na\n")
+    with pytest.raises(JaxlmError, match="holds 2 tokens but the model's embedding has 8 rows"):
+        torch_lstm_to_run(tmp_path / "lm.pt", tmp_path / "run3", vocab=tmp_path / "short.txt")
+    assert not (tmp_path / "run3").exists()
