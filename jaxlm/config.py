@@ -57,16 +57,18 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "stdlib"  # stdlib | a text or .jsonl file, directory or glob | tfds:NAME
+    # stdlib | a text or .jsonl file, directory or glob | tfds:NAME | hf:PATH (a Hugging Face
+    # dataset from local parquet/arrow/json/csv files or a save_to_disk folder)
+    corpus: str = "stdlib"  # the text (or labelled rows) to train on
     # the field holding the text: of each JSON Lines (.jsonl) record, of a tfds dataset's
     # examples, of a labelled CSV's rows
     text_key: str = "text"
-    train_split: str = "train"  # tfds only
-    eval_split: str = "validation"  # tfds only
+    train_split: str = "train"  # tfds / hf (a split of a DatasetDict)
+    eval_split: str = "validation"  # tfds / hf (if absent: validation_fraction of train)
     validation_fraction: float = 0.05  # stdlib / local text: share of files held out
     tfds_data_dir: Optional[str] = None  # tfds data directory; None: tfds's default
     tfds_download: bool = False  # allow tfds to download a registered dataset
-    cache_dir: Optional[str] = None  # where local text is prepared; None: ~/.cache/jaxlm
+    cache_dir: Optional[str] = None  # local text / hf data prepared here; None: ~/.cache/jaxlm
     seq_len: int = 256  # tokens per training row (documents packed back to back, EOS between)
     tokenizer: str = "byte"  # byte | sentencepiece
     sp_model: Optional[str] = None  # an existing SentencePiece .model file (else trained)

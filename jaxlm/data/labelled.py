@@ -5,7 +5,9 @@ Sources (`data.corpus`):
   columns; `data.validation_fraction` of the rows (a seeded draw) are the validation split;
 - a directory holding `<data.train_split>.{csv,jsonl}` and `<data.eval_split>.{csv,jsonl}`;
 - `tfds:NAME` (e.g. `tfds:imdb_reviews`, `tfds:glue/sst2` with `data.text_key=sentence`): the
-  splits `data.train_split` / `data.eval_split` through tfds's data source.
+  splits `data.train_split` / `data.eval_split` through tfds's data source;
+- `hf:PATH` (or a `.parquet` / `.arrow` path, a `save_to_disk` folder): a Hugging Face dataset
+  from local files (jaxlm/data/hf_datasets.py); a ClassLabel column's names are the label names.
 Labels are integers in [0, model.num_labels), or strings, numbered in sorted order.
 
 Each row is `encode(text)` cut to seq_len - 1 tokens plus EOS, right-padded with pad to seq_len:
@@ -174,9 +176,18 @@ def load_labelled(
     spec: str, *, num_labels: int, text_key: str = "text", label_key: str = "label",
     train_split: str = "train", eval_split: str = "validation", validation_fraction: float = 0.1,
     seed: int = 0, tfds_data_dir: Optional[str] = None, tfds_download: bool = False,
+    cache_dir: Optional[str] = None,
 ) -> LabelledData:
     """The labelled data set named by `data.corpus` (see the module docstring)."""
-    if spec.startswith("tfds:"):
+    from jaxlm.data import hf_datasets
+
+    class_names = None
+    if hf_datasets.is_hf_spec(spec):
+        (tr, tr_l), (ev, ev_l), class_names = hf_datasets.hf_labelled(
+            spec, text_key=text_key, label_key=label_key, train_split=train_split,
+            eval_split=eval_split, validation_fraction=validation_fraction, seed=seed,
+            cache_dir=cache_dir)
+    elif spec.startswith("tfds:"):
         (tr, tr_l), (ev, ev_l) = _tfds_rows(spec[5:], text_key, label_key, train_split,
                                             eval_split, tfds_data_dir, tfds_download)
     else:
@@ -199,6 +210,8 @@ def load_labelled(
     if not tr or not ev:
         raise JaxlmError(f"data.corpus={spec}: the {'train' if not tr else 'eval'} split is empty")
     tr_n, ev_n, names = _number_labels(list(tr_l), list(ev_l), num_labels, f"data.corpus={spec}")
+    if class_names and len(class_names) <= num_labels:
+        names = list(class_names) + names[len(class_names):]
     return LabelledData(spec, tr, tr_n, ev, ev_n, names)
 
 
