@@ -73,7 +73,7 @@ def torch_lstm_to_run(state_dict: str | pathlib.Path, workdir: str | pathlib.Pat
     model_cfg, params = load_torch_lstm(state_dict)
     if tokenizer is None:
         note(f"{state_dict} carries no vocabulary, so the run directory gets no tokenizer and "
-             f"`jaxlm generate` cannot use it: pass --vocab FILE ({VOCAB_HINT})")
+             f"`jaxlm generate` cannot use it: pass --vocab FILE, {VOCAB_HINT}")
     elif tokenizer.vocab_size != model_cfg.vocab_size:
         raise JaxlmError(f"vocabulary {vocab} holds {tokenizer.vocab_size} tokens but the model's "
                          f"embedding has {model_cfg.vocab_size} rows: pass the vocabulary the "

@@ -111,7 +111,8 @@ def load_torch_lstm(
                           "bias": rest.get(hp + "bias", np.zeros(vocab, np.float32))}
     if tied and e != hidden:
         raise JaxlmError(f"no output layer of shape {(vocab, hidden)} found, and the embedding "
-                         f"(width {e}) cannot serve as one for hidden size {hidden}: pass head=NAME")
+                         f"(width {e}) cannot serve as one for hidden size {hidden}: pass "
+                         "head=NAME")
     cfg = ModelConfig(family="lstm", vocab_size=int(vocab), d_model=int(hidden),
                       embed_dim=None if e == hidden else int(e), n_layers=len(layers),
                       tie_embeddings=tied, dropout=dropout)

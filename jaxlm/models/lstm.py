@@ -3,8 +3,8 @@
 Weights follow torch.nn.LSTM's layout so PyTorch checkpoints map one to one: per layer a fused
 input kernel (d_in, 4h), a recurrent kernel (h, 4h) and two biases, gate order i, f, g, o,
 initialized U(-1/sqrt(h), 1/sqrt(h)). The embedding width e (`model.embed_dim`, default
-`d_model`) is layer 0's d_in; later layers take h. The input projection for all time steps is one matmul;
-only the recurrent part runs in a `lax.scan` over time.
+`d_model`) is layer 0's d_in; later layers take h. The input projection for all time steps is
+one matmul; only the recurrent part runs in a `lax.scan` over time.
 """
 
 from __future__ import annotations

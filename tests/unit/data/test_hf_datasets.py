@@ -41,6 +41,9 @@ def files(tmp_path_factory):
     datasets.DatasetDict({"train": ds.select(range(16)), "validation": ds.select(range(16, 20))}
                          ).save_to_disk(str(root / "dict"))
     ds.save_to_disk(str(root / "single"))
+    (root / "split").mkdir()  # a folder of split-named files: load_dataset(folder)
+    ds.select(range(16)).to_parquet(str(root / "split" / "train.parquet"))
+    ds.select(range(16, 20)).to_parquet(str(root / "split" / "validation.parquet"))
     arrow = next((root / "single").glob("*.arrow"))
     (root / "d.arrow").write_bytes(arrow.read_bytes())
     (root / "garbage.parquet").write_bytes(b"PAR1 not really" * 10)
@@ -48,7 +51,7 @@ def files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("spec", ["d.parquet", "hf:d.parquet", "hf:d.jsonl", "d.arrow",
-                                  "single", "hf:dict"])
+                                  "single", "hf:dict", "hf:split"])
 def test_lm_corpus(files, tmp_path, no_network, spec):
     path = f"hf:{files / spec[3:]}" if spec.startswith("hf:") else str(files / spec)
     c = load_corpus(path, validation_fraction=0.2, cache_dir=str(tmp_path))

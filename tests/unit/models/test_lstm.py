@@ -44,13 +44,15 @@ def test_lstm_embed_dim_layout_and_default():
     """model.embed_dim sets the embedding width (layer 0's input) only; unset, the parameters
     are exactly those of before (same shapes, same values), so golden numbers do not move."""
     wide = dataclasses.replace(LSTM, tie_embeddings=False, embed_dim=20)
-    _, variables = _init(wide)
+    variables = jax.eval_shape(build_model(wide).init, jax.random.PRNGKey(0),
+                               jnp.zeros((2, 1), jnp.int32))
     params = nn.meta.unbox(variables["params"])
     assert params["embed"]["embedding"].shape == (VOCAB, 20)
-    assert params["lstm_0"]["w_ih"].shape == (20, 128) and params["lstm_1"]["w_ih"].shape == (32, 128)
+    assert params["lstm_0"]["w_ih"].shape == (20, 128)
+    assert params["lstm_1"]["w_ih"].shape == (32, 128)
     assert params["head"]["kernel"].shape == (32, VOCAB)
-    default = nn.meta.unbox(_init(LSTM)[1]["params"])
-    same = nn.meta.unbox(_init(dataclasses.replace(LSTM, embed_dim=32))[1]["params"])
+    default = nn.meta.unbox(_init(LSTM, 1)[1]["params"])
+    same = nn.meta.unbox(_init(dataclasses.replace(LSTM, embed_dim=32), 1)[1]["params"])
     jax.tree.map(np.testing.assert_array_equal, default, same)
     axes = nn.get_partition_spec(variables)["params"]
     assert axes["embed"]["embedding"] == jax.sharding.PartitionSpec("vocab", "vocab_embed")
