@@ -2,11 +2,12 @@
 from XLA's memory analysis of the compiled step (nothing is run) on 8 fake CPU devices.
 
 A batch of 2 long sequences cannot be split more than 2 ways by batch; without a context axis
-the other devices can only split heads/MLP (tensor), which leaves every device holding
-activations of whole sequences. Every mesh runs XLA attention (`model.attention_impl=xla`), so
+the other devices can only split heads/MLP (tensor), at most n_heads ways, and every device
+holds the (batch, length, embed) activations between layers of whole sequences. Every mesh runs XLA attention (`model.attention_impl=xla`), so
 the rows differ only in the mesh.
 
     python benchmarks/bench_context_memory.py --seq-len 2048 --layers 4 --remat full
+    python benchmarks/bench_context_memory.py --seq-len 2048 --layers 4 --remat full --heads 2
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from jaxlm.train.step import abstract_batch, compile_steps  # noqa: E402
 
 MESHES = {  # name: (devices, mesh)
     "1 device": (1, MeshConfig(data=1)),
+    "fsdp=2 tensor=2 (no context, 4 devices)": (4, MeshConfig(data=1, fsdp=2, tensor=2)),
     "tensor=8 (no context)": (8, MeshConfig(data=1, tensor=8)),
     "fsdp=2 tensor=4 (no context)": (8, MeshConfig(data=1, fsdp=2, tensor=4)),
     "fsdp=2 context=2 tensor=2": (8, MeshConfig(data=1, fsdp=2, context=2, tensor=2)),
@@ -78,6 +80,9 @@ def main() -> None:
     print("|---|---|---|---|---|")
     base = None
     for name, (n, mesh_cfg) in MESHES.items():
+        if args.heads % mesh_cfg.tensor:
+            print(f"| {name} | - (heads={args.heads} do not split {mesh_cfg.tensor} ways) | | | |")
+            continue
         r = step_memory(cfg, mesh_cfg, n, args.batch, args.seq_len)
         base = base or r["total"]
         print(f"| {name} | {gib(r['total'])} | {gib(r['temp'])} | {gib(r['args'])} | "

@@ -4,6 +4,7 @@ the single-device run's."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +67,14 @@ def kernel_shapes(monkeypatch):
     return seen
 
 
+@functools.lru_cache(maxsize=None)
+def _one_device(cfg: ModelConfig):
+    """(initial params, (loss, grads)) of `cfg` on one device, for the first batch."""
+    params = _params(cfg)
+    mesh = sharding.make_mesh(MeshConfig(), jax.devices()[:1])
+    return params, _loss_grads(cfg, mesh, params, _batches(n=1)[0])
+
+
 @dataclasses.dataclass(frozen=True)
 class SliceDevice:
     """A CPU device presented as part of a slice (CPU devices carry no slice_index)."""
@@ -97,8 +106,7 @@ def test_loss_and_grads_equal_one_device(kernel_shapes, name, cfg, mesh_cfg, sli
     """The train step's loss and gradients (Adam's input) against one device's."""
     batch = _batches(n=1)[0]  # row 0 half padded: the loss mask crosses a shard boundary
     plain = dataclasses.replace(cfg, remat="none", scan_layers=False)
-    params = _params(plain)
-    want = _loss_grads(plain, sharding.make_mesh(MeshConfig(), jax.devices()[:1]), params, batch)
+    params, want = _one_device(plain)
     if cfg.scan_layers:
         params = stack_layers(params, cfg.n_layers)
         want = (want[0], stack_layers(want[1], cfg.n_layers))
