@@ -128,9 +128,12 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    data: int = -1  # -1: all devices not used by the other axes
+    data: int = -1  # -1: all devices (of a slice) not used by the other axes
     fsdp: int = 1  # devices the batch and every parameter are sharded over (FSDP / ZeRO-3)
+    context: int = 1  # devices the sequence is split over (context parallel; data.seq_len must divide)
     tensor: int = 1  # devices heads, MLP width and vocabulary are split over (tensor parallel)
+    dcn_data: int = -1  # slices the data axis spans (multi-slice); -1: slices not used by dcn_fsdp
+    dcn_fsdp: int = 1  # slices the fsdp axis spans (multi-slice); mesh.fsdp is within a slice
 
 
 @dataclasses.dataclass(frozen=True)

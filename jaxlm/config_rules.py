@@ -174,7 +174,7 @@ def _validate_data_optim_train(cfg: RunConfig) -> None:
             f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}"
         )
 
-    for key in ("data", "fsdp", "tensor"):
+    for key in ("data", "fsdp", "context", "tensor", "dcn_data", "dcn_fsdp"):
         v = getattr(cfg.mesh, key)
         if v == 0 or v < -1:
             raise JaxlmError(f"config key 'mesh.{key}' must be a positive size or -1; got {v}")

@@ -104,6 +104,13 @@ def test_bad_overrides_name_the_key(overrides, must_name):
     assert must_name in msg, msg
 
 
+@pytest.mark.parametrize("key", ["context", "dcn_data", "dcn_fsdp"])
+def test_new_mesh_sizes_are_checked(key):
+    assert getattr(load_config(None, [f"mesh.{key}=2"]).mesh, key) == 2
+    msg = _error([f"mesh.{key}=0"])
+    assert f"'mesh.{key}' must be a positive size or -1" in msg, msg
+
+
 def test_divisibility_messages_name_both_keys():
     msg = _error(["model.d_model=30"])
     assert "model.d_model" in msg and "model.n_heads" in msg
