@@ -31,7 +31,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "load_hf", "save_hf", "load_hf_llama", "save_hf_llama", "load_hf_gpt2", "save_hf_gpt2", "config_from_hf", "config_to_hf", "params_from_hf",
+    "load_hf", "save_hf", "load_hf_llama", "save_hf_llama", "load_hf_gpt2", "save_hf_gpt2",
+    "config_from_hf", "config_to_hf", "params_from_hf",
     "params_to_hf", "load_torch_lstm", "lstm_to_torch", "Run", "load_run", "write_run",
     "load_init_params",
 ]

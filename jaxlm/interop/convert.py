@@ -1,6 +1,7 @@
 """Whole conversions, what `jaxlm convert` runs: a Hugging Face GPT-2 or Llama-family folder or a
 PyTorch LSTM state_dict -> a new jaxlm run directory (config.yaml, params/, a tokenizer when one
-applies), and a run directory -> a Hugging Face GPT-2 or Llama folder. Targets must be new or empty directories."""
+applies), and a run directory -> a Hugging Face GPT-2 or Llama folder. Targets must be new or
+empty directories."""
 
 from __future__ import annotations
 
