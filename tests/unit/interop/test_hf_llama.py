@@ -54,7 +54,7 @@ def _jax_logits(cfg: ModelConfig, params, tokens: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name", list(CASES))
 def test_logits_match_transformers(folders, name):
     model, path = folders[name]
-    cfg, params = load_hf(path, scan_layers=name == "llama-gqa-untied")
+    cfg, params = load_hf(path)  # the stacked layout: test_export_round_trip_through_transformers
     kind, overrides = CASES[name]
     assert (cfg.position, cfg.norm, cfg.mlp, cfg.use_bias) == ("rope", "rmsnorm", "swiglu", False)
     assert cfg.n_kv_heads == overrides.get("num_key_value_heads", 2)
