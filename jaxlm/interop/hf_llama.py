@@ -223,9 +223,11 @@ def params_to_hf_llama(cfg: ModelConfig, params: Any) -> dict[str, np.ndarray]:
            "model.norm.weight": params["ln_f"]["norm"]["scale"]}
 
     def dense(key: str, p: dict) -> None:
-        w = p["kernel"]
-        out[f"{key}.weight"] = w.reshape(-1, w.shape[-1]).T if key.endswith("o_proj") \
-            else w.reshape(w.shape[0], -1).T
+        w = p["kernel"]  # (d, n, h), (n, h, d) for o_proj, or (in, out): to torch's (out, in)
+        if key.endswith("o_proj"):
+            out[f"{key}.weight"] = w.reshape(-1, w.shape[-1]).T
+        else:
+            out[f"{key}.weight"] = w.reshape(w.shape[0], -1).T
         if "bias" in p:
             out[f"{key}.bias"] = p["bias"].reshape(-1)
 
