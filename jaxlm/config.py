@@ -40,6 +40,7 @@ class ModelConfig:
     mlp: str = "gelu"  # gelu | swiglu
     tie_embeddings: bool = True  # the output projection reuses the token embedding matrix
     use_bias: bool = True  # transformer: biases in the attention, MLP and LayerNorm layers
+    qkv_bias: bool = False  # transformer: query/key/value biases even with use_bias=false (Qwen2)
     dropout: float = 0.0  # on embeddings and residual branches (LSTM: between layers); 0: off
     init_std: float = 0.02  # std of the normal weight init (residual outputs: / sqrt(2*n_layers))
     dtype: str = "auto"  # compute dtype: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16 | float16
@@ -111,8 +112,8 @@ class TrainConfig:
     nonfinite_patience: int = 10
     debug_nan_steps: list[int] = dataclasses.field(default_factory=list)  # testing: NaN there
     grad_accum: int = 1  # microbatches per update (batch_size is the whole update's batch)
-    # fine-tuning: a fresh run starts from these weights, a Hugging Face GPT-2 folder or a jaxlm
-    # run directory (its model must match model.*); ignored when resuming
+    # fine-tuning: a fresh run starts from these weights, a Hugging Face GPT-2 / Llama / Mistral /
+    # Qwen2 folder or a jaxlm run directory (its model must match model.*); ignored when resuming
     init_from: Optional[str] = None
     samples: int = 3  # generated samples printed at the end
     sample_prompt: str = "def "  # prompt of the end-of-run samples

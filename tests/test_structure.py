@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "jaxlm.config", "jaxlm.config_rules", "jaxlm.flops", "jaxlm.sharding",
                     "jaxlm.config_reference")),
     ("data, models, weight formats", ("jaxlm.data", "jaxlm.models", "jaxlm.interop.hf_gpt2",
+                                      "jaxlm.interop.hf_llama", "jaxlm.interop.hf",
                                       "jaxlm.interop.lstm_torch")),
     ("train core (pure)", ("jaxlm.train.step", "jaxlm.train.state", "jaxlm.train.optim",
                            "jaxlm.evaluate")),

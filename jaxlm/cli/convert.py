@@ -1,5 +1,5 @@
-"""`jaxlm convert`: weights in and out (Hugging Face GPT-2 folders, PyTorch LSTM state_dicts,
-jaxlm run directories), through jaxlm.interop.convert."""
+"""`jaxlm convert`: weights in and out (Hugging Face GPT-2 / Llama / Mistral / Qwen2 folders,
+PyTorch LSTM state_dicts, jaxlm run directories), through jaxlm.interop.convert."""
 
 from __future__ import annotations
 
@@ -13,15 +13,19 @@ NAME = "convert"
 
 EPILOG = """\
 directions:
-  --from-hf DIR --to-workdir DIR       a Hugging Face GPT-2 save_pretrained folder (config.json +
-                                       model.safetensors or pytorch_model.bin) -> a new jaxlm
-                                       run directory (config.yaml, params/, tokenizer)
+  --from-hf DIR --to-workdir DIR       a Hugging Face save_pretrained folder of a GPT2LMHeadModel,
+                                       LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM
+                                       (config.json + model.safetensors, its sharded .index.json
+                                       form, or pytorch_model.bin) -> a new jaxlm run directory
+                                       (config.yaml, params/, tokenizer)
   --from-torch-lstm FILE --to-workdir DIR [--vocab FILE]
                                        a torch.save'd state_dict of Embedding -> LSTM -> Linear;
                                        --vocab: its word vocabulary (one token per line, line i =
                                        id i, or a JSON {token: id} map), which generate needs
   --from-workdir DIR --to-hf DIR       a jaxlm run (newest checkpoint, or --step) -> a folder that
-                                       transformers.GPT2LMHeadModel.from_pretrained loads
+                                       transformers.AutoModelForCausalLM.from_pretrained loads:
+                                       GPT2LMHeadModel, or LlamaForCausalLM (Qwen2ForCausalLM
+                                       with model.qkv_bias) for rope + rmsnorm + swiglu models
 
 examples:
   jaxlm convert --from-hf ~/models/gpt2 --to-workdir runs/gpt2
@@ -37,17 +41,17 @@ source has no tokenizer of its own; jaxlm does not read Hugging Face tokenizer f
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    c = sub.add_parser(NAME, help="import/export weights (Hugging Face GPT-2, PyTorch LSTM)",
+    c = sub.add_parser(NAME, help="import/export weights (Hugging Face GPT-2/Llama, PyTorch LSTM)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Convert model weights between jaxlm run directories and "
-                       "Hugging Face GPT-2 / PyTorch LSTM checkpoints.")
+                       "Hugging Face GPT-2 / Llama-family / PyTorch LSTM checkpoints.")
     src = c.add_mutually_exclusive_group(required=True)
-    src.add_argument("--from-hf", metavar="DIR", help="a Hugging Face GPT-2 folder")
+    src.add_argument("--from-hf", metavar="DIR", help="a Hugging Face GPT-2 or Llama-family folder")
     src.add_argument("--from-torch-lstm", metavar="FILE", help="a PyTorch LSTM LM state_dict")
     src.add_argument("--from-workdir", metavar="DIR", help="a jaxlm run directory")
     dst = c.add_mutually_exclusive_group(required=True)
     dst.add_argument("--to-workdir", metavar="DIR", help="a new jaxlm run directory")
-    dst.add_argument("--to-hf", metavar="DIR", help="a new Hugging Face GPT-2 folder")
+    dst.add_argument("--to-hf", metavar="DIR", help="a new Hugging Face GPT-2 or Llama folder")
     c.add_argument("--step", type=int, default=None, help="with --from-workdir: checkpoint step")
     c.add_argument("--vocab", metavar="FILE", default=None,
                    help="with --from-torch-lstm: the word vocabulary (one token per line, or a "

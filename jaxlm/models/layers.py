@@ -109,6 +109,7 @@ class Attention(nn.Module):
     implementation: Optional[str] = None  # xla|cudnn|splash|blockwise (models.attention)
     decode: bool = False
     causal: bool = True  # False: bidirectional (the masked-LM / classification encoder)
+    qkv_bias: bool = False  # query/key/value biases even when use_bias is False (Qwen2)
 
     @nn.compact
     def __call__(
@@ -119,7 +120,8 @@ class Attention(nn.Module):
 
         def proj(name: str, heads: int, head_axis: str) -> jax.Array:
             return nn.DenseGeneral(
-                features=(heads, self.head_dim), axis=-1, use_bias=self.use_bias,
+                features=(heads, self.head_dim), axis=-1,
+                use_bias=self.use_bias or self.qkv_bias,
                 dtype=self.dtype, param_dtype=self.param_dtype,
                 kernel_init=normal(self.init_std, ("embed", head_axis, "head_dim")),
                 bias_init=zeros((head_axis, "head_dim")), name=name,

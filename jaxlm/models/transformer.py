@@ -56,7 +56,7 @@ class Block(nn.Module):
             use_rope=c.position == "rope", rope_theta=c.rope_theta, init_std=c.init_std,
             out_init_std=out_std, dtype=dtype, param_dtype=pdtype,
             implementation=None if self.decode else impl, decode=self.decode,
-            causal=is_causal(c), name="attn",
+            causal=is_causal(c), qkv_bias=c.qkv_bias, name="attn",
         )(norm("ln_1")(x_btd), positions_bt, valid_bt)
         x_btd = x_btd + nn.Dropout(c.dropout)(h, deterministic=not self.train)
         h = Mlp(
