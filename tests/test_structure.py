@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data, models, weight formats", ("jaxlm.data", "jaxlm.models", "jaxlm.interop.hf_gpt2",
                                       "jaxlm.interop.lstm_torch")),
     ("train core (pure)", ("jaxlm.train.step", "jaxlm.train.state", "jaxlm.train.optim",
+                           "jaxlm.train.param_groups",
                            "jaxlm.evaluate")),
     ("run directory, checkpoints", ("jaxlm.checkpoint", "jaxlm.rundir", "jaxlm.init_from")),
     ("generation, assembly, run records", ("jaxlm.generate", "jaxlm.train.setup",
