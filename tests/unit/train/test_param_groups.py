@@ -17,7 +17,7 @@ from jaxlm.models import build_model
 from jaxlm.train import param_groups
 from jaxlm.train.optim import build_optimizer
 
-GPT = ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=2, max_seq_len=16)
+GPT = ModelConfig(vocab_size=61, d_model=32, n_layers=1, n_heads=2, max_seq_len=16)
 
 
 def _params(cfg: ModelConfig):
