@@ -13,7 +13,7 @@ from jaxlm.config import MeshConfig, ModelConfig, OptimConfig
 from jaxlm.models import build_model
 from jaxlm.train.optim import build_optimizer, schedule
 from jaxlm.train.param_groups import group_labels, lr_multipliers
-from jaxlm.train.state import init_state
+from jaxlm.train.state import init_state, state_shardings
 from jaxlm.train.step import compile_steps
 
 SEQ, VOCAB = 16, 64
@@ -22,32 +22,30 @@ MUP = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=1, n_heads=4, max_seq_l
 OPTIM = OptimConfig(lr=1e-3, warmup_steps=0, schedule="constant")
 
 
-def _one_step(group_lr, mesh):
-    model = build_model(MUP)
-    opt = build_optimizer(OPTIM, 4, group_lr=group_lr)
-    state, shardings = init_state(model, opt, seed=0, seq_len=SEQ, mesh=mesh)
-    step, _ = compile_steps(model, opt, schedule(OPTIM, 4), shardings, mesh)
+def _batch(mesh):
     rows = (np.random.default_rng(0).integers(0, VOCAB, (8, 1)) + np.arange(SEQ + 1)) % VOCAB
     batch = {"inputs": rows[:, :-1].astype(np.int32), "targets": rows[:, 1:].astype(np.int32),
              "mask": np.ones((8, SEQ), bool)}
-    batch = jax.device_put(batch, sharding.batch_sharding(mesh))
-    before = jax.device_get(state.params)
-    state, metrics = step(state, batch)
-    return before, state, shardings, metrics
+    return jax.device_put(batch, sharding.batch_sharding(mesh))
 
 
 def test_per_group_lrs_reach_their_leaves_on_fsdp_tp_mesh():
     mesh = sharding.make_mesh(MeshConfig(data=2, fsdp=2, tensor=2), jax.devices()[:8])
     mult = lr_multipliers(MUP)
-    p0, plain, plain_sh, plain_m = _one_step(None, mesh)
-    _, mup, mup_sh, mup_m = _one_step(mult, mesh)
-    assert mup_sh == plain_sh  # params and optimizer state shard as before
+    model = build_model(MUP)
+    plain_opt, mup_opt = build_optimizer(OPTIM, 4), build_optimizer(OPTIM, 4, group_lr=mult)
+    state, shardings = init_state(model, plain_opt, seed=0, seq_len=SEQ, mesh=mesh)
+    assert state_shardings(model, mup_opt, SEQ, mesh)[1] == shardings  # μP shards as SP
+    p0 = jax.device_get(state.params)
+    twin = jax.device_put(jax.device_get(state), shardings)  # a step donates its state
+    lr = schedule(OPTIM, 4)
+    plain, plain_m = compile_steps(model, plain_opt, lr, shardings, mesh)[0](state, _batch(mesh))
+    mup, mup_m = compile_steps(model, mup_opt, lr, shardings, mesh)[0](twin, _batch(mesh))
     q = mup.params["h_0"]["attn"]["query"]["kernel"]
-    assert q.sharding.spec == plain_sh.params["h_0"]["attn"]["query"]["kernel"].spec
+    assert q.sharding.spec == shardings.params["h_0"]["attn"]["query"]["kernel"].spec
     assert len(q.addressable_shards) == 8 and q.addressable_shards[0].data.size == q.size // 4
-    labels = group_labels(p0)
     seen = set()
-    for path, group in jax.tree_util.tree_leaves_with_path(labels):
+    for path, group in jax.tree_util.tree_leaves_with_path(group_labels(p0)):
         d_plain = _leaf(jax.device_get(plain.params), path) - _leaf(p0, path)
         d_mup = _leaf(jax.device_get(mup.params), path) - _leaf(p0, path)
         np.testing.assert_allclose(d_mup, mult[group] * d_plain, rtol=1e-4, atol=1e-9,
