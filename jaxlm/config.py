@@ -43,6 +43,9 @@ class ModelConfig:
     qkv_bias: bool = False  # transformer: query/key/value biases even with use_bias=false (Qwen2)
     dropout: float = 0.0  # on embeddings and residual branches (LSTM: between layers); 0: off
     init_std: float = 0.02  # std of the normal weight init (residual outputs: / sqrt(2*n_layers))
+    # μP (transformer): the d_model at which μP equals the standard parametrization; wider
+    # models scale init, per-group learning rates, attention and logits (docs/mup.md)
+    mup_base_width: Optional[int] = None  # None: standard parametrization
     dtype: str = "auto"  # compute dtype: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16 | float16
     param_dtype: str = "float32"  # dtype of the parameters and optimizer state
     attention_impl: str = "auto"  # auto|xla|cudnn|splash|blockwise: see jaxlm/models/attention.py

@@ -122,7 +122,24 @@ def validate(cfg: RunConfig) -> None:
             f"data.seq_len={d.seq_len} is longer than the model's maximum, "
             f"model.max_seq_len={m.max_seq_len}"
         )
+    _validate_mup(cfg)
     _validate_data_optim_train(cfg)
+
+
+def _validate_mup(cfg: RunConfig) -> None:
+    m = cfg.model
+    if m.mup_base_width is None:
+        return
+    _positive("model.mup_base_width", m.mup_base_width)
+    if m.family != "transformer":
+        raise JaxlmError(f"config key 'model.mup_base_width' applies to the transformer family "
+                         f"only (model.family={m.family}); see docs/mup.md")
+    if cfg.optim.name == "sgd":
+        raise JaxlmError("config key 'model.mup_base_width' needs an Adam-style optimizer "
+                         "(optim.name=adamw, lion or adafactor), not optim.name=sgd")
+    if m.mup_base_width % m.n_heads:
+        raise JaxlmError(f"model.mup_base_width={m.mup_base_width} is not divisible by "
+                         f"model.n_heads={m.n_heads} (μP widens each head)")
 
 
 def _validate_data_optim_train(cfg: RunConfig) -> None:

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                                       "jaxlm.interop.hf_llama", "jaxlm.interop.hf",
                                       "jaxlm.interop.lstm_torch")),
     ("train core (pure)", ("jaxlm.train.step", "jaxlm.train.state", "jaxlm.train.optim",
+                           "jaxlm.train.param_groups",
                            "jaxlm.evaluate")),
     ("run directory, checkpoints", ("jaxlm.checkpoint", "jaxlm.rundir", "jaxlm.init_from")),
     ("generation, assembly, run records", ("jaxlm.generate", "jaxlm.train.setup",

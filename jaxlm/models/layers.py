@@ -110,6 +110,7 @@ class Attention(nn.Module):
     decode: bool = False
     causal: bool = True  # False: bidirectional (the masked-LM / classification encoder)
     qkv_bias: bool = False  # query/key/value biases even when use_bias is False (Qwen2)
+    q_scale: float = 1.0  # extra factor on the queries (μP: attention scale 1/head_dim)
 
     @nn.compact
     def __call__(
@@ -133,6 +134,8 @@ class Attention(nn.Module):
         if self.use_rope:
             q_btnh = rope(q_btnh, positions_bt, self.rope_theta)
             k_btkh = rope(k_btkh, positions_bt, self.rope_theta)
+        if self.q_scale != 1.0:  # every kernel then applies its own 1/sqrt(head_dim)
+            q_btnh = q_btnh * jnp.asarray(self.q_scale, q_btnh.dtype)
         if self.decode:
             k_bskh, v_bskh, mask_b1ts = self._update_cache(k_btkh, v_btkh, positions_bt)
             out_btnh = jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask_b1ts)

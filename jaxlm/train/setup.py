@@ -18,6 +18,7 @@ from jaxlm.data.tokenizers import Tokenizer
 from jaxlm.errors import JaxlmError
 from jaxlm.models import attention, build_model
 from jaxlm.train.optim import build_optimizer, frozen_backbone, schedule
+from jaxlm.train.param_groups import lr_multipliers
 from jaxlm.train.state import state_shardings
 from jaxlm.train.step import MlmSpec, compile_steps
 
@@ -69,7 +70,7 @@ def assemble(cfg: RunConfig, mesh: Mesh, tokenizer: Tokenizer,
     if attn:
         m = dataclasses.replace(m, attention_impl=attn)
     model = build_model(m)
-    optimizer = build_optimizer(cfg.optim, t.steps)
+    optimizer = build_optimizer(cfg.optim, t.steps, group_lr=lr_multipliers(m))
     if t.freeze_backbone:  # only the classifier head is trained
         optimizer = frozen_backbone(optimizer)
     lr_schedule = schedule(cfg.optim, t.steps)
