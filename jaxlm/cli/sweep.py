@@ -94,9 +94,9 @@ def run(args: argparse.Namespace) -> Status:
     from jaxlm.cli.process import quiet_checkpoints
 
     quiet_checkpoints()
-    sweep.write_spec_copy(spec, args.workdir)
     launcher = sweep.make_launcher(spec.launcher, args.workdir, verbose=args.verbose)
     try:
+        sweep.write_spec_copy(spec, args.workdir)
         out = sweep.run_sweep(spec, mine, args.workdir, retry_failed=args.retry_failed,
                               quiet_runs=not args.verbose, launcher=launcher)
     finally:

@@ -17,6 +17,7 @@ from typing import Any
 import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
 
+from jaxlm.errors import JaxlmError
 from jaxlm.scaling.launch_spec import LauncherSpec
 from jaxlm.scaling.sweep.launchers import Launcher, Outcome
 from jaxlm.scaling.sweep.member import Task, member_task, one_line
@@ -31,7 +32,11 @@ class SlurmLauncher(Launcher):
         self.spec = spec
         s = spec.slurm
         folder = s.folder or str(pathlib.Path(workdir) / "submitit")
-        self.executor = submitit.AutoExecutor(folder=folder, cluster=s.executor)
+        try:
+            self.executor = submitit.AutoExecutor(folder=folder, cluster=s.executor)
+        except RuntimeError as e:  # no SLURM here (submitit looks for srun)
+            raise JaxlmError(f"--launcher slurm: {e} (launcher.slurm.executor: local runs "
+                             "each member as a local process instead)") from None
         params: dict[str, Any] = {"timeout_min": s.time_min}
         if s.mem_gb is not None:
             params["mem_gb"] = s.mem_gb
