@@ -108,6 +108,8 @@ def test_a_killed_or_stopped_worker_is_retried_and_resumes(ray_cluster, spec_pat
                   .read_text().splitlines() if '"event"' in line]
         starts = [e["start_step"] for e in events if e["event"] == "start"]
         assert starts[0] == 0 and starts[-1] >= 4, starts  # resumed from a checkpoint
+        if how[name] == signal.SIGTERM:  # stopped cleanly: checkpointed, then reported
+            assert "preempted" in [e["event"] for e in events]
 
 
 def test_submitit_local_executor_runs_the_sweep(spec_path, reference, tmp_path):
