@@ -124,3 +124,24 @@ def test_an_older_runs_csv_still_counts_and_records_win(tmp_path):
     assert members[1].name in {n for n, _ in launcher.started}
     got = sweep.read_rows(work / "runs.csv")
     assert got[members[0].name]["loss"] == "1.5" and got[members[1].name]["status"] == "ok"
+
+
+def test_fit_reads_a_sweep_directory_from_its_records(tmp_path, capsys):
+    """`jaxlm fit --input DIR` compiles DIR/runs.csv from the members' records first."""
+    import numpy as np
+
+    from jaxlm import cli
+    from scaling_helpers import isoflop_grid, random_constants
+
+    rng = np.random.default_rng(3)
+    N, D, C, L = isoflop_grid(rng, random_constants(rng), noise=0.005,
+                              budgets=np.geomspace(1e17, 1e19, 4), per_budget=5)
+    for i in range(N.size):
+        results.write_record(tmp_path, {"name": f"t-{i}", "family": "transformer",
+                                        "status": "ok", "params": int(N[i]),
+                                        "tokens": int(D[i]), "flops": C[i], "loss": L[i]})
+    assert cli.main(["fit", "--input", str(tmp_path), "--output", str(tmp_path / "fit"),
+                     "--bootstrap", "0", "--holdout", "0"]) == 0
+    assert len(rows(tmp_path / "runs.csv")) == N.size
+    assert "transformer: 20 runs" in capsys.readouterr().out
+    assert (tmp_path / "fit" / "fit.json").is_file()
