@@ -51,6 +51,7 @@ class _Driver:
         self.attempts: dict[str, int] = {}
         self.running: dict[Any, Member] = {}
         self.queue: list[Member] = []
+        self.waiting: set[str] = set()  # members run elsewhere that ours wait for
         self.out = SweepOutcome([], [], [])
         self.cache = _compilation_cache()
 
@@ -68,7 +69,13 @@ class _Driver:
         if row.get("status") == "ok":
             self.ok.add(a)
             return None
-        return f"waits for {a}, which failed" if row.get("status") == "failed" else "wait"
+        if row.get("status") == "failed":
+            return f"waits for {a}, which failed"
+        if a not in self.waiting:  # said once: this driver may wait a long time here
+            self.waiting.add(a)
+            self.log(f"jaxlm sweep: {m.name} waits for {a}, which is not this driver's to run "
+                     f"(another worker's?); looking for its record every {POLL_SEC:g}s")
+        return "wait"
 
     def start_ready(self) -> None:
         for m in list(self.queue):

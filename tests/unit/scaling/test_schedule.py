@@ -145,3 +145,26 @@ def test_fit_reads_a_sweep_directory_from_its_records(tmp_path, capsys):
     assert len(rows(tmp_path / "runs.csv")) == N.size
     assert "transformer: 20 runs" in capsys.readouterr().out
     assert (tmp_path / "fit" / "fit.json").is_file()
+
+
+def test_after_a_member_run_elsewhere_waits_for_its_record(tmp_path, monkeypatch, capsys):
+    """--num-workers: the member named in `after` may be another worker's; this driver waits
+    until that one's record says ok."""
+    from jaxlm.scaling.sweep import schedule
+
+    spec, members, order = _members(tmp_path)
+    trunk = next(m for m in members if m.name == order[-1])
+    branch = dataclasses.replace(members[0] if members[0] is not trunk else members[1],
+                                 after=trunk.name)
+    polls = []
+
+    def sleep(seconds):  # the other worker finishes the trunk while this one waits
+        polls.append(seconds)
+        if len(polls) == 2:
+            results.write_record(tmp_path / "w", results.member_row(trunk, "ok"))
+    monkeypatch.setattr(schedule.time, "sleep", sleep)
+    launcher = Scripted()
+    out = sweep.run_sweep(spec, [branch], tmp_path / "w", launcher=launcher)
+    assert launcher.started == [(branch.name, 1)] and out.ran == [branch.name]
+    assert len(polls) == 2
+    assert capsys.readouterr().err.count(f"waits for {trunk.name}, which is not this") == 1
