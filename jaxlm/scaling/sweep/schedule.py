@@ -78,8 +78,9 @@ class _Driver:
         return "wait"
 
     def start_ready(self) -> None:
+        slots = self.launcher.slots()  # asked once per round (Ray: the cluster's resources)
         for m in list(self.queue):
-            if len(self.running) >= self.launcher.slots():
+            if len(self.running) >= slots:
                 return
             state = "invalid" if m.error else self._after_state(m)
             if state == "wait":

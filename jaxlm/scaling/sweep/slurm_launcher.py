@@ -10,6 +10,7 @@ checkpoint, up to `launcher.retries` times.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import time
 from typing import Any
@@ -48,9 +49,12 @@ class SlurmLauncher(Launcher):
         self.executor.update_parameters(**params)
 
     def slots(self) -> int:
-        # SLURM queues what it cannot start yet; the local executor runs everything at once
-        return self.spec.max_concurrent or (1 << 30 if self.spec.slurm.executor == "slurm"
-                                            else 1)
+        if self.spec.max_concurrent:
+            return self.spec.max_concurrent
+        if self.spec.slurm.executor == "slurm":
+            return 1 << 30  # SLURM queues what it cannot start yet
+        # the local executor starts every job at once: as many as this machine's cores fit
+        return max(1, int((os.cpu_count() or 1) // max(1.0, self.spec.resources.cpus)))
 
     def submit(self, task: Task) -> Any:
         r = task.resources
