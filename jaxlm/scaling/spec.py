@@ -21,6 +21,8 @@ from omegaconf import errors as oc_errors
 
 from jaxlm import config as config_lib
 from jaxlm.errors import JaxlmError
+from jaxlm.scaling import launch_spec
+from jaxlm.scaling.launch_spec import LauncherSpec
 
 FAMILIES = config_lib.FAMILIES  # the model families, defined once with the config
 FLOPS_RULES = ("6N", "counter")
@@ -77,6 +79,7 @@ class SweepSpec:
     batch_size: RuleSpec = dataclasses.field(default_factory=RuleSpec)
     warmup_fraction: float = 0.05  # optim.warmup_steps = round(fraction * steps)
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])  # train.seed (init)
+    launcher: LauncherSpec = dataclasses.field(default_factory=LauncherSpec)  # launch_spec
 
 
 def _spec_error(e: oc_errors.OmegaConfBaseException, source: str) -> JaxlmError:
@@ -90,7 +93,8 @@ def _spec_error(e: oc_errors.OmegaConfBaseException, source: str) -> JaxlmError:
 _NESTED = {("SweepSpec", "families"): ("dict", FamilySpec), ("SweepSpec", "isoflop"): IsoFlopSpec,
            ("SweepSpec", "lr"): RuleSpec, ("SweepSpec", "batch_size"): RuleSpec,
            ("FamilySpec", "sizes"): ("list", SizeSpec), ("FamilySpec", "lr"): RuleSpec,
-           ("FamilySpec", "batch_size"): RuleSpec}
+           ("FamilySpec", "batch_size"): RuleSpec, ("SweepSpec", "launcher"): LauncherSpec,
+           **launch_spec.NESTED}
 
 
 def _kind(value: Any) -> str:
@@ -225,6 +229,7 @@ def validate_spec(spec: SweepSpec, source: str = "sweep spec") -> None:
                       f"got '{spec.isoflop.flops_rule}'")
         if any(c <= 0 for c in spec.isoflop.budgets):
             raise bad("isoflop.budgets", "must all be > 0")
+    launch_spec.validate_launcher(spec.launcher, bad)
     if any(d <= 0 for d in spec.tokens):
         raise bad("tokens", "must all be > 0")
     if not spec.seeds:
