@@ -108,6 +108,9 @@ def main() -> None:
     for count, mode in ((1, "global"), (args.processes, "global"), (args.processes, "per_host")):
         with meter.timed():
             hosts = _measure(mode, count, args)
+        if min(c for h in hosts for c in h["cpu"]) <= 0.05:  # os.times() ticks at 10 ms
+            sys.exit(f"a round of {args.batches} batches took too little CPU time to measure; "
+                     f"raise --batches")
         # per round, the busiest host sets the run's rate: global-batch tokens per CPU-second of
         # its pipeline (wall time on this shared machine says more about the others' load)
         rate = statistics.median(tokens / max(h["cpu"][r] for h in hosts)
