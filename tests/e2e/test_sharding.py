@@ -130,13 +130,18 @@ def test_two_processes_per_host_input_resume_exactly(tmp_path, single_process_ru
     both positions are checkpointed, and a resume on two hosts continues exactly. Checkpoints
     by time are taken at the same steps by both processes (a due time at every log step)."""
     workdir = tmp_path / "run"
+    # small row-shuffle windows: the position inside the first (default, 1024-row) window is
+    # the same number on both hosts, and would not tell their positions apart
     timed = ["train.log_every=2", "train.checkpoint_every_minutes=1e-9",
-             "train.keep_checkpoints=10"]
+             "train.keep_checkpoints=10", "data.shuffle_window=2"]
     _two_processes(workdir, *timed)
     header = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[0])
     assert header["data_input"] == "per_host" and header["input_shards"] == 2
     # by time at log steps 2 and 4, by count at 3 and the last step: all written by both
     assert _ckpts(workdir) == ["2", "3", "4", "6"]
+    # both hosts' positions, gathered into the data item process 0 wrote (Orbax's JSON file)
+    position = json.loads((workdir / "checkpoints" / "3" / "data" / "metadata").read_text())
+    assert position["input_shards"] == 2 and position["states"][0] != position["states"][1]
     uninterrupted = step_losses(workdir)
     assert sorted(uninterrupted) == [2, 3, 4, 6]  # log steps and the eval step
     # other documents in each row than the global stream of one host gives
