@@ -123,3 +123,11 @@ def test_a_global_position_is_refused_by_several_shards(tmp_path):
         ckpt.restore(3, abstract, shardings,
                      HostPosition(shard_it, "per_host", InputShard(1, 2), gather=None))
     ckpt.close()
+
+
+def test_data_input_names_its_choices():
+    from jaxlm.config import load_config
+
+    assert load_config(None, []).data.input == "per_host"
+    with pytest.raises(JaxlmError, match="'data.input' must be one of per_host, global; got 'x'"):
+        load_config(None, ["data.input=x"])
