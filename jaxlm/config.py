@@ -82,6 +82,8 @@ class DataConfig:
     seed: int = 0  # shuffle order
     label_key: str = "label"  # model.objective=classify: the label field (CSV/JSONL/tfds)
     shuffle_window: int = 1024  # packed rows shuffled together (mixes long documents); 0: off
+    # multi-host reading; one host: the same stream either way (docs/multihost_input.md)
+    input: str = "per_host"  # per_host: each host packs its 1/P of the docs | global: all, any P
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +111,8 @@ class TrainConfig:
     eval_batches: int = 10  # batches per periodic eval; the final eval uses final_eval_batches
     final_eval_batches: int = 100  # 0: the whole eval split
     checkpoint_every: int = 300  # 0: only at the end
+    # checked at log steps, by process 0's clock, so that every host saves the same step
+    checkpoint_every_minutes: float = 0.0  # also save once this long since the last save; 0: off
     keep_checkpoints: int = 3  # the newest ones; the one with the best eval loss is kept too
     nonfinite: str = "skip"  # skip | halt: on a non-finite loss or gradient norm
     # nonfinite=skip: stop the run (exit 3) after this many consecutive skipped updates; 0: never

@@ -23,6 +23,7 @@ REMAT_POLICIES = ("none", "full", "dots_saveable")
 OBJECTIVES = ("clm", "mlm", "classify")
 POOLINGS = ("auto", "last", "first", "mean")
 TOKENIZERS = ("byte", "sentencepiece")
+INPUT_MODES = ("per_host", "global")  # data.input: jaxlm/data/hosts.py
 SP_MODEL_TYPES = ("bpe", "unigram")
 OPTIMIZERS = ("adamw", "adafactor", "lion", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -152,6 +153,7 @@ def _validate_data_optim_train(cfg: RunConfig) -> None:
     _positive("data.sp_vocab_size", d.sp_vocab_size)
     _positive("data.sp_train_chars", d.sp_train_chars)
     _positive("data.shuffle_window", d.shuffle_window, allow_zero=True)
+    _choice("data.input", d.input, INPUT_MODES)
     if not 0.0 < d.validation_fraction < 1.0:
         raise JaxlmError(
             f"config key 'data.validation_fraction' must be in (0, 1); got {d.validation_fraction}"
@@ -180,6 +182,7 @@ def _validate_data_optim_train(cfg: RunConfig) -> None:
     for key in ("eval_every", "eval_batches", "final_eval_batches", "checkpoint_every", "samples"):
         _positive(f"train.{key}", getattr(t, key), allow_zero=True)
     _positive("train.sample_temperature", t.sample_temperature, allow_zero=True)
+    _positive("train.checkpoint_every_minutes", t.checkpoint_every_minutes, allow_zero=True)
     _choice("train.nonfinite", t.nonfinite, ("skip", "halt"))
     _positive("train.nonfinite_patience", t.nonfinite_patience, allow_zero=True)
     for s in t.debug_nan_steps:

@@ -6,7 +6,8 @@ checkpoints), holding
 
   state    params, optimizer state, step, RNG: restored onto the abstract sharded state, so any
            mesh the parameters fit works, not only the one that saved them
-  data     the Grain train-iterator state (JSON)
+  data     the Grain train-iterator state (JSON); with per-host input on several hosts, every
+           input shard's, gathered (jaxlm.data.hosts.HostPosition)
   meta     a fingerprint of every state leaf and of the iterator state, the skipped-step
            count (JSON)
   config   the resolved run config (JSON)

@@ -177,7 +177,7 @@ class Checkpointer:
                     raise Unreadable("its data-iterator position does not match the fingerprint "
                                      "written with it")
                 data_iterator.set_state(grain_state_from_json(restored["data"]))
-        except Unreadable:
+        except (Unreadable, JaxlmError):  # JaxlmError: a whole position this launch cannot take
             raise
         except Exception as e:  # noqa: BLE001 - missing, truncated or garbled files all land here
             raise Unreadable(read_reason(e)) from None

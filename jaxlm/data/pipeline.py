@@ -1,14 +1,19 @@
-"""Grain input pipeline: shuffle -> tokenize (+EOS) -> pack -> global batch -> this process's rows.
+"""Grain input pipeline: shuffle -> tokenize (+EOS) -> pack -> batch -> this process's rows.
 
 Documents are packed back to back, separated by EOS, into rows of seq_len + 1 tokens
 (grain's concat-then-split); a row gives inputs = row[:-1] and targets = row[1:]. Attention
 may cross document boundaries inside a row, as in GPT-2 / nanoGPT training.
 
-Multi-host: every process walks the same global stream and keeps only the rows of each global
-batch that its devices hold (`local_rows`). The run is then the same run on any number of hosts
-(and resumes exactly across a change of topology), and the data position is one iterator state,
-identical on every process. The price is that each host tokenizes the whole stream; packing and
-tokenizing are cheap next to a train step for the corpora jaxlm targets.
+Multi-host, two modes (`data.input`):
+- per_host (`shard`, see jaxlm.data.hosts): each process reads, tokenizes and packs only the
+  documents of its input shard (every count-th document) into its own rows. Each host does 1/P
+  of the work, so the input rate grows with the hosts; the data a run sees depends on the host
+  count (the same run given the same count), and so does its checkpointed position.
+- global (`local_rows`): every process walks the same global stream and keeps only the rows of
+  each global batch that its devices hold. The run is the same run on any number of hosts (and
+  resumes exactly across a change of topology), and the data position is one iterator state,
+  identical on every process; but each host tokenizes the whole stream.
+With one host the two are the same stream.
 The train iterator is a grain `DatasetIterator`: `get_state()` / `set_state()` checkpoint it.
 """
 
@@ -20,6 +25,7 @@ import grain
 import numpy as np
 from grain.experimental import ConcatThenSplitIterDataset, WindowShuffleIterDataset
 
+from jaxlm.data.hosts import InputShard
 from jaxlm.data.tokenizers import Tokenizer
 from jaxlm.errors import JaxlmError
 
@@ -49,16 +55,28 @@ def _select_rows(batch: Batch, rows: Optional[slice]) -> Batch:
 def train_iterator(
     texts: Sequence[str], tokenizer: Tokenizer, *, seq_len: int, global_batch: int, seed: int,
     shuffle_window: int = 1024, local_rows: Optional[slice] = None,
+    shard: InputShard = InputShard(0, 1),
 ) -> grain.DatasetIterator:
     """Endless, reshuffled each epoch, checkpointable. Yields Batch of (rows, seq_len): the
-    `local_rows` of each (global_batch, seq_len) batch (all of them when None).
+    `local_rows` of each (global_batch, seq_len) batch (all of them when None); or, for a
+    `shard` of count > 1, its own (global_batch / count, seq_len) rows, packed from documents
+    shard.index, shard.index + count, ... only.
 
     Packed rows are shuffled again within windows of `shuffle_window` rows: a long document
     otherwise fills whole batches with consecutive chunks of itself (0 turns this off).
     """
     if len(texts) == 0:
         raise JaxlmError("the training split has no documents")
-    ds = _tokenized(grain.MapDataset.source(texts), tokenizer).shuffle(seed=seed).repeat(None)
+    docs = grain.MapDataset.source(texts)
+    if shard.count > 1:
+        if local_rows is not None:
+            raise ValueError("a per-host shard is this process's rows already: no local_rows")
+        if len(texts) < shard.count:
+            raise JaxlmError(f"data.input=per_host: the training split has {len(texts)} "
+                             f"documents, fewer than the {shard.count} input shards (one per "
+                             f"host); use data.input=global")
+        docs, global_batch = docs[shard.index::shard.count], global_batch // shard.count
+    ds = _tokenized(docs, tokenizer).shuffle(seed=seed).repeat(None)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
     it_ds = ConcatThenSplitIterDataset(it_ds, length_struct={"tokens": seq_len + 1})
     if shuffle_window > 1:

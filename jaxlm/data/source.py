@@ -11,6 +11,7 @@ import numpy as np
 from jaxlm.config import DataConfig
 from jaxlm.data import labelled, pipeline
 from jaxlm.data.corpora import Corpus, load_corpus
+from jaxlm.data.hosts import InputShard
 from jaxlm.data.tokenizers import Tokenizer
 
 Batch = dict[str, np.ndarray]
@@ -22,10 +23,20 @@ class RunData:
     rows: Optional[labelled.LabelledData]  # classify only
     data: DataConfig
 
+    def input_shard(self, global_batch: int, local_rows: Optional[slice]) -> InputShard:
+        """The documents this process reads (jaxlm.data.hosts): its own shard when
+        data.input=per_host on several hosts, else the whole stream (labelled rows, for
+        classify, always are)."""
+        if self.data.input != "per_host" or self.rows is not None or local_rows is None:
+            return InputShard(0, 1)
+        return InputShard.of_rows(local_rows, global_batch)
+
     def train_iterator(self, tokenizer: Tokenizer, global_batch: int,
-                       local_rows: Optional[slice] = None) -> Iterator[Batch]:
-        """Endless (global_batch, seq_len) batches, this process's `local_rows` of each; a Grain
-        iterator (its state is what checkpoints record)."""
+                       local_rows: Optional[slice] = None,
+                       shard: InputShard = InputShard(0, 1)) -> Iterator[Batch]:
+        """Endless (global_batch, seq_len) batches, this process's `local_rows` of each (or,
+        for a `shard` of count > 1, the rows it packs itself: they are this process's rows); a
+        Grain iterator (its state is what checkpoints record, see HostPosition)."""
         d = self.data
         if self.rows is not None:
             return labelled.train_iterator(
@@ -33,7 +44,8 @@ class RunData:
                 global_batch=global_batch, seed=d.seed, local_rows=local_rows)
         return pipeline.train_iterator(
             self.corpus.train, tokenizer, seq_len=d.seq_len, global_batch=global_batch,
-            seed=d.seed, shuffle_window=d.shuffle_window, local_rows=local_rows)
+            seed=d.seed, shuffle_window=d.shuffle_window,
+            local_rows=None if shard.count > 1 else local_rows, shard=shard)
 
     def eval_batches(self, tokenizer: Tokenizer, global_batch: int, max_batches: int,
                      local_rows: Optional[slice] = None) -> Iterator[Batch]:

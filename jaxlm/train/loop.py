@@ -34,6 +34,7 @@ from jaxlm.errors import NonFiniteError
 from jaxlm.evaluate import evaluate, with_coverage
 from jaxlm.generate import run_samples
 from jaxlm.train import metrics as metrics_lib
+from jaxlm.train.checkpoint_clock import CheckpointClock
 from jaxlm.train.preemption import Preempted, StopSignals
 from jaxlm.train.start import OpenRun, open_run, write_header
 
@@ -131,6 +132,7 @@ class _Loop:
         self.config_dict = config_lib.to_dict(run.cfg)
         self.bar = metrics_lib.progress(self.t.steps, initial=run.start_step, enabled=run.show)
         self.stop = StopSignals(log=run.warn)
+        self.clock = CheckpointClock(self.t.checkpoint_every_minutes)
 
     # -- the steps ------------------------------------------------------------------------------
 
@@ -161,7 +163,10 @@ class _Loop:
                 if t.checkpoint_every and step % t.checkpoint_every == 0 and step != t.steps:
                     self._save(step)
                 self.bar.update(1)
-                if self._stop_now(step):
+                stop, save_due = self._agree(step)
+                if save_due and p.last_saved != step and step != t.steps:
+                    self._save(step)  # train.checkpoint_every_minutes
+                if stop:
                     stopped = self.stop.requested or "a signal to another process"
                     break
             if p.pending is not None:
@@ -229,6 +234,7 @@ class _Loop:
                            config=self.config_dict,
                            eval_loss=p.last_eval[1] if p.last_eval[0] == step else None)
         p.last_saved = step
+        self.clock.saved()
 
     def _eval(self, max_batches: int) -> dict[str, float]:
         run = self.run
@@ -270,15 +276,19 @@ class _Loop:
         if self.on_log is not None:
             self.on_log(record)
 
-    def _stop_now(self, step: int) -> bool:
-        """Whether to stop after `step`. Processes of a multi-host run must stop at the same
-        step, so they agree at log steps (one tiny all-gather) rather than each on its own."""
+    def _agree(self, step: int) -> tuple[bool, bool]:
+        """(stop after `step`, checkpoint it for train.checkpoint_every_minutes). Processes of a
+        multi-host run must stop and save at the same steps, so they agree at log steps (one
+        tiny all-gather): any process's signal stops all; process 0's clock decides the save."""
+        requested = self.stop.requested is not None
+        sync_point = step % self.t.log_every == 0 or step == self.t.steps
         if jax.process_count() == 1:
-            return self.stop.requested is not None
-        if step % self.t.log_every and step != self.t.steps:
-            return False
-        flags = multihost_utils.process_allgather(np.int32(self.stop.requested is not None))
-        return bool(np.any(flags))
+            return requested, sync_point and self.clock.due()
+        if not sync_point:
+            return False, False
+        flags = np.asarray(multihost_utils.process_allgather(
+            np.asarray([requested, self.clock.due()], np.int32))).reshape(-1, 2)
+        return bool(np.any(flags[:, 0])), bool(flags[0, 1])
 
     # -- the end --------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from jaxlm import config as config_lib
 from jaxlm import flops, rundir, sharding
 from jaxlm.checkpoint import Checkpointer, checkpoint_steps
 from jaxlm.config import RunConfig
+from jaxlm.data.hosts import HostPosition
 from jaxlm.data.prefetch import DevicePrefetcher
 from jaxlm.data.source import RunData, load_run_data
 from jaxlm.data.tokenizers import Tokenizer, select_tokenizer
@@ -46,7 +47,7 @@ class OpenRun:
     put: Callable[[dict], dict]  # this process's rows -> a global batch on the mesh
     rows: slice  # this process's rows of each global batch
     token_bytes: jax.Array
-    batches: DevicePrefetcher
+    batches: HostPosition  # over a DevicePrefetcher
     ckpt: Checkpointer
     state: Any
     start_step: int
@@ -104,9 +105,11 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool)
     rows = sharding.local_rows(mesh, t.batch_size)
     put = functools.partial(sharding.put_batch, mesh, global_batch=t.batch_size)
     # batches go to the devices t.prefetch steps ahead; checkpoints hold the position of the
-    # next batch trained on, so resuming is exact
-    batches = DevicePrefetcher(data.train_iterator(tokenizer, t.batch_size, rows), put,
-                               t.prefetch)
+    # next batch trained on (of every process's input shard: data.input), so resuming is exact
+    shard = data.input_shard(t.batch_size, rows)
+    batches = HostPosition(DevicePrefetcher(
+        data.train_iterator(tokenizer, t.batch_size, rows, shard), put, t.prefetch),
+        d.input, shard)
     ckpt = Checkpointer(workdir / rundir.CHECKPOINTS, keep=t.keep_checkpoints)
     # the newest whole checkpoint (damaged newer ones are reported and moved aside; if all are
     # damaged this raises before anything in the run directory is touched)
@@ -163,6 +166,7 @@ def write_header(run: OpenRun, distributed: Optional[str]) -> None:
         "objective": m.objective,
         "corpus": corpus.name, "train_docs": len(corpus.train), "eval_docs": len(corpus.eval),
         "start_step": run.start_step, "prefetch": t.prefetch,
+        "data_input": d.input, "input_shards": run.batches.shard.count,
     }
     run.writer.write(header)
     run.log(f"jaxlm: {m.family} with {total_params:,} params ({non_embed:,} non-embedding) on "
