@@ -312,7 +312,7 @@ class TextGenerator:
         run = load_run(workdir, step=step)
         check_generative(run.config.model)
         if run.tokenizer is None:
-            raise JaxlmError(f"{workdir} has no tokenizer (tokenizer.json): it can only be "
+            raise JaxlmError(f"{workdir} has no tokenizer (jaxlm_tokenizer.json): it can only be "
                              "sampled from token ids (jaxlm.generate.generate)")
         return cls(run.config.model, run.params, run.tokenizer)
 

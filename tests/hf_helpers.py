@@ -48,3 +48,27 @@ def _tokens(b: int, t: int, seed: int = 0) -> np.ndarray:
 def _hf_logits(model, tokens: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return model(torch.from_numpy(np.asarray(tokens, np.int64))).logits.numpy()
+
+
+TOKENIZER_TEXT = ["hello world, the quick brown fox jumps over the lazy dog.",
+                  "héllo wörld: 日本語 text, tabs\tand\nnewlines", "def f(x):\n    return x + 1"]
+
+
+def save_bpe_tokenizer(path, vocab_size: int = VOCAB) -> "transformers.PreTrainedTokenizerFast":
+    """A byte-level BPE tokenizer (GPT-2's layout, <|endoftext|> = id 0) trained here with
+    `tokenizers` and saved by `save_pretrained` into `path` (tokenizer.json +
+    tokenizer_config.json); returned as transformers loads it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(TOKENIZER_TEXT * 20, trainer)
+    fast = transformers.GPT2TokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                          eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    fast.save_pretrained(path)
+    return transformers.AutoTokenizer.from_pretrained(path)
