@@ -1,5 +1,6 @@
-"""A tiny random Hugging Face GPT-2 saved locally (no download): the one the interop tests use,
-unit (tests/unit/interop/test_hf_gpt2.py) and end to end (tests/e2e/test_interop.py)."""
+"""A tiny random Hugging Face GPT-2 saved locally (no download) with a tiny byte-level BPE
+tokenizer trained here: the ones the interop tests use, unit (tests/unit/interop/test_hf_gpt2.py)
+and end to end (tests/e2e/test_interop.py, tests/e2e/test_hf_workflow.py)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,13 @@ def _hf_model(**overrides):
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
+    """(the model, its folder): weights and a tokenizer (`save_bpe_tokenizer`), as a real
+    GPT-2 folder has both."""
     model = _hf_model()
     path = tmp_path_factory.mktemp("hf") / "gpt2"
     model.save_pretrained(path)
-    assert (path / "model.safetensors").is_file()
+    save_bpe_tokenizer(path)
+    assert (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
     return model, path
 
 

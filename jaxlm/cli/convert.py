@@ -13,13 +13,16 @@ NAME = "convert"
 
 EPILOG = """\
 directions:
-  --from-hf DIR --to-workdir DIR       a Hugging Face GPT-2 save_pretrained folder (config.json +
-                                       model.safetensors or pytorch_model.bin) -> a new jaxlm
+  --from-hf DIR --to-workdir DIR [--tokenizer DIR]
+                                       a Hugging Face GPT-2 save_pretrained folder (config.json +
+                                       model.safetensors or pytorch_model.bin, and its
+                                       tokenizer.json or vocab.json + merges.txt) -> a new jaxlm
                                        run directory (config.yaml, params/, tokenizer)
   --from-torch-lstm FILE --to-workdir DIR
                                        a torch.save'd state_dict of Embedding -> LSTM -> Linear
   --from-workdir DIR --to-hf DIR       a jaxlm run (newest checkpoint, or --step) -> a folder that
-                                       transformers.GPT2LMHeadModel.from_pretrained loads
+                                       transformers.GPT2LMHeadModel.from_pretrained loads (and
+                                       AutoTokenizer, when the run has a Hugging Face tokenizer)
 
 examples:
   jaxlm convert --from-hf ~/models/gpt2 --to-workdir runs/gpt2
@@ -28,8 +31,9 @@ examples:
   jaxlm convert --from-workdir runs/quickstart --to-hf exported/quickstart
 
 Safetensors are read and written without PyTorch; pytorch_model.bin and .pt files need it.
-A converted run directory uses the byte tokenizer when the model's vocabulary holds it and the
-source has no tokenizer of its own; jaxlm does not read Hugging Face tokenizer files.
+A Hugging Face folder's tokenizer comes with it (--tokenizer DIR: another folder's, e.g. for a
+weights-only folder); one whose size does not fit the model's vocabulary is refused. A
+weights-only folder converts with no tokenizer (never the byte tokenizer).
 """
 
 
@@ -45,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dst = c.add_mutually_exclusive_group(required=True)
     dst.add_argument("--to-workdir", metavar="DIR", help="a new jaxlm run directory")
     dst.add_argument("--to-hf", metavar="DIR", help="a new Hugging Face GPT-2 folder")
+    c.add_argument("--tokenizer", metavar="DIR", default=None,
+                   help="with --from-hf: the folder of the model's Hugging Face tokenizer "
+                   "(default: the model folder's own)")
     c.add_argument("--step", type=int, default=None, help="with --from-workdir: checkpoint step")
     c.add_argument("--scan-layers", action="store_true",
                    help="with --to-workdir: store Transformer layers stacked (model.scan_layers)")
@@ -60,6 +67,12 @@ def _note(msg: str) -> None:
     print(f"jaxlm: note: {msg}", file=sys.stderr)
 
 
+def _kind(tokenizer) -> str:
+    kinds = {"ByteTokenizer": "byte", "HFTokenizer": "Hugging Face",
+             "SentencePieceTokenizer": "SentencePiece"}
+    return "none" if tokenizer is None else kinds.get(type(tokenizer).__name__, "yes")
+
+
 def run(args: argparse.Namespace) -> Status:
     if args.to_hf:
         _check(bool(args.from_workdir), "--to-hf needs --from-workdir (a jaxlm run directory)")
@@ -68,6 +81,7 @@ def run(args: argparse.Namespace) -> Status:
                "its directory")
         _check(not (args.from_torch_lstm and args.scan_layers),
                "--scan-layers applies to Transformers only")
+    _check(not args.tokenizer or bool(args.from_hf), "--tokenizer applies to --from-hf only")
     from jaxlm.cli.process import quiet_checkpoints
     from jaxlm.interop import convert
 
@@ -76,15 +90,17 @@ def run(args: argparse.Namespace) -> Status:
     if args.to_hf:
         out = convert.run_to_hf(args.from_workdir, args.to_hf, step=args.step)
         what = f"step {out.step}" if out.step is not None else "imported weights"
-        print(f"wrote {args.to_hf} (config.json, model.safetensors) from {args.from_workdir} "
-              f"({what})")
+        files = "config.json, model.safetensors"
+        if type(out.tokenizer).__name__ == "HFTokenizer":
+            files += ", tokenizer.json"
+        print(f"wrote {args.to_hf} ({files}) from {args.from_workdir} ({what})")
         return Status.OK
     if args.from_hf:
         out = convert.hf_to_run(args.from_hf, args.to_workdir, scan_layers=args.scan_layers,
-                                note=_note)
+                                tokenizer=args.tokenizer, note=_note)
     else:
         out = convert.torch_lstm_to_run(args.from_torch_lstm, args.to_workdir)
     m = out.model
     print(f"wrote {args.to_workdir} ({m.family}, {m.n_layers} layers, d_model {m.d_model}, "
-          f"vocab {m.vocab_size}; tokenizer: {'byte' if out.tokenizer else 'none'})")
+          f"vocab {m.vocab_size}; tokenizer: {_kind(out.tokenizer)})")
     return Status.OK

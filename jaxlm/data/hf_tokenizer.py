@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -170,22 +169,33 @@ class HFTokenizer:
     def vocab(self) -> dict[str, int]:
         return self._tok.get_vocab(with_added_tokens=True)
 
+    def save_pretrained(self, directory: str | pathlib.Path) -> list[str]:
+        """The tokenizer's files as transformers' AutoTokenizer reads them (tokenizer.json and
+        the special-token configs); their names."""
+        for name, data in self._files.items():
+            (pathlib.Path(directory) / name).write_bytes(data)
+        return sorted(self._files)
+
     def save(self, directory: pathlib.Path) -> None:
-        """The tokenizer's files (tokenizer.json and the special-token configs, which
-        transformers' AutoTokenizer also reads) and jaxlm's metadata naming them."""
+        """`save_pretrained`'s files and jaxlm's metadata naming them."""
         from jaxlm.data.tokenizers import TOKENIZER_META
 
         directory = pathlib.Path(directory)
-        for name, data in self._files.items():
-            (directory / name).write_bytes(data)
+        self.save_pretrained(directory)
         meta = {"type": "hf", "files": sorted(self._files), "eos_id": self.eos_id,
                 "pad_id": self.pad_id, "bos_id": self.bos_id}
         (directory / TOKENIZER_META).write_text(json.dumps(meta) + "\n")
 
 
-def copy_hf_files(src: pathlib.Path, dst: pathlib.Path) -> list[str]:
-    """Copies a run directory's Hugging Face tokenizer files into an exported folder."""
-    names = [n for n in (HF_TOKENIZER_FILE,) + CONFIG_FILES if (src / n).is_file()]
-    for n in names:
-        shutil.copyfile(src / n, dst / n)
-    return names
+def vocab_mismatch(model_vocab: int, tok: Any) -> Optional[str]:
+    """Why a model with `model_vocab` embeddings cannot have been made with tokenizer `tok`
+    (None: it can). Models may pad their vocabulary, but not below the tokenizer's size nor to
+    more than twice it (a byte tokenizer's 259 ids under GPT-2's 50257 embeddings)."""
+    n = tok.vocab_size
+    if n > model_vocab:
+        return (f"the tokenizer has {n} tokens but the model's vocabulary holds only "
+                f"{model_vocab}")
+    if model_vocab > 2 * n:
+        return (f"the model's vocabulary ({model_vocab}) is far larger than the tokenizer's "
+                f"{n} tokens: they were not made together")
+    return None
