@@ -115,8 +115,11 @@ class HFTokenizer:
     def load(cls, folder: str | pathlib.Path) -> "HFTokenizer":
         """From a folder with tokenizer.json, or vocab.json + merges.txt (byte-level BPE), and
         optionally tokenizer_config.json / special_tokens_map.json (special tokens)."""
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
+        try:
+            from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+        except ImportError:
+            raise JaxlmError(f"reading the Hugging Face tokenizer in {folder} needs the "
+                             "`tokenizers` package: pip install 'jaxlm[hf]'") from None
         f = pathlib.Path(folder).expanduser()
         if not f.is_dir():
             raise JaxlmError(f"tokenizer folder {folder} does not exist or is not a directory")
