@@ -5,8 +5,8 @@ steps; static shapes, so one compile per prompt-length bucket and `max_new_token
 Prompts of different lengths share a batch by left padding: padding sits at negative positions,
 which the attention mask and the LSTM state update skip, so every row computes exactly what it
 would alone. Sampling: greedy (`temperature=0`), temperature, top-k, top-p (nucleus), applied in
-that order as in Hugging Face `generate`, after the repetition penalty; `eos_id` stops a row; the same seed gives the same
-samples.
+that order as in Hugging Face `generate`, after the repetition penalty; `eos_id` stops a row;
+the same seed gives the same samples.
 
     from jaxlm.generate import TextGenerator
     gen = TextGenerator.from_workdir("runs/quickstart")   # or .from_pretrained(HF folder)

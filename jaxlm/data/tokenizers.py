@@ -1,9 +1,9 @@
 """Tokenizers: byte-level (default, nothing to train), SentencePiece (BPE / unigram), and Hugging
 Face `tokenizers` (jaxlm.data.hf_tokenizer).
 
-Byte and SentencePiece share special ids pad=0 and eos=1. All expose `token_bytes`: for every id, how many UTF-8
-bytes of text it stands for (0 for specials). Summing it over evaluated targets gives the exact
-byte count behind bits-per-byte, whatever the tokenizer.
+Byte and SentencePiece share special ids pad=0 and eos=1. All expose `token_bytes`: for every
+id, how many UTF-8 bytes of text it stands for (0 for specials). Summing it over evaluated
+targets gives the exact byte count behind bits-per-byte, whatever the tokenizer.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Whole conversions, what `jaxlm convert` runs: a Hugging Face GPT-2 folder (with its tokenizer)
 or a PyTorch LSTM state_dict -> a new jaxlm run directory (config.yaml, params/, a tokenizer
-when one applies), and a run directory -> a Hugging Face GPT-2 folder (with its tokenizer). Targets must be new or empty directories."""
+when one applies), and a run directory -> a Hugging Face GPT-2 folder (with its tokenizer).
+Targets must be new or empty directories."""
 
 from __future__ import annotations
 
