@@ -18,8 +18,10 @@ directions:
                                        model.safetensors or pytorch_model.bin, and its
                                        tokenizer.json or vocab.json + merges.txt) -> a new jaxlm
                                        run directory (config.yaml, params/, tokenizer)
-  --from-torch-lstm FILE --to-workdir DIR
-                                       a torch.save'd state_dict of Embedding -> LSTM -> Linear
+  --from-torch-lstm FILE --to-workdir DIR [--vocab FILE]
+                                       a torch.save'd state_dict of Embedding -> LSTM -> Linear;
+                                       --vocab: its word vocabulary (one token per line, line i =
+                                       id i, or a JSON {token: id} map), which generate needs
   --from-workdir DIR --to-hf DIR       a jaxlm run (newest checkpoint, or --step) -> a folder that
                                        transformers.GPT2LMHeadModel.from_pretrained loads (and
                                        AutoTokenizer, when the run has a Hugging Face tokenizer)
@@ -29,6 +31,7 @@ examples:
   jaxlm generate --workdir runs/gpt2 --prompt "Hello"
   python train.py --config runs/gpt2/config.yaml --workdir runs/gpt2-ft train.init_from=runs/gpt2
   jaxlm convert --from-workdir runs/quickstart --to-hf exported/quickstart
+  jaxlm convert --from-torch-lstm lm.pt --vocab vocab.txt --to-workdir runs/word-lstm
 
 Safetensors are read and written without PyTorch; pytorch_model.bin and .pt files need it.
 A Hugging Face folder's tokenizer comes with it (--tokenizer DIR: another folder's, e.g. for a
@@ -53,6 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --from-hf: the folder of the model's Hugging Face tokenizer "
                    "(default: the model folder's own)")
     c.add_argument("--step", type=int, default=None, help="with --from-workdir: checkpoint step")
+    c.add_argument("--vocab", metavar="FILE", default=None,
+                   help="with --from-torch-lstm: the word vocabulary (one token per line, or a "
+                   "JSON token->id map)")
     c.add_argument("--scan-layers", action="store_true",
                    help="with --to-workdir: store Transformer layers stacked (model.scan_layers)")
     c.set_defaults(func=run)
@@ -69,7 +75,7 @@ def _note(msg: str) -> None:
 
 def _kind(tokenizer) -> str:
     kinds = {"ByteTokenizer": "byte", "HFTokenizer": "Hugging Face",
-             "SentencePieceTokenizer": "SentencePiece"}
+             "SentencePieceTokenizer": "SentencePiece", "WordTokenizer": "word"}
     return "none" if tokenizer is None else kinds.get(type(tokenizer).__name__, "yes")
 
 
@@ -82,6 +88,8 @@ def run(args: argparse.Namespace) -> Status:
         _check(not (args.from_torch_lstm and args.scan_layers),
                "--scan-layers applies to Transformers only")
     _check(not args.tokenizer or bool(args.from_hf), "--tokenizer applies to --from-hf only")
+    _check(args.vocab is None or bool(args.from_torch_lstm),
+           "--vocab applies to --from-torch-lstm (a word-level LSTM's vocabulary)")
     from jaxlm.cli.process import quiet_checkpoints
     from jaxlm.interop import convert
 
@@ -99,7 +107,8 @@ def run(args: argparse.Namespace) -> Status:
         out = convert.hf_to_run(args.from_hf, args.to_workdir, scan_layers=args.scan_layers,
                                 tokenizer=args.tokenizer, note=_note)
     else:
-        out = convert.torch_lstm_to_run(args.from_torch_lstm, args.to_workdir)
+        out = convert.torch_lstm_to_run(args.from_torch_lstm, args.to_workdir, vocab=args.vocab,
+                                        note=_note)
     m = out.model
     print(f"wrote {args.to_workdir} ({m.family}, {m.n_layers} layers, d_model {m.d_model}, "
           f"vocab {m.vocab_size}; tokenizer: {_kind(out.tokenizer)})")

@@ -11,7 +11,8 @@ from typing import Callable, Optional
 
 from jaxlm.config import ModelConfig, RunConfig, replace
 from jaxlm.data.hf_tokenizer import HFTokenizer, has_hf_tokenizer, vocab_mismatch
-from jaxlm.data.tokenizers import ByteTokenizer, Tokenizer
+from jaxlm.data.tokenizers import Tokenizer
+from jaxlm.data.word_vocab import VOCAB_HINT, WordTokenizer
 from jaxlm.errors import JaxlmError
 from jaxlm.interop.hf_gpt2 import load_hf_gpt2, save_hf_gpt2
 from jaxlm.interop.lstm_torch import load_torch_lstm
@@ -83,14 +84,24 @@ def hf_to_run(hf_dir: str | pathlib.Path, workdir: str | pathlib.Path, *,
     return _write(workdir, model_cfg, params, tokenizer=tok)
 
 
-def torch_lstm_to_run(state_dict: str | pathlib.Path,
-                      workdir: str | pathlib.Path) -> Converted:
-    """A torch.save'd state_dict of Embedding -> LSTM -> Linear -> a new run directory (with the
-    byte tokenizer when the vocabulary holds it)."""
+def torch_lstm_to_run(state_dict: str | pathlib.Path, workdir: str | pathlib.Path,
+                      vocab: Optional[str | pathlib.Path] = None,
+                      note: Callable[[str], None] = lambda msg: None) -> Converted:
+    """A torch.save'd state_dict of Embedding -> LSTM -> Linear -> a new run directory, with the
+    word-level tokenizer of `vocab` (a file: one token per line, or a JSON token -> id map; its
+    size must be the model's vocabulary). Without one the run directory gets no tokenizer (said
+    through `note`): the model's ids mean nothing to the byte tokenizer."""
     require_empty(workdir)
+    tokenizer = WordTokenizer.load(vocab) if vocab is not None else None
     model_cfg, params = load_torch_lstm(state_dict)
-    byte = model_cfg.vocab_size >= ByteTokenizer.vocab_size
-    return _write(workdir, model_cfg, params, tokenizer=ByteTokenizer() if byte else None)
+    if tokenizer is None:
+        note(f"{state_dict} carries no vocabulary, so the run directory gets no tokenizer and "
+             f"`jaxlm generate` cannot use it: pass --vocab FILE, {VOCAB_HINT}")
+    elif tokenizer.vocab_size != model_cfg.vocab_size:
+        raise JaxlmError(f"vocabulary {vocab} holds {tokenizer.vocab_size} tokens but the model's "
+                         f"embedding has {model_cfg.vocab_size} rows: pass the vocabulary the "
+                         "model was trained with")
+    return _write(workdir, model_cfg, params, tokenizer=tokenizer)
 
 
 def _write(workdir: str | pathlib.Path, model_cfg: ModelConfig, params,

@@ -13,9 +13,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlm import sharding
 from jaxlm.config import REMAT_POLICIES
 from jaxlm.models.attention import BLOCK_SIZE, splash_attention
 from jaxlm.models.block_attention import block_causal_attention
+from jaxlm.models.context_attention import context_attention
 
 Dtype = Any
 
@@ -132,6 +134,9 @@ class Attention(nn.Module):
         if self.decode:
             k_bskh, v_bskh, mask_b1ts = self._update_cache(k_btkh, v_btkh, positions_bt)
             out_btnh = jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask_b1ts)
+        elif sharding.length_shards()[1] > 1:  # context parallel: keys/values all-gathered
+            out_btnh = context_attention(q_btnh, k_btkh, v_btkh, causal=self.causal,
+                                         valid_bt=valid_bt)
         else:
             mask = None if valid_bt is None else valid_bt[:, None, None, :]  # (b, 1, 1, t)
             impl = self.implementation if mask is None else None  # padding masks: XLA

@@ -12,7 +12,7 @@ import jax
 import optax
 from jax.sharding import Mesh
 
-from jaxlm import config as config_lib
+from jaxlm import config as config_lib, sharding
 from jaxlm.config import ModelConfig, RunConfig, is_causal
 from jaxlm.data.tokenizers import Tokenizer
 from jaxlm.errors import JaxlmError
@@ -44,14 +44,14 @@ def mlm_spec(tokenizer: Tokenizer, mask_prob: float) -> MlmSpec:
 
 
 def resolve_attention(m: ModelConfig, seq_len: int, platform: str,
-                      warn: Callable[[str], None]) -> Optional[str]:
+                      warn: Callable[[str], None], context: int = 1) -> Optional[str]:
     """The attention kernel this run uses (None for the LSTM); warns when a fast one is not."""
     if m.family != "transformer":
         return None
     impl, warning = attention.resolve(
         m.attention_impl, platform=platform, dtype=m.dtype, n_heads=m.n_heads,
         n_kv_heads=m.n_kv_heads or m.n_heads, head_dim=m.d_model // m.n_heads, seq_len=seq_len,
-        causal=is_causal(m))
+        causal=is_causal(m), context=context)
     if warning:
         warn(warning)
     return impl
@@ -64,7 +64,8 @@ def assemble(cfg: RunConfig, mesh: Mesh, tokenizer: Tokenizer,
     t = cfg.train
     platform = jax.devices()[0].platform
     m = dataclasses.replace(cfg.model, dtype=config_lib.compute_dtype(cfg.model.dtype, platform))
-    attn = resolve_attention(m, cfg.data.seq_len, platform, warn)
+    attn = resolve_attention(m, cfg.data.seq_len, platform, warn,
+                             context=sharding.context_parallel_size(mesh))
     if attn:
         m = dataclasses.replace(m, attention_impl=attn)
     model = build_model(m)
