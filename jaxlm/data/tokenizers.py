@@ -323,7 +323,10 @@ def select_tokenizer(d: Any, train_texts: Sequence[str], workdir: pathlib.Path,
             "data.tokenizer=hf data.hf_tokenizer=DIR (a folder with tokenizer.json, or "
             "vocab.json + merges.txt)")
     if own is None:
-        return _configured(d, train_texts, log, show)
+        mine = _configured(d, train_texts, log, show)
+        _check_fits(mine, init_from, f"data.hf_tokenizer={d.hf_tokenizer}"
+                    if d.tokenizer == "hf" else f"data.sp_model={d.sp_model}")
+        return mine
     if given:
         mine = _configured(d, train_texts, log, show)
         if not same_tokenizer(mine, own):
@@ -333,6 +336,21 @@ def select_tokenizer(d: Any, train_texts: Sequence[str], workdir: pathlib.Path,
                              "tokens): the weights' token ids would mean other text; drop the "
                              "tokenizer setting to use the weights' own")
     return own  # fine-tuning: the token ids the weights were made with
+
+
+def _check_fits(tok: Tokenizer, source: str, what: str) -> None:
+    """Refuses a tokenizer that cannot belong to the Hugging Face weights in `source` (their
+    config.json's vocab_size); other sources are checked against model.vocab_size later."""
+    from jaxlm.data.hf_tokenizer import vocab_mismatch
+
+    try:
+        vocab = json.loads((pathlib.Path(source).expanduser() / "config.json").read_text())
+        vocab = int(vocab["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    why = vocab_mismatch(vocab, tok)
+    if why is not None:
+        raise JaxlmError(f"{what} does not fit the weights of train.init_from={source}: {why}")
 
 
 def _train_sp(d: Any, train_texts: Sequence[str], log: Callable[[str], None],

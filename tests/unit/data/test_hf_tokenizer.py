@@ -110,12 +110,15 @@ def _select(tmp_path, init_from, **data):
 def test_init_from_takes_the_weights_tokenizer_and_refuses_a_mismatch(hf_tok, tmp_path):
     weights_only = tmp_path / "weights"
     weights_only.mkdir()
-    (weights_only / "config.json").write_text("{}")
+    (weights_only / "config.json").write_text(json.dumps({"vocab_size": VOCAB}))
     with pytest.raises(JaxlmError, match="has no tokenizer.*data.hf_tokenizer=DIR") as e:
         _select(tmp_path, str(weights_only))
     assert "\n" not in str(e.value)
     given = _select(tmp_path, str(weights_only), tokenizer="hf", hf_tokenizer=str(hf_tok[0]))
     assert isinstance(given, HFTokenizer)
+    (weights_only / "config.json").write_text(json.dumps({"vocab_size": 50257}))
+    with pytest.raises(JaxlmError, match="does not fit the weights.*far larger"):
+        _select(tmp_path, str(weights_only), tokenizer="hf", hf_tokenizer=str(hf_tok[0]))
     assert isinstance(_select(tmp_path, str(hf_tok[0])), HFTokenizer)  # the folder's own
     other = tmp_path / "other"
     save_bpe_tokenizer(other, vocab_size=280)
