@@ -74,7 +74,8 @@ class DataConfig:
     tfds_download: bool = False  # allow tfds to download a registered dataset
     cache_dir: Optional[str] = None  # local text / hf data prepared here; None: ~/.cache/jaxlm
     seq_len: int = 256  # tokens per training row (documents packed back to back, EOS between)
-    tokenizer: str = "byte"  # byte | sentencepiece
+    tokenizer: str = "byte"  # byte | sentencepiece | hf (a Hugging Face tokenizer folder)
+    hf_tokenizer: Optional[str] = None  # data.tokenizer=hf: a folder with tokenizer.json
     sp_model: Optional[str] = None  # an existing SentencePiece .model file (else trained)
     sp_vocab_size: int = 4096  # vocabulary size of a SentencePiece model trained here
     sp_model_type: str = "bpe"  # bpe | unigram

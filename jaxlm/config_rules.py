@@ -22,7 +22,7 @@ ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash", "blockwise")  # models/atte
 REMAT_POLICIES = ("none", "full", "dots_saveable")
 OBJECTIVES = ("clm", "mlm", "classify")
 POOLINGS = ("auto", "last", "first", "mean")
-TOKENIZERS = ("byte", "sentencepiece")
+TOKENIZERS = ("byte", "sentencepiece", "hf")
 INPUT_MODES = ("per_host", "global")  # data.input: jaxlm/data/hosts.py
 SP_MODEL_TYPES = ("bpe", "unigram")
 OPTIMIZERS = ("adamw", "adafactor", "lion", "sgd")
@@ -149,6 +149,9 @@ def _validate_data_optim_train(cfg: RunConfig) -> None:
         raise JaxlmError("config key 'data.corpus' is empty")
     _choice("data.tokenizer", d.tokenizer, TOKENIZERS)
     _choice("data.sp_model_type", d.sp_model_type, SP_MODEL_TYPES)
+    if d.tokenizer == "hf" and not d.hf_tokenizer and not t.init_from:
+        raise JaxlmError("data.tokenizer=hf needs data.hf_tokenizer=DIR (a folder with "
+                         "tokenizer.json, or vocab.json + merges.txt)")
     _positive("data.seq_len", d.seq_len)
     _positive("data.sp_vocab_size", d.sp_vocab_size)
     _positive("data.sp_train_chars", d.sp_train_chars)

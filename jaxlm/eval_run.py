@@ -30,7 +30,7 @@ def _setup(workdir: str | pathlib.Path, step: Optional[int]):
     dp = sharding.data_parallel_size(mesh)
     batch = -(-cfg.train.batch_size // dp) * dp
     if not rundir.has_tokenizer(workdir):
-        raise JaxlmError(f"{workdir} has no tokenizer (tokenizer.json) to read its data with")
+        raise JaxlmError(f"{workdir} has no tokenizer (jaxlm_tokenizer.json) to read its data with")
     run = rundir.load_run(workdir, step=step)
     asm = assemble(cfg, mesh, run.tokenizer)
     params = jax.device_put(run.params, asm.shardings.params)

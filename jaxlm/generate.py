@@ -5,12 +5,12 @@ steps; static shapes, so one compile per prompt-length bucket and `max_new_token
 Prompts of different lengths share a batch by left padding: padding sits at negative positions,
 which the attention mask and the LSTM state update skip, so every row computes exactly what it
 would alone. Sampling: greedy (`temperature=0`), temperature, top-k, top-p (nucleus), applied in
-that order as in Hugging Face `generate`; `eos_id` stops a row; the same seed gives the same
-samples.
+that order as in Hugging Face `generate`, after the repetition penalty; `eos_id` stops a row;
+the same seed gives the same samples.
 
     from jaxlm.generate import TextGenerator
-    gen = TextGenerator.from_workdir("runs/quickstart")
-    print(gen("def ", max_new_tokens=100, temperature=0.8, top_p=0.95)[0])
+    gen = TextGenerator.from_workdir("runs/quickstart")   # or .from_pretrained(HF folder)
+    print(gen("def ", max_new_tokens=100, temperature=0.8, top_p=0.95)[0]["generated_text"])
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm.errors import JaxlmError
-from jaxlm.models import build_model
-from jaxlm.rundir import load_run
 
 PROMPT_BUCKET = 16  # prompt lengths are padded up to a multiple of this (fewer recompiles)
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -67,6 +65,15 @@ def sample_logits(
     return jax.random.categorical(key, logits_bv, axis=-1).astype(jnp.int32)
 
 
+def penalize_repeats(logits_bv: jax.Array, seen_bv: jax.Array,
+                     penalty: jax.Array | float) -> jax.Array:
+    """Hugging Face's repetition penalty (CTRL): the logit of each token a row already holds is
+    divided by `penalty` when positive, multiplied by it when negative (>1 discourages)."""
+    logits_bv = logits_bv.astype(jnp.float32)
+    hit_bv = jnp.where(logits_bv > 0, logits_bv / penalty, logits_bv * penalty)
+    return jnp.where(seen_bv, hit_bv, logits_bv)
+
+
 # ---------------------------------------------------------------------------------------------
 # the model's decode path
 
@@ -94,18 +101,25 @@ def decode_step(
 
 @partial(jax.jit, static_argnames=(
     "model", "max_new_tokens", "top_k", "greedy", "use_top_p", "eos_id", "pad_id",
-    "return_logits"))
-def _generate(model, params, prompt_bp, pad_b, rng, temperature, top_p, *, max_new_tokens: int,
-              top_k: int, greedy: bool, use_top_p: bool, eos_id: Optional[int], pad_id: int,
-              return_logits: bool):
+    "return_logits", "use_penalty"))
+def _generate(model, params, prompt_bp, pad_b, rng, temperature, top_p, penalty, *,
+              max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
+              eos_id: Optional[int], pad_id: int, return_logits: bool, use_penalty: bool):
     b, p = prompt_bp.shape
     n = max_new_tokens
     cache = init_cache(model, b, p + n - 1)  # the last new token is never fed back
     positions_bp = jnp.arange(p, dtype=jnp.int32)[None, :] - pad_b[:, None]
     logits_bpv, cache = decode_step(model, params, cache, prompt_bp, positions_bp)  # prefill
     lengths_b = p - pad_b
+    rows_b1 = jnp.arange(b)[:, None]
+    seen_bv = None  # the tokens each row holds (prompt and generated): repetition penalty
+    if use_penalty:
+        seen_bv = jnp.zeros((b, logits_bpv.shape[-1]), bool).at[rows_b1, prompt_bp].max(
+            positions_bp >= 0)
 
-    def pick(i, logits_bv, done_b):
+    def pick(i, logits_bv, done_b, seen_bv):
+        if seen_bv is not None:
+            logits_bv = penalize_repeats(logits_bv, seen_bv, penalty)
         if greedy:
             tok_b = jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
         else:
@@ -114,10 +128,12 @@ def _generate(model, params, prompt_bp, pad_b, rng, temperature, top_p, *, max_n
         tok_b = jnp.where(done_b, pad_id, tok_b)
         if eos_id is not None:
             done_b = done_b | (tok_b == eos_id)
-        return tok_b, done_b
+        if seen_bv is not None:
+            seen_bv = seen_bv.at[rows_b1[:, 0], tok_b].set(True)
+        return tok_b, done_b, seen_bv
 
     logits_bv = logits_bpv[:, -1]
-    tok_b, done_b = pick(0, logits_bv, jnp.zeros((b,), bool))
+    tok_b, done_b, seen_bv = pick(0, logits_bv, jnp.zeros((b,), bool), seen_bv)
     out_bn = jnp.full((b, n), pad_id, jnp.int32).at[:, 0].set(tok_b)
     scores_bnv = None
     if return_logits:
@@ -128,18 +144,18 @@ def _generate(model, params, prompt_bp, pad_b, rng, temperature, top_p, *, max_n
         return (i < n) & ~jnp.all(done_b)
 
     def body(state):
-        i, tok_b, done_b, cache, out_bn, scores_bnv = state
+        i, tok_b, done_b, cache, out_bn, scores_bnv, seen_bv = state
         positions_b1 = (lengths_b + i - 1)[:, None]
         logits_b1v, cache = decode_step(model, params, cache, tok_b[:, None], positions_b1)
         logits_bv = logits_b1v[:, 0]
-        tok_b, done_b = pick(i, logits_bv, done_b)
+        tok_b, done_b, seen_bv = pick(i, logits_bv, done_b, seen_bv)
         out_bn = jax.lax.dynamic_update_index_in_dim(out_bn, tok_b, i, axis=1)
         if scores_bnv is not None:
             scores_bnv = jax.lax.dynamic_update_index_in_dim(scores_bnv, logits_bv, i, axis=1)
-        return i + 1, tok_b, done_b, cache, out_bn, scores_bnv
+        return i + 1, tok_b, done_b, cache, out_bn, scores_bnv, seen_bv
 
-    state = (jnp.int32(1), tok_b, done_b, cache, out_bn, scores_bnv)
-    _, _, done_b, _, out_bn, scores_bnv = jax.lax.while_loop(cond, body, state)
+    state = (jnp.int32(1), tok_b, done_b, cache, out_bn, scores_bnv, seen_bv)
+    _, _, done_b, _, out_bn, scores_bnv, _ = jax.lax.while_loop(cond, body, state)
     return out_bn, done_b, scores_bnv
 
 
@@ -196,6 +212,7 @@ def generate(
     max_new_tokens: Optional[int] = None, max_length: Optional[int] = None,
     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_return_sequences: int = 1,
     eos_id: Optional[int] = None, pad_id: int = 0, seed: int = 0, return_logits: bool = False,
+    repetition_penalty: float = 1.0,
 ) -> GenerationOutput:
     """Generates continuations of one prompt (a list of token ids) or a batch of prompts.
 
@@ -203,6 +220,8 @@ def generate(
     (the longest prompt's length counts, as in Hugging Face). The Transformer's context,
     `model.max_seq_len`, must hold prompt + new tokens. temperature 0 is greedy decoding;
     top_k 0 and top_p 1.0 disable those filters. eos_id: a row stops after emitting it.
+    repetition_penalty > 1 discourages the tokens a row already holds, its prompt's included
+    (Hugging Face's semantics; its left padding is not counted here); 1.0 disables it.
     """
     rows = _as_prompts(prompts)
     cfg = model.cfg
@@ -236,6 +255,9 @@ def generate(
         raise JaxlmError(f"top_p must be in (0, 1] (1 disables it); got {top_p}")
     if num_return_sequences < 1:
         raise JaxlmError(f"num_return_sequences must be >= 1; got {num_return_sequences}")
+    if not repetition_penalty > 0:
+        raise JaxlmError(f"repetition_penalty must be > 0 (1 disables it); got "
+                         f"{repetition_penalty}")
 
     rows = [r for r in rows for _ in range(num_return_sequences)]
     p = -(-longest // PROMPT_BUCKET) * PROMPT_BUCKET
@@ -245,9 +267,10 @@ def generate(
     pad = np.asarray([p - len(r) for r in rows], np.int32)
     out, done, logits = _generate(
         model, params, jnp.asarray(prompt), jnp.asarray(pad), jax.random.PRNGKey(seed),
-        jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), max_new_tokens=max_new_tokens,
-        top_k=top_k, greedy=temperature == 0, use_top_p=top_p < 1.0, eos_id=eos_id,
-        pad_id=pad_id, return_logits=return_logits,
+        jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), jnp.float32(repetition_penalty),
+        max_new_tokens=max_new_tokens, top_k=top_k, greedy=temperature == 0,
+        use_top_p=top_p < 1.0, eos_id=eos_id, pad_id=pad_id, return_logits=return_logits,
+        use_penalty=repetition_penalty != 1.0,
     )
     out, done = np.asarray(out), np.asarray(done)
     new = []
@@ -290,49 +313,9 @@ def run_samples(model: nn.Module, params: Any, tokenizer: Any, *, prompt: str, n
     return [tokenizer.decode(s) for s in out.sequences]
 
 
-class TextGenerator:
-    """Text in, text out, like a `pipeline("text-generation")`:
+def __getattr__(name: str) -> Any:
+    if name == "TextGenerator":  # its own module (jaxlm.text_generation), which imports this one
+        from jaxlm.text_generation import TextGenerator
 
-        gen = TextGenerator.from_workdir("runs/quickstart")   # newest checkpoint of a run
-        gen("def ", max_new_tokens=100)                       # -> [text]
-        gen(["import ", "class "], num_return_sequences=2)    # -> [[text, text], [text, text]]
-
-    An empty prompt starts from the EOS token (the document separator). Texts include the prompt
-    unless return_full_text=False.
-    """
-
-    def __init__(self, model_config: Any, params: Any, tokenizer: Any):
-        self.config = model_config
-        self.model = build_model(model_config)
-        self.params = params
-        self.tokenizer = tokenizer
-
-    @classmethod
-    def from_workdir(cls, workdir: str, step: Optional[int] = None) -> "TextGenerator":
-        run = load_run(workdir, step=step)
-        check_generative(run.config.model)
-        if run.tokenizer is None:
-            raise JaxlmError(f"{workdir} has no tokenizer (tokenizer.json): it can only be "
-                             "sampled from token ids (jaxlm.generate.generate)")
-        return cls(run.config.model, run.params, run.tokenizer)
-
-    def __call__(
-        self, prompt: Union[str, Sequence[str]], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-        num_return_sequences: int = 1, seed: int = 0, stop_at_eos: bool = True,
-        return_full_text: bool = True,
-    ) -> Union[list[str], list[list[str]]]:
-        single = isinstance(prompt, str)
-        texts = [prompt] if single else list(prompt)
-        tok = self.tokenizer
-        ids = [[int(i) for i in tok.encode(t)] or [tok.eos_id] for t in texts]
-        out = generate(
-            self.model, self.params, ids, max_new_tokens=max_new_tokens, temperature=temperature,
-            top_k=top_k, top_p=top_p, num_return_sequences=num_return_sequences,
-            eos_id=tok.eos_id if stop_at_eos else None, pad_id=tok.pad_id, seed=seed,
-        )
-        seqs = out.sequences if return_full_text else out.new_tokens
-        decoded = [tok.decode(s) for s in seqs]
-        k = num_return_sequences
-        grouped = [decoded[i * k:(i + 1) * k] for i in range(len(texts))]
-        return grouped[0] if single else grouped
+        return TextGenerator
+    raise AttributeError(f"module 'jaxlm.generate' has no attribute {name!r}")

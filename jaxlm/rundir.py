@@ -9,7 +9,9 @@
                            newest checkpoint (each checkpoint holds its config)
     DIR/metrics.jsonl      one JSON record per logged step, plus start/compiled/final events
     DIR/tensorboard/       TensorBoard event files
-    DIR/tokenizer.json     the tokenizer (+ tokenizer.model for SentencePiece)
+    DIR/jaxlm_tokenizer.json  the tokenizer's type and files: tokenizer.model (SentencePiece);
+                           a Hugging Face tokenizer's tokenizer.json, tokenizer_config.json.
+                           (older run directories called it tokenizer.json: still read)
     DIR/samples.txt        the end-of-run samples
     DIR/checkpoints/<step>/   Orbax checkpoints (jaxlm.checkpoint), checkpoints.corrupt/ beside
     DIR/params/            imported weights of a directory made by `jaxlm convert` (no step)
@@ -22,17 +24,14 @@ makes one from imported weights.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
-import fcntl
 import json
 import os
 import pathlib
-import socket
 import sys
 import tempfile
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +41,11 @@ from jaxlm import config as config_lib
 from jaxlm.checkpoint import (checkpoint_config, checkpoint_steps, load_params, restore_params,
                               save_params)
 from jaxlm.config import RunConfig
-from jaxlm.data.tokenizers import TOKENIZER_JSON, Tokenizer, load_tokenizer
+from jaxlm.data.hf_tokenizer import is_hf_tokenizer_json
+from jaxlm.data.tokenizers import (LEGACY_TOKENIZER_META, TOKENIZER_JSON, TOKENIZER_META,
+                                   Tokenizer, load_tokenizer, tokenizer_meta_path)
 from jaxlm.errors import JaxlmError
+from jaxlm.rundir_lock import LOCK_FILE, lock, prepare
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -51,7 +53,6 @@ TENSORBOARD_DIR = "tensorboard"
 SAMPLES_FILE = "samples.txt"
 CHECKPOINTS = "checkpoints"
 PARAMS_DIR = "params"  # imported weights of a converted run (no optimizer state, no step)
-LOCK_FILE = ".lock"  # held by the process that trains in the directory
 
 HISTORY_FILE = "config_history.jsonl"  # what earlier steps used: one record per changed key
 
@@ -62,7 +63,8 @@ _RESUME_FIXED = (
     ("model", ("model",), "its checkpoints hold parameters of that model"),
     ("data", ("data.corpus", "data.text_key", "data.train_split", "data.validation_fraction",
               "data.label_key", "data.seed", "data.shuffle_window", "data.seq_len",
-              "data.tokenizer", "data.sp_model", "data.sp_vocab_size", "data.sp_model_type",
+              "data.tokenizer", "data.hf_tokenizer", "data.sp_model", "data.sp_vocab_size",
+              "data.sp_model_type",
               "data.sp_train_chars", "train.batch_size"),
      "its checkpoints hold the position in the data stream that these keys define"),
     ("optim", ("optim.name", "optim.grad_clip"), "its checkpoints hold that optimizer's state"),
@@ -79,48 +81,6 @@ def _warn(msg: str) -> None:
 
 
 # -- writing: training ------------------------------------------------------------------------
-
-
-def prepare(workdir: pathlib.Path) -> None:
-    """Creates `workdir` and checks that this process can write in it."""
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".write_test.{os.getpid()}"  # per process: hosts share workdirs
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise JaxlmError(f"workdir {workdir} is not writable: {e.strerror}") from None
-
-
-@contextlib.contextmanager
-def lock(workdir: pathlib.Path, enabled: bool = True) -> Iterator[None]:
-    """Holds `workdir` for one training process: a second one is refused with a line naming
-    the holder. An flock, which the kernel releases when the process ends however it ends, so
-    a killed run never blocks its resume. Multi-host runs lock once (`enabled` on process 0)."""
-    if not enabled:
-        yield
-        return
-    path = workdir / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise JaxlmError(f"cannot create the lock file {path}: {e.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.read(fd, 300).decode("utf-8", "replace").strip() or "another process"
-        os.close(fd)
-        raise JaxlmError(f"run directory {workdir} is in use by another training process "
-                         f"({holder}); wait for it to end, or use another --workdir") from None
-    try:
-        os.ftruncate(fd, 0)
-        now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now}\n".encode())
-        yield
-    finally:
-        os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -293,12 +253,16 @@ def _replace(path: pathlib.Path, data: bytes) -> bool:
 
 
 def _save_tokenizer(workdir: pathlib.Path, tokenizer: Tokenizer) -> None:
-    """The tokenizer's files, each replaced atomically when it changes (tokenizer.json, which
-    names the others, last)."""
+    """The tokenizer's files, each replaced atomically when it changes (the metadata, which
+    names the others, last); an old directory's metadata under the old name goes after."""
+    legacy = tokenizer_meta_path(workdir)
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".tokenizer.") as tmp:
         tokenizer.save(pathlib.Path(tmp))
-        for f in sorted(pathlib.Path(tmp).iterdir(), key=lambda f: f.name == TOKENIZER_JSON):
+        for f in sorted(pathlib.Path(tmp).iterdir(), key=lambda f: f.name == TOKENIZER_META):
             _replace(workdir / f.name, f.read_bytes())
+    if (legacy is not None and legacy.name == LEGACY_TOKENIZER_META
+            and not is_hf_tokenizer_json(legacy)):
+        legacy.unlink()
 
 
 def write_samples(workdir: pathlib.Path, samples: list[str]) -> None:
@@ -341,7 +305,7 @@ def has_weights(workdir: str | pathlib.Path) -> bool:
 
 
 def has_tokenizer(workdir: str | pathlib.Path) -> bool:
-    return (pathlib.Path(workdir) / TOKENIZER_JSON).is_file()
+    return tokenizer_meta_path(workdir) is not None
 
 
 def load_run(workdir: str | pathlib.Path, step: Optional[int] = None,
@@ -385,7 +349,8 @@ def write_run(workdir: str | pathlib.Path, run_config: RunConfig, params: Any,
 read_run_config = read_config
 
 __all__ = ["CONFIG_FILE", "METRICS_FILE", "TENSORBOARD_DIR", "SAMPLES_FILE", "CHECKPOINTS",
-           "PARAMS_DIR", "LOCK_FILE", "TOKENIZER_JSON", "Run", "prepare", "lock",
+           "PARAMS_DIR", "LOCK_FILE", "TOKENIZER_JSON", "TOKENIZER_META", "Run", "prepare",
+           "lock",
            "check_resumable", "saved_config", "write_config", "HISTORY_FILE",
            "write_samples", "read_config", "read_run_config", "has_weights", "has_tokenizer",
            "load_run", "write_run"]

@@ -1,5 +1,6 @@
-"""A tiny random Hugging Face GPT-2 saved locally (no download): the one the interop tests use,
-unit (tests/unit/interop/test_hf_gpt2.py) and end to end (tests/e2e/test_interop.py)."""
+"""A tiny random Hugging Face GPT-2 saved locally (no download) with a tiny byte-level BPE
+tokenizer trained here: the ones the interop tests use, unit (tests/unit/interop/test_hf_gpt2.py)
+and end to end (tests/e2e/test_interop.py, tests/e2e/test_hf_workflow.py)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,13 @@ def _hf_model(**overrides):
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
+    """(the model, its folder): weights and a tokenizer (`save_bpe_tokenizer`), as a real
+    GPT-2 folder has both."""
     model = _hf_model()
     path = tmp_path_factory.mktemp("hf") / "gpt2"
     model.save_pretrained(path)
-    assert (path / "model.safetensors").is_file()
+    save_bpe_tokenizer(path)
+    assert (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
     return model, path
 
 
@@ -67,3 +71,27 @@ def llama_model(kind: str = "llama", **overrides):
     with torch.no_grad():
         model.get_input_embeddings().weight.mul_(3.0)
     return model.eval()
+
+
+TOKENIZER_TEXT = ["hello world, the quick brown fox jumps over the lazy dog.",
+                  "héllo wörld: 日本語 text, tabs\tand\nnewlines", "def f(x):\n    return x + 1"]
+
+
+def save_bpe_tokenizer(path, vocab_size: int = VOCAB) -> "transformers.PreTrainedTokenizerFast":
+    """A byte-level BPE tokenizer (GPT-2's layout, <|endoftext|> = id 0) trained here with
+    `tokenizers` and saved by `save_pretrained` into `path` (tokenizer.json +
+    tokenizer_config.json); returned as transformers loads it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(TOKENIZER_TEXT * 20, trainer)
+    fast = transformers.GPT2TokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                          eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    fast.save_pretrained(path)
+    return transformers.AutoTokenizer.from_pretrained(path)

@@ -13,10 +13,12 @@ NAME = "convert"
 
 EPILOG = """\
 directions:
-  --from-hf DIR --to-workdir DIR       a Hugging Face save_pretrained folder of a GPT2LMHeadModel,
+  --from-hf DIR --to-workdir DIR [--tokenizer DIR]
+                                       a Hugging Face save_pretrained folder of a GPT2LMHeadModel,
                                        LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM
                                        (config.json + model.safetensors, its sharded .index.json
-                                       form, or pytorch_model.bin) -> a new jaxlm run directory
+                                       form, or pytorch_model.bin; and its tokenizer.json or
+                                       vocab.json + merges.txt) -> a new jaxlm run directory
                                        (config.yaml, params/, tokenizer)
   --from-torch-lstm FILE --to-workdir DIR [--vocab FILE]
                                        a torch.save'd state_dict of Embedding -> LSTM -> Linear;
@@ -26,6 +28,8 @@ directions:
                                        transformers.AutoModelForCausalLM.from_pretrained loads:
                                        GPT2LMHeadModel, or LlamaForCausalLM (Qwen2ForCausalLM
                                        with model.qkv_bias) for rope + rmsnorm + swiglu models
+                                       (and AutoTokenizer, when the run has a Hugging Face
+                                       tokenizer)
 
 examples:
   jaxlm convert --from-hf ~/models/gpt2 --to-workdir runs/gpt2
@@ -35,8 +39,9 @@ examples:
   jaxlm convert --from-torch-lstm lm.pt --vocab vocab.txt --to-workdir runs/word-lstm
 
 Safetensors are read and written without PyTorch; pytorch_model.bin and .pt files need it.
-A converted run directory uses the byte tokenizer when the model's vocabulary holds it and the
-source has no tokenizer of its own; jaxlm does not read Hugging Face tokenizer files.
+A Hugging Face folder's tokenizer comes with it (--tokenizer DIR: another folder's, e.g. for a
+weights-only folder); one whose size does not fit the model's vocabulary is refused. A
+weights-only folder converts with no tokenizer (never the byte tokenizer).
 """
 
 
@@ -52,6 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dst = c.add_mutually_exclusive_group(required=True)
     dst.add_argument("--to-workdir", metavar="DIR", help="a new jaxlm run directory")
     dst.add_argument("--to-hf", metavar="DIR", help="a new Hugging Face GPT-2 or Llama folder")
+    c.add_argument("--tokenizer", metavar="DIR", default=None,
+                   help="with --from-hf: the folder of the model's Hugging Face tokenizer "
+                   "(default: the model folder's own)")
     c.add_argument("--step", type=int, default=None, help="with --from-workdir: checkpoint step")
     c.add_argument("--vocab", metavar="FILE", default=None,
                    help="with --from-torch-lstm: the word vocabulary (one token per line, or a "
@@ -70,6 +78,12 @@ def _note(msg: str) -> None:
     print(f"jaxlm: note: {msg}", file=sys.stderr)
 
 
+def _kind(tokenizer) -> str:
+    kinds = {"ByteTokenizer": "byte", "HFTokenizer": "Hugging Face",
+             "SentencePieceTokenizer": "SentencePiece", "WordTokenizer": "word"}
+    return "none" if tokenizer is None else kinds.get(type(tokenizer).__name__, "yes")
+
+
 def run(args: argparse.Namespace) -> Status:
     if args.to_hf:
         _check(bool(args.from_workdir), "--to-hf needs --from-workdir (a jaxlm run directory)")
@@ -78,6 +92,7 @@ def run(args: argparse.Namespace) -> Status:
                "its directory")
         _check(not (args.from_torch_lstm and args.scan_layers),
                "--scan-layers applies to Transformers only")
+    _check(not args.tokenizer or bool(args.from_hf), "--tokenizer applies to --from-hf only")
     _check(args.vocab is None or bool(args.from_torch_lstm),
            "--vocab applies to --from-torch-lstm (a word-level LSTM's vocabulary)")
     from jaxlm.cli.process import quiet_checkpoints
@@ -88,17 +103,18 @@ def run(args: argparse.Namespace) -> Status:
     if args.to_hf:
         out = convert.run_to_hf(args.from_workdir, args.to_hf, step=args.step)
         what = f"step {out.step}" if out.step is not None else "imported weights"
-        print(f"wrote {args.to_hf} (config.json, model.safetensors) from {args.from_workdir} "
-              f"({what})")
+        files = "config.json, model.safetensors"
+        if type(out.tokenizer).__name__ == "HFTokenizer":
+            files += ", tokenizer.json"
+        print(f"wrote {args.to_hf} ({files}) from {args.from_workdir} ({what})")
         return Status.OK
     if args.from_hf:
         out = convert.hf_to_run(args.from_hf, args.to_workdir, scan_layers=args.scan_layers,
-                                note=_note)
+                                tokenizer=args.tokenizer, note=_note)
     else:
         out = convert.torch_lstm_to_run(args.from_torch_lstm, args.to_workdir, vocab=args.vocab,
                                         note=_note)
     m = out.model
-    tok = "none" if out.tokenizer is None else getattr(out.tokenizer, "kind", "byte")
     print(f"wrote {args.to_workdir} ({m.family}, {m.n_layers} layers, d_model {m.d_model}, "
-          f"vocab {m.vocab_size}; tokenizer: {tok})")
+          f"vocab {m.vocab_size}; tokenizer: {_kind(out.tokenizer)})")
     return Status.OK

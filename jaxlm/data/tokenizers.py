@@ -1,8 +1,9 @@
-"""Tokenizers: byte-level (default, nothing to train) and SentencePiece (BPE / unigram).
+"""Tokenizers: byte-level (default, nothing to train), SentencePiece (BPE / unigram), and Hugging
+Face `tokenizers` (jaxlm.data.hf_tokenizer).
 
-Both share special ids pad=0 and eos=1, and expose `token_bytes`: for every id, how many UTF-8
-bytes of text it stands for (0 for specials). Summing it over evaluated targets gives the exact
-byte count behind bits-per-byte, whatever the tokenizer.
+Byte and SentencePiece share special ids pad=0 and eos=1. All expose `token_bytes`: for every
+id, how many UTF-8 bytes of text it stands for (0 for specials). Summing it over evaluated
+targets gives the exact byte count behind bits-per-byte, whatever the tokenizer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ from jaxlm.progress import interactive, log, progress
 
 PAD_ID = 0
 EOS_ID = 1
-TOKENIZER_JSON = "tokenizer.json"
+# jaxlm's tokenizer metadata in a run directory (its type, and the files it names). It was
+# called tokenizer.json, which is Hugging Face's name: that old name is still read.
+TOKENIZER_META = "jaxlm_tokenizer.json"
+LEGACY_TOKENIZER_META = "tokenizer.json"
+TOKENIZER_JSON = TOKENIZER_META  # the name callers knew this constant by
 SP_MODEL_FILE = "tokenizer.model"
 _META = "\u2581"  # SentencePiece's whitespace marker
 
@@ -67,7 +72,7 @@ class ByteTokenizer:
         return out
 
     def save(self, directory: pathlib.Path) -> None:
-        (pathlib.Path(directory) / TOKENIZER_JSON).write_text(json.dumps({"type": "byte"}) + "\n")
+        (pathlib.Path(directory) / TOKENIZER_META).write_text(json.dumps({"type": "byte"}) + "\n")
 
 
 @contextlib.contextmanager
@@ -214,16 +219,31 @@ class SentencePieceTokenizer:
     def save(self, directory: pathlib.Path) -> None:
         directory = pathlib.Path(directory)
         (directory / SP_MODEL_FILE).write_bytes(self._proto)
-        (directory / TOKENIZER_JSON).write_text(
+        (directory / TOKENIZER_META).write_text(
             json.dumps({"type": "sentencepiece", "model": SP_MODEL_FILE}) + "\n"
         )
 
 
+def tokenizer_meta_path(directory: str | pathlib.Path) -> Optional[pathlib.Path]:
+    """The jaxlm tokenizer metadata of a run directory: jaxlm_tokenizer.json, or in a run
+    directory written before it had that name, a tokenizer.json that is jaxlm's (not Hugging
+    Face's); None when it has neither."""
+    d = pathlib.Path(directory)
+    if (d / TOKENIZER_META).is_file():
+        return d / TOKENIZER_META
+    legacy = d / LEGACY_TOKENIZER_META
+    if legacy.is_file():
+        from jaxlm.data.hf_tokenizer import is_hf_tokenizer_json
+
+        return None if is_hf_tokenizer_json(legacy) else legacy
+    return None
+
+
 def load_tokenizer(directory: str | pathlib.Path) -> Tokenizer:
     """Loads the tokenizer a run saved into `directory`."""
-    meta_path = pathlib.Path(directory) / TOKENIZER_JSON
-    if not meta_path.is_file():
-        raise JaxlmError(f"no tokenizer in {directory} (missing {TOKENIZER_JSON})")
+    meta_path = tokenizer_meta_path(directory)
+    if meta_path is None:
+        raise JaxlmError(f"no tokenizer in {directory} (missing {TOKENIZER_META})")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -237,6 +257,10 @@ def load_tokenizer(directory: str | pathlib.Path) -> Tokenizer:
         return ByteTokenizer()
     if meta.get("type") == "sentencepiece":
         return SentencePieceTokenizer.load(pathlib.Path(directory) / meta["model"])
+    if meta.get("type") == "hf":
+        from jaxlm.data.hf_tokenizer import HFTokenizer
+
+        return HFTokenizer.load(directory)
     if meta.get("type") == "word":  # an imported word-level model's vocabulary
         from jaxlm.data.word_vocab import WordTokenizer
 
@@ -244,21 +268,93 @@ def load_tokenizer(directory: str | pathlib.Path) -> Tokenizer:
     raise JaxlmError(f"{meta_path}: unknown tokenizer type {meta.get('type')!r}")
 
 
+def source_tokenizer(source: str | pathlib.Path) -> Optional[Tokenizer]:
+    """The tokenizer of a weights source: a jaxlm run directory's, a Hugging Face folder's
+    (tokenizer.json, or vocab.json + merges.txt); None when it has none."""
+    from jaxlm.data.hf_tokenizer import HFTokenizer, has_hf_tokenizer
+
+    path = pathlib.Path(source).expanduser()
+    if tokenizer_meta_path(path) is not None:
+        return load_tokenizer(path)
+    if has_hf_tokenizer(path):
+        return HFTokenizer.load(path)
+    return None
+
+
+def same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
+    """Whether two tokenizers give every id the same meaning (vocabulary, specials, pieces)."""
+    if type(a) is not type(b) or a.vocab_size != b.vocab_size or a.eos_id != b.eos_id:
+        return False
+    if hasattr(a, "vocab"):
+        return a.vocab() == b.vocab()
+    return all(a.decode([i]) == b.decode([i]) for i in range(a.vocab_size))
+
+
+def _configured(d: Any, train_texts: Sequence[str], log: Callable[[str], None],
+                show: bool) -> Tokenizer:
+    if d.tokenizer == "byte":
+        return ByteTokenizer()
+    if d.tokenizer == "hf":
+        from jaxlm.data.hf_tokenizer import HFTokenizer
+
+        return HFTokenizer.load(d.hf_tokenizer)
+    if d.sp_model:
+        return SentencePieceTokenizer.load(d.sp_model)
+    return _train_sp(d, train_texts, log, show)
+
+
 def select_tokenizer(d: Any, train_texts: Sequence[str], workdir: pathlib.Path,
                      init_from: Optional[str], log: Callable[[str], None],
                      show: bool = False) -> Tokenizer:
     """The tokenizer of a run (`d`: its DataConfig): the run directory's own when resuming, the
-    one the `init_from` weights were made with, else byte-level, a given SentencePiece model,
-    or one trained on up to `d.sp_train_chars` characters of `train_texts`."""
-    if (workdir / TOKENIZER_JSON).exists():
+    one the `init_from` weights were made with (a configured `hf` or SentencePiece model must
+    agree with it; weights without one need `data.tokenizer=hf`), else byte-level, a Hugging
+    Face or SentencePiece model, or one trained on `train_texts`."""
+    if tokenizer_meta_path(workdir) is not None:
         return load_tokenizer(workdir)
-    source = pathlib.Path(init_from).expanduser() if init_from else None
-    if source is not None and (source / TOKENIZER_JSON).exists():
-        return load_tokenizer(source)  # fine-tuning: the token ids the weights were made with
-    if d.tokenizer == "byte":
-        return ByteTokenizer()
-    if d.sp_model:
-        return SentencePieceTokenizer.load(d.sp_model)
+    if not init_from:
+        return _configured(d, train_texts, log, show)
+    own = source_tokenizer(init_from)
+    given = d.tokenizer == "hf" and d.hf_tokenizer or d.tokenizer == "sentencepiece" and d.sp_model
+    if own is None and not given:
+        raise JaxlmError(
+            f"train.init_from={init_from} has no tokenizer, and its token ids mean nothing to "
+            f"data.tokenizer={d.tokenizer}: give the one its weights were made with, "
+            "data.tokenizer=hf data.hf_tokenizer=DIR (a folder with tokenizer.json, or "
+            "vocab.json + merges.txt)")
+    if own is None:
+        mine = _configured(d, train_texts, log, show)
+        _check_fits(mine, init_from, f"data.hf_tokenizer={d.hf_tokenizer}"
+                    if d.tokenizer == "hf" else f"data.sp_model={d.sp_model}")
+        return mine
+    if given:
+        mine = _configured(d, train_texts, log, show)
+        if not same_tokenizer(mine, own):
+            what = d.hf_tokenizer if d.tokenizer == "hf" else d.sp_model
+            raise JaxlmError(f"train.init_from={init_from}: its tokenizer ({own.vocab_size} "
+                             f"tokens) differs from the configured {what} ({mine.vocab_size} "
+                             "tokens): the weights' token ids would mean other text; drop the "
+                             "tokenizer setting to use the weights' own")
+    return own  # fine-tuning: the token ids the weights were made with
+
+
+def _check_fits(tok: Tokenizer, source: str, what: str) -> None:
+    """Refuses a tokenizer that cannot belong to the Hugging Face weights in `source` (their
+    config.json's vocab_size); other sources are checked against model.vocab_size later."""
+    from jaxlm.data.hf_tokenizer import vocab_mismatch
+
+    try:
+        vocab = json.loads((pathlib.Path(source).expanduser() / "config.json").read_text())
+        vocab = int(vocab["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    why = vocab_mismatch(vocab, tok)
+    if why is not None:
+        raise JaxlmError(f"{what} does not fit the weights of train.init_from={source}: {why}")
+
+
+def _train_sp(d: Any, train_texts: Sequence[str], log: Callable[[str], None],
+              show: bool) -> Tokenizer:
     log(f"training a SentencePiece {d.sp_model_type} tokenizer ({d.sp_vocab_size} pieces) "
         f"on up to {d.sp_train_chars:,} characters of the train split")
     order = np.random.default_rng(d.seed).permutation(len(train_texts))

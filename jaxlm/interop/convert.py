@@ -1,7 +1,7 @@
-"""Whole conversions, what `jaxlm convert` runs: a Hugging Face GPT-2 or Llama-family folder or a
-PyTorch LSTM state_dict -> a new jaxlm run directory (config.yaml, params/, a tokenizer when one
-applies), and a run directory -> a Hugging Face GPT-2 or Llama folder. Targets must be new or
-empty directories."""
+"""Whole conversions, what `jaxlm convert` runs: a Hugging Face GPT-2 or Llama-family folder
+(with its tokenizer) or a PyTorch LSTM state_dict -> a new jaxlm run directory (config.yaml,
+params/, a tokenizer when one applies), and a run directory -> a Hugging Face GPT-2 or Llama
+folder (with its tokenizer). Targets must be new or empty directories."""
 
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ import pathlib
 from typing import Callable, Optional
 
 from jaxlm.config import ModelConfig, RunConfig, replace
-from jaxlm.data.tokenizers import ByteTokenizer, Tokenizer
+from jaxlm.data.hf_tokenizer import HFTokenizer, has_hf_tokenizer, vocab_mismatch
+from jaxlm.data.tokenizers import Tokenizer
 from jaxlm.data.word_vocab import VOCAB_HINT, WordTokenizer
 from jaxlm.errors import JaxlmError
 from jaxlm.interop.hf import load_hf, save_hf
 from jaxlm.interop.lstm_torch import load_torch_lstm
 from jaxlm.rundir import load_run, write_run  # the one place this module names rundir
 
-# A folder holding any of these has a Hugging Face tokenizer, which jaxlm does not read.
-HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
 
 
 @dataclasses.dataclass
@@ -40,28 +39,51 @@ def run_to_hf(workdir: str | pathlib.Path, hf_dir: str | pathlib.Path,
               step: Optional[int] = None) -> Converted:
     """A run directory's newest checkpoint (or `step`, or its imported params/) -> a folder with
     config.json + model.safetensors that transformers.AutoModelForCausalLM.from_pretrained loads
-    (GPT2LMHeadModel, or LlamaForCausalLM / Qwen2ForCausalLM for RoPE + RMSNorm + SwiGLU)."""
+    (GPT2LMHeadModel, or LlamaForCausalLM / Qwen2ForCausalLM for RoPE + RMSNorm + SwiGLU), and a
+    Hugging Face tokenizer's files (which AutoTokenizer loads) when the run has one."""
     require_empty(hf_dir)
     run = load_run(workdir, step=step)
     eos = run.tokenizer.eos_id if run.tokenizer is not None else None
     path = save_hf(run.config.model, run.params, hf_dir, eos_token_id=eos)
+    if isinstance(run.tokenizer, HFTokenizer):
+        run.tokenizer.save_pretrained(path)
     return Converted(path, run.config.model, run.tokenizer, run.step)
 
 
+def hf_folder_tokenizer(hf_dir: str | pathlib.Path, vocab_size: int,
+                        tokenizer: Optional[str | pathlib.Path] = None) -> Optional[HFTokenizer]:
+    """The tokenizer of a model with `vocab_size` embeddings from Hugging Face folder `hf_dir`:
+    the one in `tokenizer` (a folder) if given, else the folder's own; None when there is none.
+    One that cannot belong to the model is refused."""
+    where = tokenizer if tokenizer is not None else hf_dir
+    if tokenizer is not None and not has_hf_tokenizer(tokenizer):
+        raise JaxlmError(f"--tokenizer {tokenizer} holds no Hugging Face tokenizer "
+                         "(tokenizer.json, or vocab.json + merges.txt)")
+    if not has_hf_tokenizer(where):
+        return None
+    tok = HFTokenizer.load(where)
+    why = vocab_mismatch(vocab_size, tok)
+    if why is not None:
+        raise JaxlmError(f"the tokenizer in {where} does not fit the model in {hf_dir}: {why}")
+    return tok
+
+
 def hf_to_run(hf_dir: str | pathlib.Path, workdir: str | pathlib.Path, *,
-              scan_layers: bool = False,
+              scan_layers: bool = False, tokenizer: Optional[str | pathlib.Path] = None,
               note: Callable[[str], None] = lambda msg: None) -> Converted:
     """A Hugging Face GPT-2 / Llama / Mistral / Qwen2 save_pretrained folder -> a new run
-    directory. Layers are stored
-    stacked with scan_layers=True. A folder with its own tokenizer gets none in the run directory
-    (said through `note`); otherwise the byte tokenizer when the vocabulary holds it."""
+    directory with the folder's tokenizer (or the one in the folder `tokenizer`). Layers are
+    stored stacked with scan_layers=True. A weights-only folder gets no tokenizer (said through
+    `note`, with how to give one), never the byte tokenizer: the model's ids would mean other
+    text."""
     require_empty(workdir)
     model_cfg, params = load_hf(hf_dir, scan_layers=scan_layers)
-    own_tokenizer = any((pathlib.Path(hf_dir) / f).exists() for f in HF_TOKENIZER_FILES)
-    if own_tokenizer:
-        note(f"{hf_dir} has a Hugging Face tokenizer, which jaxlm does not read: the run "
-             "directory gets no tokenizer (generate from token ids in Python)")
-    return _write(workdir, model_cfg, params, byte_tokenizer=not own_tokenizer)
+    tok = hf_folder_tokenizer(hf_dir, model_cfg.vocab_size, tokenizer)
+    if tok is None:
+        note(f"{hf_dir} has no tokenizer (tokenizer.json, or vocab.json + merges.txt): the run "
+             "directory gets none, so it cannot generate text or be fine-tuned on text; convert "
+             "again with --tokenizer DIR (the folder of the model's tokenizer)")
+    return _write(workdir, model_cfg, params, tokenizer=tok)
 
 
 def torch_lstm_to_run(state_dict: str | pathlib.Path, workdir: str | pathlib.Path,
@@ -81,14 +103,15 @@ def torch_lstm_to_run(state_dict: str | pathlib.Path, workdir: str | pathlib.Pat
         raise JaxlmError(f"vocabulary {vocab} holds {tokenizer.vocab_size} tokens but the model's "
                          f"embedding has {model_cfg.vocab_size} rows: pass the vocabulary the "
                          "model was trained with")
-    return _write(workdir, model_cfg, params, byte_tokenizer=False, tokenizer=tokenizer)
+    return _write(workdir, model_cfg, params, tokenizer=tokenizer)
 
 
 def _write(workdir: str | pathlib.Path, model_cfg: ModelConfig, params,
-           byte_tokenizer: bool = True, tokenizer: Optional[Tokenizer] = None) -> Converted:
-    if tokenizer is None and byte_tokenizer and model_cfg.vocab_size >= ByteTokenizer.vocab_size:
-        tokenizer = ByteTokenizer()
+           tokenizer: Optional[Tokenizer]) -> Converted:
     run_cfg = RunConfig(model=model_cfg)
     run_cfg = replace(run_cfg, **{"data.seq_len": min(run_cfg.data.seq_len, model_cfg.max_seq_len)})
+    if isinstance(tokenizer, HFTokenizer):  # the run directory holds its files
+        run_cfg = replace(run_cfg, **{"data.tokenizer": "hf",
+                                      "data.hf_tokenizer": str(pathlib.Path(workdir).resolve())})
     path = write_run(workdir, run_cfg, params, tokenizer)
     return Converted(path, model_cfg, tokenizer)

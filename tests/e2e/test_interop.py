@@ -34,7 +34,7 @@ def test_convert_cli_both_ways(hf_dir, tmp_path):
     proc = _jaxlm("convert", "--from-hf", str(path), "--to-workdir", str(run))
     assert proc.returncode == 0, proc.stderr
     assert (run / "config.yaml").is_file() and (run / "params").is_dir()
-    assert (run / "tokenizer.json").is_file()  # vocab 300 holds the byte tokenizer
+    assert (run / "jaxlm_tokenizer.json").is_file()  # the folder's own tokenizer, carried
     out = tmp_path / "hf_out"
     # nothing is overwritten; bad combinations are one line
     bad = [

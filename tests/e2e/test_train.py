@@ -56,7 +56,7 @@ def test_run_dir_contents(gpt_run):
     workdir, proc, _ = gpt_run
     assert "Traceback" not in proc.stderr
     assert "finished step 6" in proc.stdout
-    for name in ("config.yaml", "metrics.jsonl", "tokenizer.json", "samples.txt"):
+    for name in ("config.yaml", "metrics.jsonl", "jaxlm_tokenizer.json", "samples.txt"):
         assert (workdir / name).is_file(), name
     events = list((workdir / "tensorboard").glob("events.out.tfevents*"))
     assert events and all(e.stat().st_size > 0 for e in events)
@@ -88,7 +88,7 @@ def test_saved_config_is_resolved(gpt_run):
     assert saved["model"]["vocab_size"] == 259
     expected = replace(load_config(None, TINY + ["train.steps=6"]), **{"model.vocab_size": 259})
     assert from_dict(saved) == expected
-    assert json.loads((workdir / "tokenizer.json").read_text())["type"] == "byte"
+    assert json.loads((workdir / "jaxlm_tokenizer.json").read_text())["type"] == "byte"
 
 
 @pytest.mark.slow
@@ -132,7 +132,7 @@ def test_lstm_sentencepiece_run(lstm_run):
     assert "Traceback" not in proc.stderr
     assert "finished step 6" in proc.stdout
     assert (workdir / "tokenizer.model").is_file()
-    meta = json.loads((workdir / "tokenizer.json").read_text())
+    meta = json.loads((workdir / "jaxlm_tokenizer.json").read_text())
     assert meta["type"] == "sentencepiece"
     saved = yaml.safe_load((workdir / "config.yaml").read_text())
     assert saved["model"]["family"] == "lstm"

@@ -109,7 +109,7 @@ def test_checkpoint_holds_everything(straight):
     assert int(state.step) == 8
     assert bits(state.params) == bits(ref.params)
     assert jax.tree.leaves(state.opt_state) and state.rng.shape == (2,)
-    assert (ref_dir / "tokenizer.json").is_file()
+    assert (ref_dir / "jaxlm_tokenizer.json").is_file()
     saved = yaml.safe_load((ref_dir / "config.yaml").read_text())
     in_ckpt = json.loads((step_dir / "config" / "metadata").read_text())
     assert in_ckpt["model"] == saved["model"] and in_ckpt["train"]["steps"] == 8

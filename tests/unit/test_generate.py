@@ -262,9 +262,10 @@ def test_text_generator_with_byte_tokenizer():
     model, params = _model(GPT2)
     gen = TextGenerator(GPT2, params, ByteTokenizer())
     texts = gen("ab", max_new_tokens=5, temperature=0.0)
-    assert len(texts) == 1 and texts[0].startswith("ab")
+    assert len(texts) == 1 and texts[0]["generated_text"].startswith("ab")
     grouped = gen(["x", ""], max_new_tokens=4, num_return_sequences=2, seed=1)
     assert len(grouped) == 2 and all(len(g) == 2 for g in grouped)
+    assert all(set(r) == {"generated_text"} for g in grouped for r in g)
 
 
 ENC = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, max_seq_len=32,

@@ -118,7 +118,7 @@ def test_torch_word_lstm_import_carries_the_vocabulary(tmp_path):
     notes: list[str] = []  # vocabulary 300 would hold the byte tokenizer's 259 ids
     torch.save(TorchLSTMLM(d=8, layers=1).state_dict(), tmp_path / "lm300.pt")
     out = torch_lstm_to_run(tmp_path / "lm300.pt", tmp_path / "run2", note=notes.append)
-    assert out.tokenizer is None and not (tmp_path / "run2" / "tokenizer.json").exists()
+    assert out.tokenizer is None and not (tmp_path / "run2" / "jaxlm_tokenizer.json").exists()
     assert len(notes) == 1 and "--vocab FILE" in notes[0]
     (tmp_path / "short.txt").write_text("<eos>\na\n")
     with pytest.raises(JaxlmError, match="holds 2 tokens but the model's embedding has 8 rows"):
