@@ -16,7 +16,7 @@ import yaml
 
 from jaxlm.config_rules import (  # noqa: F401 - the enumerations and rules, re-exported
     ATTENTION_IMPLS, DTYPES, FAMILIES, MLPS, NORMS, OBJECTIVES, OPTIMIZERS, POOLINGS, POSITIONS,
-    REMAT_POLICIES, SCHEDULES, SP_MODEL_TYPES, TOKENIZERS, compute_dtype, config_warnings,
+    DECAY_SHAPES, REMAT_POLICIES, SCHEDULES, SP_MODEL_TYPES, TOKENIZERS, compute_dtype, config_warnings,
     is_causal, pooling, validate,
 )
 from jaxlm.errors import JaxlmError
@@ -81,7 +81,11 @@ class DataConfig:
 class OptimConfig:
     name: str = "adamw"  # adamw | adafactor | lion | sgd
     lr: float = 2e-3  # peak learning rate
-    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    schedule: str = "cosine"  # cosine | linear | constant | wsd (after warmup)
+    # wsd (warmup-stable-decay): share of train.steps at the end spent decaying to
+    # min_lr_ratio * lr; the lr is constant before it
+    decay_fraction: float = 0.2  # wsd: the decay's share of train.steps
+    decay_shape: str = "linear"  # wsd: linear | cosine | 1-sqrt
     warmup_steps: int = 50  # linear warmup from 0 to lr
     min_lr_ratio: float = 0.1  # final lr = min_lr_ratio * lr
     weight_decay: float = 0.1  # applied to matrices only, not biases, norms or vectors
@@ -111,6 +115,10 @@ class TrainConfig:
     # fine-tuning: a fresh run starts from these weights, a Hugging Face GPT-2 folder or a jaxlm
     # run directory (its model must match model.*); ignored when resuming
     init_from: Optional[str] = None
+    # cooldown branch: a fresh run starts from RUN_DIR's checkpoint at STEP (state and data
+    # position), e.g. a constant-lr trunk, and decays from there (optim.schedule=wsd); ignored
+    # when resuming
+    branch_from: Optional[str] = None  # RUN_DIR@STEP
     samples: int = 3  # generated samples printed at the end
     sample_prompt: str = "def "  # prompt of the end-of-run samples
     sample_tokens: int = 200  # tokens per sample (transformer: capped by model.max_seq_len)

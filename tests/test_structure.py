@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("generation, assembly, run records", ("jaxlm.generate", "jaxlm.train.setup",
                                            "jaxlm.train.memory",
                                            "jaxlm.train.metrics", "jaxlm.train.preemption")),
-    ("training and evaluation runs", ("jaxlm.train.start", "jaxlm.train.loop",
+    ("training and evaluation runs", ("jaxlm.train.start", "jaxlm.train.branch", "jaxlm.train.loop",
                                       "jaxlm.eval_run")),
     ("interop, scaling", ("jaxlm.interop", "jaxlm.scaling")),
     ("command line", ("jaxlm.cli", "jaxlm.__main__")),
