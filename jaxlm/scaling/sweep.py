@@ -23,13 +23,11 @@ from typing import Callable, Optional, Sequence
 from jaxlm import flops
 from jaxlm.errors import JaxlmError
 # the names `jaxlm sweep` and the notebooks use, importable from here as before the split
-from jaxlm.scaling.plan import (Member, expand, member_config, model_param_counts, n_heads_for,
-                                plan_table, worker_members)
+from jaxlm.scaling.plan import (RUNS_DIR, Member, expand, member_config, model_param_counts,
+                                n_heads_for, plan_table, worker_members)
 from jaxlm.scaling.results import (COLUMNS, RUNS_CSV, append_row, fmt_loss, member_row,
                                    read_rows)
 from jaxlm.scaling.spec import SweepSpec, load_spec, validate_spec, write_spec_copy
-
-RUNS_DIR = "runs"
 
 
 @dataclasses.dataclass
@@ -93,7 +91,7 @@ def run_sweep(spec: SweepSpec, members: Sequence[Member], workdir: str | os.Path
                 run_dir = workdir / RUNS_DIR / m.name
                 t0 = time.time()
                 try:
-                    result = train_fn(member_config(spec, m), run_dir, quiet=quiet_runs)
+                    result = train_fn(member_config(spec, m, workdir), run_dir, quiet=quiet_runs)
                 except Exception as e:  # noqa: BLE001 - recorded; the sweep goes on
                     reason = _one_line(e)
                     out.failed.append(m.name)
