@@ -82,8 +82,8 @@ class OptimConfig:
     name: str = "adamw"  # adamw | adafactor | lion | sgd
     lr: float = 2e-3  # peak learning rate
     schedule: str = "cosine"  # cosine | linear | constant | wsd (after warmup)
-    # wsd (warmup-stable-decay): share of train.steps at the end spent decaying to
-    # min_lr_ratio * lr; the lr is constant before it
+    # wsd (warmup-stable-decay): the share of train.steps at the end spent decaying to
+    # min_lr_ratio * lr (the lr is constant from the warmup until then)
     decay_fraction: float = 0.2  # wsd: the decay's share of train.steps
     decay_shape: str = "linear"  # wsd: linear | cosine | 1-sqrt
     warmup_steps: int = 50  # linear warmup from 0 to lr
