@@ -107,6 +107,9 @@ class TrainConfig:
     final_eval_batches: int = 100  # 0: the whole eval split
     checkpoint_every: int = 300  # 0: only at the end
     keep_checkpoints: int = 3  # the newest ones; the one with the best eval loss is kept too
+    # steps checkpointed besides every checkpoint_every (e.g. a wsd trunk's branch points; keep
+    # them with keep_checkpoints)
+    checkpoint_at: list[int] = dataclasses.field(default_factory=list)  # steps, e.g. [400, 800]
     nonfinite: str = "skip"  # skip | halt: on a non-finite loss or gradient norm
     # nonfinite=skip: stop the run (exit 3) after this many consecutive skipped updates; 0: never
     nonfinite_patience: int = 10

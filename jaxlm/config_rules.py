@@ -155,6 +155,8 @@ def _validate_data_optim_train(cfg: RunConfig) -> None:
     _positive("train.sample_temperature", t.sample_temperature, allow_zero=True)
     _choice("train.nonfinite", t.nonfinite, ("skip", "halt"))
     _positive("train.nonfinite_patience", t.nonfinite_patience, allow_zero=True)
+    if any(s < 1 for s in t.checkpoint_at):
+        raise JaxlmError(f"config key 'train.checkpoint_at' lists a step < 1: {t.checkpoint_at}")
     for s in t.debug_nan_steps:
         if s < 1:
             raise JaxlmError(

@@ -228,7 +228,7 @@ def _branches(p: "_Planner", spec: SweepSpec, s: _Size, hp: HpPoint, batch: int,
               seed: int) -> list[Member]:
     """One constant-lr trunk and a cooldown branch per budget (spec key wsd): the branch of T
     steps starts from the trunk's checkpoint at its decay start T - round(f T). The trunk runs
-    to the latest decay start and keeps a checkpoint at every one (every gcd of them)."""
+    to the latest decay start and keeps a checkpoint at every one (train.checkpoint_at)."""
     w = spec.wsd
     plan = []  # (C, D, steps T, decay start S)
     for c, d in s.budgets:
@@ -240,11 +240,11 @@ def _branches(p: "_Planner", spec: SweepSpec, s: _Size, hp: HpPoint, batch: int,
         return []
     starts = [max(S, 1) for *_, S in plan]
     warmup = min(round(hp.warmup_fraction * min(T for _, _, T, _ in plan)), min(starts) - 1)
-    trunk_steps, every = max(starts), functools.reduce(math.gcd, starts)
-    trunk = _member(p, s, _name(s, "trunk", hp, seed, spec), None, trunk_steps, batch, lr, seed,
+    at = sorted(set(starts))
+    trunk = _member(p, s, _name(s, "trunk", hp, seed, spec), None, max(at), batch, lr, seed,
                     max(warmup, 0), hp, ("optim.schedule=constant",
-                                         f"train.checkpoint_every={every}",
-                                         f"train.keep_checkpoints={trunk_steps // every + 1}"),
+                                         f"train.checkpoint_at=[{','.join(map(str, at))}]",
+                                         f"train.keep_checkpoints={len(at) + 1}"),
                     role="trunk")
     out = [trunk]
     for c, d, steps, start in plan:

@@ -29,8 +29,8 @@ def test_each_size_becomes_one_trunk_and_a_branch_per_budget(tmp_path):
     assert all(m.error is None for m in members)
     assert {m.warmup for m in tf} == {2}  # 0.2 x the shortest branch, the same for all
     tcfg = plan.member_config(s, trunk)
-    assert (tcfg.optim.schedule, tcfg.train.checkpoint_every, tcfg.train.keep_checkpoints) == (
-        "constant", 8, 4)  # checkpoints at 8, 16, 24 (and kept)
+    assert (tcfg.optim.schedule, tcfg.train.checkpoint_at, tcfg.train.keep_checkpoints) == (
+        "constant", [8, 16, 24], 4)  # and at the end, 24
     bcfg = plan.member_config(s, branches[1], tmp_path / "sweep")
     assert bcfg.train.branch_from == f"{tmp_path / 'sweep' / 'runs' / trunk.name}@16"
     assert (bcfg.optim.schedule, bcfg.optim.decay_shape, bcfg.optim.decay_fraction,

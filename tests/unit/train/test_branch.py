@@ -16,7 +16,9 @@ WSD = ["optim.schedule=wsd", "optim.decay_fraction=0.25", "optim.decay_shape=1-s
 def test_branch_equals_wsd_run_from_start(tmp_path):
     ref, trunk, branch = tmp_path / "ref", tmp_path / "trunk", tmp_path / "branch"
     run(ref, *WSD)  # 8 steps: constant to step 6, then 2 steps of decay
-    run(trunk, "optim.schedule=constant", "train.steps=7")  # checkpoints at 3 and 6
+    run(trunk, "optim.schedule=constant", "train.steps=7", "train.checkpoint_every=0",
+        "train.checkpoint_at=[6]")  # checkpoints at 6 and 7 only
+    assert sorted(int(p.name) for p in (trunk / "checkpoints").iterdir()) == [6, 7]
     run(branch, *WSD, f"train.branch_from={trunk}@6")
     assert min(losses(branch)) == 7  # the branch's own steps only
     assert {s: losses(ref)[s] for s in (7, 8)} == losses(branch)
