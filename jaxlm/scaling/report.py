@@ -101,8 +101,8 @@ def read_runs(path) -> dict:
         c = 6 * n * d if c is None else c
         fam = (r.get("family") or "").strip() or "all"
         f = fams.setdefault(fam, {"N": [], "D": [], "C": [], "L": [], "names": [], "budget": [],
-                                  "hp": {c: [] for c in T.HP_COLUMNS}})
-        for col in T.HP_COLUMNS:
+                                  "hp": {c: [] for c in (*T.HP_COLUMNS, "seed")}})
+        for col in (*T.HP_COLUMNS, "seed"):
             v = (r.get(col) or "").strip()
             f["hp"][col].append(_num(r, col, lineno) if v else float("nan"))
         f["N"].append(n), f["D"].append(d), f["C"].append(c), f["L"].append(loss)

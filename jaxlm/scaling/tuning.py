@@ -21,9 +21,18 @@ from jaxlm.scaling.records import Record
 HP_COLUMNS = ("lr", "batch", "b2", "warmup")  # runs.csv columns of the hp axes
 
 
-def best_per_nd(N: np.ndarray, D: np.ndarray, L: np.ndarray, rtol: float = 0.01) -> np.ndarray:
-    """Sorted indices of the lowest loss within each group of (nearly) equal (N, D)."""
-    key = np.round(np.stack([np.log(N), np.log(D)], axis=1) / np.log1p(rtol))
+def _keys(N, D, seed, rtol: float = 0.01) -> np.ndarray:
+    """(n, 3) group keys: (nearly) equal N and D, the same seed (replicates are not tuning)."""
+    seed = np.full(N.shape, -1.0) if seed is None else np.nan_to_num(seed, nan=-1.0)
+    return np.stack([np.round(np.log(N) / np.log1p(rtol)), np.round(np.log(D) / np.log1p(rtol)),
+                     seed], axis=1)
+
+
+def best_per_nd(N: np.ndarray, D: np.ndarray, L: np.ndarray,
+                seed: Optional[np.ndarray] = None) -> np.ndarray:
+    """Sorted indices of the lowest loss within each group of (nearly) equal (N, D) and the
+    same seed (None: one seed)."""
+    key = _keys(N, D, seed)
     best: dict[tuple, int] = {}
     for i, k in enumerate(map(tuple, key)):
         if k not in best or L[i] < L[best[k]]:
@@ -58,12 +67,14 @@ class Tuning(Record):
         return [("choices", list(self.choices)), ("lr_moved", self.lr_moved)]
 
 
-def summarize(N, D, L, names: list[str], hp: dict[str, np.ndarray]) -> Optional[Tuning]:
-    """None when no (N, D) has more than one run; hp: column -> (n,) values (NaN: absent)."""
-    keep = best_per_nd(N, D, L)
+def summarize(N, D, L, names: list[str], hp: dict[str, np.ndarray],
+              seed: Optional[np.ndarray] = None) -> Optional[Tuning]:
+    """None when no (N, D, seed) has more than one run; hp: column -> (n,) values (NaN:
+    absent)."""
+    keep = best_per_nd(N, D, L, seed)
     if keep.size == N.size:
         return None
-    key = np.round(np.stack([np.log(N), np.log(D)], axis=1) / np.log1p(0.01))
+    key = _keys(N, D, seed)
     choices = []
     for i in keep:
         group = np.flatnonzero((key == key[i]).all(axis=1))
@@ -93,8 +104,9 @@ def select(fam: dict) -> None:
     summary under "tuning" (None without repeated (N, D))."""
     hp = {c: np.asarray(fam["hp"][c], dtype=np.float64) for c in HP_COLUMNS}
     hp = {c: v for c, v in hp.items() if np.isfinite(v).any()}
-    fam["tuning"] = summarize(fam["N"], fam["D"], fam["L"], fam["names"], hp)
-    keep = best_per_nd(fam["N"], fam["D"], fam["L"])
+    seed = np.asarray(fam["hp"]["seed"], dtype=np.float64)
+    fam["tuning"] = summarize(fam["N"], fam["D"], fam["L"], fam["names"], hp, seed)
+    keep = best_per_nd(fam["N"], fam["D"], fam["L"], seed)
     for k in ("N", "D", "C", "L"):
         fam[k] = fam[k][keep]
     fam["names"] = [fam["names"][i] for i in keep]

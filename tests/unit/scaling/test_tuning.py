@@ -21,6 +21,9 @@ def test_best_per_nd_keeps_the_lowest_loss_of_each_setting():
         ("b", 3, []), ("d", 1, []), ("f", 2, ["lr"])]
     assert t.lr_moved == [(1e6, 2e-3, 1.0), (2e6, 2e-3, 1.0)]
     assert tuning.summarize(N[:2], D[[0, 3]], L[:2], ["a", "b"], {}) is None
+    # seeds are replicates, not settings: each is kept
+    seed = np.array([0, 1, 0, 0, 0, 0])
+    assert tuning.best_per_nd(N, D, L, seed).tolist() == [1, 2, 3, 5]
 
 
 def test_fit_uses_the_best_run_per_nd_and_reports_the_optimum(tmp_path):
