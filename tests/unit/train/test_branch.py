@@ -1,31 +1,16 @@
-"""Cooldown branches (train.branch_from): a wsd branch of a constant-lr trunk is the run
-trained with the same wsd schedule from the start, bitwise; bad branches are one-line errors."""
+"""Cooldown branches (train.branch_from): bad branches are one-line errors, before anything
+is built. (A branch equals the wsd run from the start, bitwise: tests/e2e/test_wsd_sweep.py.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from helpers import EXACT, bits, losses, restore_state, run
+from helpers import EXACT
 from jaxlm.config import load_config, to_yaml
 from jaxlm.errors import JaxlmError
 from jaxlm.train.loop import train
 
 WSD = ["optim.schedule=wsd", "optim.decay_fraction=0.25", "optim.decay_shape=1-sqrt"]
-
-
-def test_branch_equals_wsd_run_from_start(tmp_path):
-    ref, trunk, branch = tmp_path / "ref", tmp_path / "trunk", tmp_path / "branch"
-    run(ref, *WSD)  # 8 steps: constant to step 6, then 2 steps of decay
-    run(trunk, "optim.schedule=constant", "train.steps=7", "train.checkpoint_every=0",
-        "train.checkpoint_at=[6]")  # checkpoints at 6 and 7 only
-    assert sorted(int(p.name) for p in (trunk / "checkpoints").iterdir()) == [6, 7]
-    run(branch, *WSD, f"train.branch_from={trunk}@6")
-    assert min(losses(branch)) == 7  # the branch's own steps only
-    assert {s: losses(ref)[s] for s in (7, 8)} == losses(branch)
-    assert bits(restore_state(branch, 8)) == bits(restore_state(ref, 8))
-    # resuming the branch from its own checkpoint ignores branch_from
-    run(branch, *WSD, f"train.branch_from={trunk}@6", "train.steps=9",
-        "optim.decay_fraction=0.33")  # decay start still 6
 
 
 @pytest.mark.parametrize("extra, match", [
