@@ -26,7 +26,8 @@ from jaxlm.errors import JaxlmError
 class ModelConfig:
     family: str = "transformer"  # transformer | lstm
     vocab_size: Optional[int] = None  # None: the tokenizer's vocabulary size
-    d_model: int = 128  # LSTM: embedding and hidden size
+    d_model: int = 128  # LSTM: hidden size (and embedding width unless model.embed_dim)
+    embed_dim: Optional[int] = None  # LSTM: token-embedding width (layer 0's input); None: d_model
     n_layers: int = 4  # transformer blocks / stacked LSTM layers
     n_heads: int = 4  # attention heads (d_model must be divisible by it)
     n_kv_heads: Optional[int] = None  # None: n_heads (multi-head); fewer: grouped-query attention
@@ -39,8 +40,12 @@ class ModelConfig:
     mlp: str = "gelu"  # gelu | swiglu
     tie_embeddings: bool = True  # the output projection reuses the token embedding matrix
     use_bias: bool = True  # transformer: biases in the attention, MLP and LayerNorm layers
+    qkv_bias: bool = False  # transformer: query/key/value biases even with use_bias=false (Qwen2)
     dropout: float = 0.0  # on embeddings and residual branches (LSTM: between layers); 0: off
     init_std: float = 0.02  # std of the normal weight init (residual outputs: / sqrt(2*n_layers))
+    # μP (transformer): the d_model at which μP equals the standard parametrization; wider
+    # models scale init, per-group learning rates, attention and logits (docs/mup.md)
+    mup_base_width: Optional[int] = None  # None: standard parametrization
     dtype: str = "auto"  # compute dtype: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16 | float16
     param_dtype: str = "float32"  # dtype of the parameters and optimizer state
     attention_impl: str = "auto"  # auto|xla|cudnn|splash|blockwise: see jaxlm/models/attention.py
@@ -56,16 +61,18 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "stdlib"  # stdlib | a text or .jsonl file, directory or glob | tfds:NAME
+    # stdlib | a text or .jsonl file, directory or glob | tfds:NAME | hf:PATH (a Hugging Face
+    # dataset from local parquet/arrow/json/csv files or a save_to_disk folder)
+    corpus: str = "stdlib"  # the text (or labelled rows) to train on
     # the field holding the text: of each JSON Lines (.jsonl) record, of a tfds dataset's
     # examples, of a labelled CSV's rows
     text_key: str = "text"
-    train_split: str = "train"  # tfds only
-    eval_split: str = "validation"  # tfds only
+    train_split: str = "train"  # tfds / hf (a split of a DatasetDict)
+    eval_split: str = "validation"  # tfds / hf (if absent: validation_fraction of train)
     validation_fraction: float = 0.05  # stdlib / local text: share of files held out
     tfds_data_dir: Optional[str] = None  # tfds data directory; None: tfds's default
     tfds_download: bool = False  # allow tfds to download a registered dataset
-    cache_dir: Optional[str] = None  # where local text is prepared; None: ~/.cache/jaxlm
+    cache_dir: Optional[str] = None  # local text / hf data prepared here; None: ~/.cache/jaxlm
     seq_len: int = 256  # tokens per training row (documents packed back to back, EOS between)
     tokenizer: str = "byte"  # byte | sentencepiece
     sp_model: Optional[str] = None  # an existing SentencePiece .model file (else trained)
@@ -115,8 +122,8 @@ class TrainConfig:
     nonfinite_patience: int = 10
     debug_nan_steps: list[int] = dataclasses.field(default_factory=list)  # testing: NaN there
     grad_accum: int = 1  # microbatches per update (batch_size is the whole update's batch)
-    # fine-tuning: a fresh run starts from these weights, a Hugging Face GPT-2 folder or a jaxlm
-    # run directory (its model must match model.*); ignored when resuming
+    # fine-tuning: a fresh run starts from these weights, a Hugging Face GPT-2 / Llama / Mistral /
+    # Qwen2 folder or a jaxlm run directory (its model must match model.*); ignored when resuming
     init_from: Optional[str] = None
     # cooldown branch: a fresh run starts from RUN_DIR's checkpoint at STEP (state and data
     # position), e.g. a constant-lr trunk, and decays from there (optim.schedule=wsd); ignored
@@ -136,9 +143,12 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    data: int = -1  # -1: all devices not used by the other axes
+    data: int = -1  # -1: all devices (of a slice) not used by the other axes
     fsdp: int = 1  # devices the batch and every parameter are sharded over (FSDP / ZeRO-3)
+    context: int = 1  # devices the sequence is split over (context parallel; data.seq_len must divide)
     tensor: int = 1  # devices heads, MLP width and vocabulary are split over (tensor parallel)
+    dcn_data: int = -1  # slices the data axis spans (multi-slice); -1: slices not used by dcn_fsdp
+    dcn_fsdp: int = 1  # slices the fsdp axis spans (multi-slice); mesh.fsdp is within a slice
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,6 +52,16 @@ def _finite(cfg: RunConfig) -> None:
                                  f"got {v}")
 
 
+def _embed_dim(m) -> None:
+    _positive("model.embed_dim", m.embed_dim)
+    if m.family != "lstm":
+        raise JaxlmError("config key 'model.embed_dim' applies to the lstm family only (a "
+                         "transformer's embedding width is model.d_model)")
+    if m.tie_embeddings and m.embed_dim != m.d_model:
+        raise JaxlmError(f"model.embed_dim={m.embed_dim} differs from model.d_model={m.d_model}: "
+                         "a tied output layer needs them equal; set model.tie_embeddings=false")
+
+
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks; raises JaxlmError naming the first offending key."""
     _finite(cfg)
@@ -85,6 +95,8 @@ def validate(cfg: RunConfig) -> None:
         raise JaxlmError("config key 'model.scan_layers' applies to the transformer family only")
     for key in ("d_model", "n_layers", "n_heads", "max_seq_len", "rope_theta", "norm_eps"):
         _positive(f"model.{key}", getattr(m, key))
+    if m.embed_dim is not None:
+        _embed_dim(m)
     for key in ("vocab_size", "n_kv_heads", "d_ff"):
         if getattr(m, key) is not None:
             _positive(f"model.{key}", getattr(m, key))
@@ -111,7 +123,24 @@ def validate(cfg: RunConfig) -> None:
             f"data.seq_len={d.seq_len} is longer than the model's maximum, "
             f"model.max_seq_len={m.max_seq_len}"
         )
+    _validate_mup(cfg)
     _validate_data_optim_train(cfg)
+
+
+def _validate_mup(cfg: RunConfig) -> None:
+    m = cfg.model
+    if m.mup_base_width is None:
+        return
+    _positive("model.mup_base_width", m.mup_base_width)
+    if m.family != "transformer":
+        raise JaxlmError(f"config key 'model.mup_base_width' applies to the transformer family "
+                         f"only (model.family={m.family}); see docs/mup.md")
+    if cfg.optim.name == "sgd":
+        raise JaxlmError("config key 'model.mup_base_width' needs an Adam-style optimizer "
+                         "(optim.name=adamw, lion or adafactor), not optim.name=sgd")
+    if m.mup_base_width % m.n_heads:
+        raise JaxlmError(f"model.mup_base_width={m.mup_base_width} is not divisible by "
+                         f"model.n_heads={m.n_heads} (μP widens each head)")
 
 
 def _validate_data_optim_train(cfg: RunConfig) -> None:
@@ -166,7 +195,7 @@ def _validate_data_optim_train(cfg: RunConfig) -> None:
             f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}"
         )
 
-    for key in ("data", "fsdp", "tensor"):
+    for key in ("data", "fsdp", "context", "tensor", "dcn_data", "dcn_fsdp"):
         v = getattr(cfg.mesh, key)
         if v == 0 or v < -1:
             raise JaxlmError(f"config key 'mesh.{key}' must be a positive size or -1; got {v}")

@@ -1,5 +1,5 @@
-"""`train.init_from`: the starting weights of a fine-tuning run, from a Hugging Face GPT-2
-folder or a jaxlm run directory, checked against the model being trained."""
+"""`train.init_from`: the starting weights of a fine-tuning run, from a Hugging Face GPT-2 or
+Llama-family folder or a jaxlm run directory, checked against the model being trained."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import numpy as np
 
 from jaxlm.config import ModelConfig
 from jaxlm.errors import JaxlmError
-from jaxlm.interop.hf_gpt2 import CONFIG_JSON, load_hf_gpt2
+from jaxlm.interop.hf import load_hf
+from jaxlm.interop.hf_gpt2 import CONFIG_JSON
 from jaxlm.models.transformer import mlp_width, stack_layers, unstack_layers
 from jaxlm.rundir import CONFIG_FILE, load_run
 
@@ -68,7 +69,7 @@ def load_init_params(source: str, cfg: ModelConfig, like: Any = None,
     if not path.is_dir():
         raise JaxlmError(f"train.init_from={source} does not exist or is not a directory")
     if (path / CONFIG_JSON).is_file():
-        got, params = load_hf_gpt2(path)
+        got, params = load_hf(path)
     elif (path / CONFIG_FILE).is_file():
         run = load_run(path)
         got, params = run.config.model, run.params

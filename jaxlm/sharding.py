@@ -1,9 +1,15 @@
 """Device mesh and the one table mapping logical axis names to mesh axes.
 
 Mesh axes: `data` (pure data parallelism), `fsdp` (data parallelism that also shards parameters
-and optimizer state), `tensor` (heads, MLP width and vocabulary split across devices).
-An activation's `embed` axis is left unsharded when `fsdp` is already taken by its batch axis
-(flax resolves a rule only to mesh axes not yet used in the same spec).
+and optimizer state), `context` (activations split along the sequence; attention all-gathers
+keys and values, `models.context_attention`), `tensor` (heads, MLP width and vocabulary split
+across devices). An activation's `embed` axis is left unsharded when `fsdp` is already taken by
+its batch axis (flax resolves a rule only to mesh axes not yet used in the same spec).
+
+Multi-slice (hybrid) meshes, as in MaxText: `mesh.data/fsdp/context/tensor` size the axes
+within one slice (ICI), `mesh.dcn_data/dcn_fsdp` across slices (DCN); each mesh axis is the
+product, slices outermost, so a slice holds a contiguous block of the data/fsdp axes and only
+the gradient reduction crosses the slow network. One slice: the mesh `jax.make_mesh` builds.
 """
 
 from __future__ import annotations
@@ -16,22 +22,24 @@ from typing import Any, Iterator, Optional, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxlm.config import DistributedConfig, MeshConfig
 from jaxlm.errors import JaxlmError
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "context", "tensor")
 
 LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
+    ("vocab_embed", "fsdp"),  # the LSTM's token-embedding width (model.embed_dim)
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
     ("mlp", "tensor"),
     ("gates", "tensor"),  # the LSTM's 4 x hidden gate axis
     ("vocab", "tensor"),
-    ("length", None),
+    ("length", "context"),
     ("head_dim", None),
     ("layers", None),  # scan_layers' stacking axis
 )
@@ -42,32 +50,82 @@ def rules_summary() -> dict[str, Any]:
     return {name: axes for name, axes in LOGICAL_RULES if axes is not None}
 
 
-def mesh_shape(cfg: MeshConfig, n_devices: int) -> tuple[int, int, int]:
-    """Resolves -1 entries; raises JaxlmError naming the keys when sizes do not fit the devices."""
-    sizes = [cfg.data, cfg.fsdp, cfg.tensor]
-    unknown = [i for i, s in enumerate(sizes) if s == -1]
+def _resolve(sizes: dict[str, int], total: int, what: str) -> tuple[int, ...]:
+    """`sizes` {config key: size, -1 = the rest} whose product must be `total` (`what`)."""
+    keys = ", ".join(sizes)
+    unknown = [k for k, v in sizes.items() if v == -1]
     if len(unknown) > 1:
-        raise JaxlmError("at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1")
-    known = math.prod(s for s in sizes if s != -1)
+        raise JaxlmError(f"at most one of {keys} may be -1")
+    known = math.prod(v for v in sizes.values() if v != -1)
+    shown = "x".join(str(v) for v in sizes.values())
     if unknown:
-        if n_devices % known:
-            raise JaxlmError(
-                f"mesh sizes {cfg.data}x{cfg.fsdp}x{cfg.tensor} do not divide {n_devices} devices"
-            )
-        sizes[unknown[0]] = n_devices // known
-    if math.prod(sizes) != n_devices:
-        raise JaxlmError(
-            f"mesh.data*mesh.fsdp*mesh.tensor = {math.prod(sizes)} but there are {n_devices} devices"
-        )
-    return tuple(sizes)  # type: ignore[return-value]
+        if total % known:
+            raise JaxlmError(f"mesh sizes {shown} ({keys}) do not divide {total} {what}")
+        sizes = {**sizes, unknown[0]: total // known}
+    if math.prod(sizes.values()) != total:
+        product = "*".join(sizes)
+        raise JaxlmError(f"{product} = {math.prod(sizes.values())} but there are {total} {what}")
+    return tuple(sizes.values())
+
+
+def mesh_shape(cfg: MeshConfig, n_devices: int) -> tuple[int, int, int, int]:
+    """(data, fsdp, context, tensor) within one slice of `n_devices`; resolves -1; raises
+    JaxlmError naming the keys when the sizes do not fit."""
+    return _resolve({"mesh.data": cfg.data, "mesh.fsdp": cfg.fsdp, "mesh.context": cfg.context,
+                     "mesh.tensor": cfg.tensor}, n_devices, "devices")  # type: ignore[return-value]
+
+
+def dcn_shape(cfg: MeshConfig, n_slices: int) -> tuple[int, int, int, int]:
+    """(data, fsdp, context, tensor) across `n_slices` slices: only data and fsdp cross them."""
+    data, fsdp = _resolve({"mesh.dcn_data": cfg.dcn_data, "mesh.dcn_fsdp": cfg.dcn_fsdp},
+                          n_slices, "slices")
+    return data, fsdp, 1, 1
+
+
+def _granule(cfg: MeshConfig, devices: Sequence[Any]) -> tuple[str, int]:
+    """What a DCN unit is (`slice_index`, or `process_index` where devices carry no slice, e.g.
+    GPU nodes) and how many there are: one unless the devices span several slices or the config
+    asks for DCN axes."""
+    slices = {getattr(d, "slice_index", 0) for d in devices}
+    if len(slices) > 1:
+        return "slice_index", len(slices)
+    asked = cfg.dcn_data > 1 or cfg.dcn_fsdp > 1
+    processes = {getattr(d, "process_index", 0) for d in devices}
+    if asked and len(processes) > 1:
+        return "process_index", len(processes)
+    return "slice_index", 1
+
+
+def hybrid_device_grid(cfg: MeshConfig, devices: Sequence[Any]) -> np.ndarray:
+    """The (data, fsdp, context, tensor) array of `devices` (objects with `slice_index` or
+    `process_index`, `platform`, `device_kind`) for a multi-slice mesh, from JAX's
+    `create_hybrid_device_mesh`: ICI axes laid out within each slice, slices along DCN axes."""
+    key, n_slices = _granule(cfg, devices)
+    dcn = dcn_shape(cfg, n_slices)
+    per_slice = len(devices) // n_slices
+    if per_slice * n_slices != len(devices):
+        raise JaxlmError(f"{len(devices)} devices do not split evenly into {n_slices} slices")
+    ici = mesh_shape(cfg, per_slice)
+    try:
+        return mesh_utils.create_hybrid_device_mesh(
+            ici, dcn, devices, process_is_granule=key == "process_index",
+            allow_split_physical_axes=True)
+    except ValueError as e:
+        raise JaxlmError(f"cannot lay out the mesh {ici} within slices x {dcn} across "
+                         f"{n_slices} slices: {str(e).splitlines()[0]}") from None
 
 
 def make_mesh(cfg: MeshConfig, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+    """The run's mesh over `devices` (default: all). One slice: `jax.make_mesh`'s layout."""
     devices = list(devices if devices is not None else jax.devices())
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    if _granule(cfg, devices)[1] > 1:
+        return Mesh(hybrid_device_grid(cfg, devices), MESH_AXES, axis_types=axis_types)
+    dcn_shape(cfg, 1)  # the DCN keys must fit one slice
     shape = mesh_shape(cfg, len(devices))
     if devices == list(jax.devices()):
-        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
-    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+        return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types)
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=axis_types)
 
 
 @contextlib.contextmanager
@@ -129,10 +187,24 @@ def tensor_parallel_size(mesh: Mesh) -> int:
     return mesh.shape["tensor"]
 
 
+def context_parallel_size(mesh: Mesh) -> int:
+    return mesh.shape["context"]
+
+
+def length_shards() -> tuple[Optional[str], int]:
+    """While tracing under `activation_mesh`: the mesh axis the `length` axis is split over and
+    its size ((None, 1) outside a mesh or when length is not split)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    axis = logical_spec(("length",))[0]
+    if mesh.empty or axis is None or mesh.shape.get(axis, 1) == 1:
+        return None, 1
+    return axis, mesh.shape[axis]
+
+
 def local_rows(mesh: Mesh, global_batch: int) -> slice:
     """The rows of a (global_batch, ...) batch that this process's devices hold under
     `batch_sharding(mesh)`: the slice each process feeds to `make_array_from_process_local_data`."""
-    index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch, 1))
+    index_map = rows_sharding(mesh).addressable_devices_indices_map((global_batch,))
     starts = sorted({idx[0].indices(global_batch)[:2] for idx in index_map.values()})
     lo, hi = starts[0][0], starts[-1][1]
     covered = sum(b - a for a, b in starts)

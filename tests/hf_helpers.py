@@ -48,3 +48,22 @@ def _tokens(b: int, t: int, seed: int = 0) -> np.ndarray:
 def _hf_logits(model, tokens: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return model(torch.from_numpy(np.asarray(tokens, np.int64))).logits.numpy()
+
+
+# Tiny random Llama-family models (tests/unit/interop/test_hf_llama.py, tests/e2e/test_interop.py)
+LLAMA_SHAPE = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                   rms_norm_eps=1e-5, rope_theta=5000.0)
+LLAMA_KINDS = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config"}
+
+
+def llama_model(kind: str = "llama", **overrides):
+    """A randomly initialized LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM, every
+    tensor perturbed (norm weights and Qwen2's biases are 1 and 0 at init)."""
+    torch.manual_seed(0)
+    config = getattr(transformers, LLAMA_KINDS[kind])(**{**LLAMA_SHAPE, **overrides})
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    _randomize(model)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(3.0)
+    return model.eval()

@@ -20,7 +20,7 @@ from helpers import REPO_ROOT
 
 JAX_STACK = ("jax", "flax", "optax", "orbax-checkpoint", "grain")
 HEAVY = ("grain", "tensorflow_datasets", "array_record", "sentencepiece", "tensorboardX",
-         "omegaconf")
+         "omegaconf", "datasets")
 
 
 def _core_requirements() -> list[Requirement]:

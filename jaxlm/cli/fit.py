@@ -4,6 +4,7 @@ params, tokens/flops, loss) and write fit.json, report.md and PNG plots (jaxlm.s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -37,7 +38,7 @@ profile, E at its bound, intervals spanning zero or orders of magnitude, negativ
 Approach 2 vs 3 disagreement on a. --strict: exit status 4 when any warning is raised.
 
 examples:
-  jaxlm fit --input sweeps/cpu_demo/runs.csv --output sweeps/cpu_demo/fit
+  jaxlm fit --input sweeps/cpu_demo --output sweeps/cpu_demo/fit   # or .../runs.csv
   jaxlm fit --input published.csv --output fit --predict 5.76e23 --bootstrap 500
   jaxlm fit --input runs.csv --output fit --strict   # in CI: fail on a non-identified fit
 """
@@ -47,8 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(NAME, help="fit scaling laws to runs.csv", epilog=EPILOG,
                        description="Fit scaling laws with uncertainty; write fit.json, report.md "
                        "and PNG plots.", formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True, help="runs.csv (from `jaxlm sweep`) or any CSV "
-                   "with params, tokens or flops, loss")
+    p.add_argument("--input", required=True, help="a sweep directory (its runs.csv is "
+                   "compiled from the members' records first), runs.csv, or any CSV with "
+                   "params, tokens or flops, loss")
     p.add_argument("--output", required=True, help="output directory (created if needed)")
     p.add_argument("--predict", type=float, nargs="*", default=[], metavar="C",
                    help="compute budgets (FLOPs) to predict N_opt, D_opt and loss at (the "
@@ -82,6 +84,13 @@ def run(args: argparse.Namespace) -> Status:
     from jaxlm.scaling import diagnostics, report
 
     t0 = time.perf_counter()
+    if os.path.isdir(args.input):  # a sweep directory: its members' records, as runs.csv
+        from jaxlm.scaling import results
+
+        if results.read_records(args.input):
+            args.input = str(results.compile_runs(args.input))
+        else:  # an older sweep: rows appended to runs.csv
+            args.input = os.path.join(args.input, results.RUNS_CSV)
     data = report.read_runs(args.input)
     settings = {"approach2": args.approach2, "budget_rtol": args.budget_rtol,
                 "irreducible": not args.no_irreducible, "holdout": args.holdout,

@@ -12,6 +12,8 @@
   links) is read once, so it is in one split only.
 - `tfds:NAME`: a registered tfds dataset read through `tfds.data_source`, text from `text_key`;
   it must be prepared already (nothing is downloaded unless `data.tfds_download=true`).
+- `hf:PATH` (or a `.parquet` / `.arrow` path, a `save_to_disk` folder): a Hugging Face dataset
+  from local files, text from `text_key` (jaxlm/data/hf_datasets.py).
 Undecodable bytes are replaced with U+FFFD, never fatal.
 """
 
@@ -248,9 +250,17 @@ def load_corpus(
     tfds_data_dir: Optional[str] = None, tfds_download: bool = False,
     cache_dir: Optional[str] = None,
 ) -> Corpus:
-    """The corpus named by `data.corpus`: 'stdlib', a path / directory / glob, or 'tfds:NAME'."""
+    """The corpus named by `data.corpus`: 'stdlib', a path / directory / glob, 'tfds:NAME', or
+    a Hugging Face dataset from local files (`hf:PATH`, .parquet/.arrow, a save_to_disk folder:
+    jaxlm/data/hf_datasets.py)."""
+    from jaxlm.data import hf_datasets
+
     if corpus == "stdlib":
         return stdlib_corpus(validation_fraction)
+    if hf_datasets.is_hf_spec(corpus):
+        return hf_datasets.hf_corpus(
+            corpus, text_key=text_key, train_split=train_split, eval_split=eval_split,
+            validation_fraction=validation_fraction, cache_dir=cache_dir)
     if corpus.startswith("tfds:"):
         return tfds_corpus(
             corpus[len("tfds:"):], text_key=text_key, train_split=train_split,

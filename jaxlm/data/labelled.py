@@ -5,7 +5,9 @@ Sources (`data.corpus`):
   columns; `data.validation_fraction` of the rows (a seeded draw) are the validation split;
 - a directory holding `<data.train_split>.{csv,jsonl}` and `<data.eval_split>.{csv,jsonl}`;
 - `tfds:NAME` (e.g. `tfds:imdb_reviews`, `tfds:glue/sst2` with `data.text_key=sentence`): the
-  splits `data.train_split` / `data.eval_split` through tfds's data source.
+  splits `data.train_split` / `data.eval_split` through tfds's data source;
+- `hf:PATH` (or a `.parquet` / `.arrow` path, a `save_to_disk` folder): a Hugging Face dataset
+  from local files (jaxlm/data/hf_datasets.py); a ClassLabel column's names are the label names.
 Labels are integers in [0, model.num_labels), or strings, numbered in sorted order.
 
 Each row is `encode(text)` cut to seq_len - 1 tokens plus EOS, right-padded with pad to seq_len:
@@ -15,6 +17,7 @@ bool. The train iterator is a grain `DatasetIterator` (checkpointable, like the 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -42,32 +45,82 @@ class LabelledData:
 
 
 def _read_rows(path: pathlib.Path, text_key: str, label_key: str) -> tuple[list[str], list[Any]]:
-    try:  # utf-8-sig: files saved by Excel or Notepad may start with a byte-order mark
-        raw = path.read_text(encoding="utf-8-sig")
+    try:  # utf-8-sig: files saved by Excel or Notepad may start with a byte-order mark; bytes,
+        # not read_text: its newline translation would turn a quoted \r\n into \n
+        raw = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise JaxlmError(f"cannot read labelled data {path}: {e}") from None
+    if "\x00" in raw:  # valid UTF-8 but binary (the csv module accepts NUL since 3.11)
+        raise JaxlmError(f"labelled data {path} is not a text file (it holds NUL bytes)")
     if path.suffix.lower() == ".csv":
-        try:  # a StringIO, not lines: a quoted field may hold a newline
-            rows = list(csv.DictReader(io.StringIO(raw, newline="")))
-        except csv.Error as e:
-            raise JaxlmError(f"labelled data {path} is not a readable CSV file: {e}") from None
+        rows = _csv_rows(raw, path, (text_key, label_key))
     elif path.suffix.lower() in (".jsonl", ".json"):
-        rows = []
-        for n, line in enumerate(raw.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise JaxlmError(f"{path}:{n} is not a JSON object: {e.msg}") from None
+        rows = _jsonl_rows(raw, path, (text_key, label_key))
     else:
         raise JaxlmError(f"labelled data {path} must be a .csv or .jsonl file")
     if not rows:
         raise JaxlmError(f"labelled data {path} holds no rows")
-    for key, what in ((text_key, "text_key"), (label_key, "label_key")):
-        if not isinstance(rows[0], dict) or key not in rows[0]:
-            fields = list(rows[0]) if isinstance(rows[0], dict) else []
-            raise JaxlmError(f"data.{what}='{key}' is not a field of {path} (fields: {fields})")
     return [str(r[text_key]) for r in rows], [r[label_key] for r in rows]
+
+
+def _missing_key(keys: Sequence[str], fields: Sequence[str], where: str) -> None:
+    for key, what in zip(keys, ("text_key", "label_key")):
+        if key not in fields:
+            raise JaxlmError(f"data.{what}='{key}' is not a field of {where} "
+                             f"(fields: {list(fields)})")
+
+
+@contextlib.contextmanager
+def _no_field_limit() -> Iterator[None]:
+    """csv's 128 KiB per-field limit (process-wide) lifted while reading: reviews can be long."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _csv_rows(raw: str, path: pathlib.Path, keys: Sequence[str]) -> list[dict]:
+    """RFC 4180 through the csv module: quoted fields may hold commas, newlines and doubled
+    quotes; a header row names the fields; a row with more or fewer fields is an error."""
+    # not lines: quoted newlines survive; strict: a stray quote is an error, not a merged field
+    reader = csv.reader(io.StringIO(raw, newline=""), strict=True)
+    rows: list[dict] = []
+    try:
+        with _no_field_limit():
+            header = next(reader, None)
+            if header is None:
+                return rows
+            _missing_key(keys, header, str(path))
+            for fields in reader:
+                if not fields:
+                    continue  # a blank line
+                if len(fields) != len(header):
+                    raise JaxlmError(f"{path}:{reader.line_num}: a row of {len(fields)} fields; "
+                                     f"the header has {len(header)} (quote fields that hold "
+                                     "commas)")
+                rows.append(dict(zip(header, fields)))
+    except csv.Error as e:
+        raise JaxlmError(f"labelled data {path} is not a readable CSV file (line "
+                         f"{reader.line_num}: {e})") from None
+    return rows
+
+
+def _jsonl_rows(raw: str, path: pathlib.Path, keys: Sequence[str]) -> list[dict]:
+    rows = []  # split on \n only: a JSON string may hold U+2028, which splitlines() splits at
+    for n, line in enumerate(raw.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise JaxlmError(f"{path}:{n} is not a JSON object: {e.msg}") from None
+        if not isinstance(row, dict):
+            raise JaxlmError(f"{path}:{n} is not a JSON object (a {type(row).__name__})")
+        _missing_key(keys, list(row), f"{path}:{n}")
+        rows.append(row)
+    return rows
 
 
 def _find(directory: pathlib.Path, split: str) -> pathlib.Path:
@@ -123,9 +176,18 @@ def load_labelled(
     spec: str, *, num_labels: int, text_key: str = "text", label_key: str = "label",
     train_split: str = "train", eval_split: str = "validation", validation_fraction: float = 0.1,
     seed: int = 0, tfds_data_dir: Optional[str] = None, tfds_download: bool = False,
+    cache_dir: Optional[str] = None,
 ) -> LabelledData:
     """The labelled data set named by `data.corpus` (see the module docstring)."""
-    if spec.startswith("tfds:"):
+    from jaxlm.data import hf_datasets
+
+    class_names = None
+    if hf_datasets.is_hf_spec(spec):
+        (tr, tr_l), (ev, ev_l), class_names = hf_datasets.hf_labelled(
+            spec, text_key=text_key, label_key=label_key, train_split=train_split,
+            eval_split=eval_split, validation_fraction=validation_fraction, seed=seed,
+            cache_dir=cache_dir)
+    elif spec.startswith("tfds:"):
         (tr, tr_l), (ev, ev_l) = _tfds_rows(spec[5:], text_key, label_key, train_split,
                                             eval_split, tfds_data_dir, tfds_download)
     else:
@@ -148,6 +210,8 @@ def load_labelled(
     if not tr or not ev:
         raise JaxlmError(f"data.corpus={spec}: the {'train' if not tr else 'eval'} split is empty")
     tr_n, ev_n, names = _number_labels(list(tr_l), list(ev_l), num_labels, f"data.corpus={spec}")
+    if class_names and len(class_names) <= num_labels:
+        names = list(class_names) + names[len(class_names):]
     return LabelledData(spec, tr, tr_n, ev, ev_n, names)
 
 

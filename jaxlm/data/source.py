@@ -55,7 +55,7 @@ def load_run_data(d: DataConfig, objective: str, num_labels: Optional[int]) -> R
             d.corpus, num_labels=num_labels, text_key=d.text_key, label_key=d.label_key,
             train_split=d.train_split, eval_split=d.eval_split,
             validation_fraction=d.validation_fraction, seed=d.seed,
-            tfds_data_dir=d.tfds_data_dir, tfds_download=d.tfds_download)
+            tfds_data_dir=d.tfds_data_dir, tfds_download=d.tfds_download, cache_dir=d.cache_dir)
         return RunData(Corpus(rows.name, rows.train, rows.eval), rows, d)
     corpus = load_corpus(
         d.corpus, validation_fraction=d.validation_fraction, text_key=d.text_key,

@@ -237,6 +237,10 @@ def load_tokenizer(directory: str | pathlib.Path) -> Tokenizer:
         return ByteTokenizer()
     if meta.get("type") == "sentencepiece":
         return SentencePieceTokenizer.load(pathlib.Path(directory) / meta["model"])
+    if meta.get("type") == "word":  # an imported word-level model's vocabulary
+        from jaxlm.data.word_vocab import WordTokenizer
+
+        return WordTokenizer.load(pathlib.Path(directory) / meta["vocab"])
     raise JaxlmError(f"{meta_path}: unknown tokenizer type {meta.get('type')!r}")
 
 

@@ -1,6 +1,7 @@
-"""Whole conversions, what `jaxlm convert` runs: a Hugging Face GPT-2 folder or a PyTorch LSTM
-state_dict -> a new jaxlm run directory (config.yaml, params/, a tokenizer when one applies),
-and a run directory -> a Hugging Face GPT-2 folder. Targets must be new or empty directories."""
+"""Whole conversions, what `jaxlm convert` runs: a Hugging Face GPT-2 or Llama-family folder or a
+PyTorch LSTM state_dict -> a new jaxlm run directory (config.yaml, params/, a tokenizer when one
+applies), and a run directory -> a Hugging Face GPT-2 or Llama folder. Targets must be new or
+empty directories."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Callable, Optional
 
 from jaxlm.config import ModelConfig, RunConfig, replace
 from jaxlm.data.tokenizers import ByteTokenizer, Tokenizer
+from jaxlm.data.word_vocab import VOCAB_HINT, WordTokenizer
 from jaxlm.errors import JaxlmError
-from jaxlm.interop.hf_gpt2 import load_hf_gpt2, save_hf_gpt2
+from jaxlm.interop.hf import load_hf, save_hf
 from jaxlm.interop.lstm_torch import load_torch_lstm
 from jaxlm.rundir import load_run, write_run  # the one place this module names rundir
 
@@ -37,22 +39,24 @@ def require_empty(path: str | pathlib.Path) -> None:
 def run_to_hf(workdir: str | pathlib.Path, hf_dir: str | pathlib.Path,
               step: Optional[int] = None) -> Converted:
     """A run directory's newest checkpoint (or `step`, or its imported params/) -> a folder with
-    config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained loads."""
+    config.json + model.safetensors that transformers.AutoModelForCausalLM.from_pretrained loads
+    (GPT2LMHeadModel, or LlamaForCausalLM / Qwen2ForCausalLM for RoPE + RMSNorm + SwiGLU)."""
     require_empty(hf_dir)
     run = load_run(workdir, step=step)
     eos = run.tokenizer.eos_id if run.tokenizer is not None else None
-    path = save_hf_gpt2(run.config.model, run.params, hf_dir, eos_token_id=eos)
+    path = save_hf(run.config.model, run.params, hf_dir, eos_token_id=eos)
     return Converted(path, run.config.model, run.tokenizer, run.step)
 
 
 def hf_to_run(hf_dir: str | pathlib.Path, workdir: str | pathlib.Path, *,
               scan_layers: bool = False,
               note: Callable[[str], None] = lambda msg: None) -> Converted:
-    """A Hugging Face GPT-2 save_pretrained folder -> a new run directory. Layers are stored
+    """A Hugging Face GPT-2 / Llama / Mistral / Qwen2 save_pretrained folder -> a new run
+    directory. Layers are stored
     stacked with scan_layers=True. A folder with its own tokenizer gets none in the run directory
     (said through `note`); otherwise the byte tokenizer when the vocabulary holds it."""
     require_empty(workdir)
-    model_cfg, params = load_hf_gpt2(hf_dir, scan_layers=scan_layers)
+    model_cfg, params = load_hf(hf_dir, scan_layers=scan_layers)
     own_tokenizer = any((pathlib.Path(hf_dir) / f).exists() for f in HF_TOKENIZER_FILES)
     if own_tokenizer:
         note(f"{hf_dir} has a Hugging Face tokenizer, which jaxlm does not read: the run "
@@ -60,19 +64,29 @@ def hf_to_run(hf_dir: str | pathlib.Path, workdir: str | pathlib.Path, *,
     return _write(workdir, model_cfg, params, byte_tokenizer=not own_tokenizer)
 
 
-def torch_lstm_to_run(state_dict: str | pathlib.Path,
-                      workdir: str | pathlib.Path) -> Converted:
-    """A torch.save'd state_dict of Embedding -> LSTM -> Linear -> a new run directory (with the
-    byte tokenizer when the vocabulary holds it)."""
+def torch_lstm_to_run(state_dict: str | pathlib.Path, workdir: str | pathlib.Path,
+                      vocab: Optional[str | pathlib.Path] = None,
+                      note: Callable[[str], None] = lambda msg: None) -> Converted:
+    """A torch.save'd state_dict of Embedding -> LSTM -> Linear -> a new run directory, with the
+    word-level tokenizer of `vocab` (a file: one token per line, or a JSON token -> id map; its
+    size must be the model's vocabulary). Without one the run directory gets no tokenizer (said
+    through `note`): the model's ids mean nothing to the byte tokenizer."""
     require_empty(workdir)
+    tokenizer = WordTokenizer.load(vocab) if vocab is not None else None
     model_cfg, params = load_torch_lstm(state_dict)
-    return _write(workdir, model_cfg, params)
+    if tokenizer is None:
+        note(f"{state_dict} carries no vocabulary, so the run directory gets no tokenizer and "
+             f"`jaxlm generate` cannot use it: pass --vocab FILE, {VOCAB_HINT}")
+    elif tokenizer.vocab_size != model_cfg.vocab_size:
+        raise JaxlmError(f"vocabulary {vocab} holds {tokenizer.vocab_size} tokens but the model's "
+                         f"embedding has {model_cfg.vocab_size} rows: pass the vocabulary the "
+                         "model was trained with")
+    return _write(workdir, model_cfg, params, byte_tokenizer=False, tokenizer=tokenizer)
 
 
 def _write(workdir: str | pathlib.Path, model_cfg: ModelConfig, params,
-           byte_tokenizer: bool = True) -> Converted:
-    tokenizer = None
-    if byte_tokenizer and model_cfg.vocab_size >= ByteTokenizer.vocab_size:
+           byte_tokenizer: bool = True, tokenizer: Optional[Tokenizer] = None) -> Converted:
+    if tokenizer is None and byte_tokenizer and model_cfg.vocab_size >= ByteTokenizer.vocab_size:
         tokenizer = ByteTokenizer()
     run_cfg = RunConfig(model=model_cfg)
     run_cfg = replace(run_cfg, **{"data.seq_len": min(run_cfg.data.seq_len, model_cfg.max_seq_len)})

@@ -94,6 +94,9 @@ def config_to_hf(cfg: ModelConfig, eos_token_id: Optional[int] = None) -> dict:
         if cfg.n_kv_heads not in (None, cfg.n_heads):
             problems.append(f"model.n_kv_heads={cfg.n_kv_heads} (GPT-2 has no grouped-query "
                             "attention)")
+        if cfg.mup_base_width not in (None, cfg.d_model):  # at the base width μP is GPT-2
+            problems.append(f"model.mup_base_width={cfg.mup_base_width} (μP's logit and "
+                            f"attention multipliers at d_model={cfg.d_model}: GPT-2 has none)")
     if problems:
         raise JaxlmError("cannot export as Hugging Face GPT-2: " + "; ".join(problems))
     hf = {

@@ -2,15 +2,16 @@
 LSTM (whose weights are torch.nn.LSTM's, transposed: gate order i, f, g, o in both).
 
     torch state_dict                            jaxlm params
-    <emb>.weight (V, d)                         embed/embedding (V, d)
-    <lstm>.weight_ih_l{k} (4h, d_in)            lstm_{k}/w_ih (d_in, 4h)
+    <emb>.weight (V, e)                         embed/embedding (V, e)
+    <lstm>.weight_ih_l{k} (4h, d_in)            lstm_{k}/w_ih (d_in, 4h); d_in = e for k = 0, else h
     <lstm>.weight_hh_l{k} (4h, h)               lstm_{k}/w_hh (h, 4h)
     <lstm>.bias_ih_l{k}, bias_hh_l{k} (4h)      lstm_{k}/b_ih, b_hh (zeros when bias=False)
     <head>.weight (V, h), <head>.bias (V)       head/kernel (h, V), head/bias (zeros if none);
                                                 no head tensor: tied to the embedding
 
-The module names are found from the tensors (the LSTM by `weight_ih_l0`; of the other (V, h)
-matrices the one with a bias is the head) or given explicitly.
+The module names are found from the tensors (the LSTM by `weight_ih_l0`; the embedding is the
+(V, e) matrix with e = layer 0's input size; of the other (V, h) matrices the one with a bias is
+the head) or given explicitly. e != h imports as `model.embed_dim = e` (untied).
 """
 
 from __future__ import annotations
@@ -77,46 +78,25 @@ def load_torch_lstm(
                      if (m := re.fullmatch(re.escape(lp) + r"weight_ih_l(\d+)", k))})
     if not layers or layers != list(range(len(layers))):
         raise JaxlmError(f"no LSTM layers 'weight_ih_l0', ... under '{lp}'")
-    w0 = t[f"{lp}weight_ih_l0"]
-    hidden, d_in = t[f"{lp}weight_hh_l0"].shape[1], w0.shape[1]
-    if d_in != hidden:
-        raise JaxlmError(f"the LSTM's input size ({d_in}) differs from its hidden size "
-                         f"({hidden}); jaxlm's LSTM uses one width for both (model.d_model)")
-
+    hidden, e = t[f"{lp}weight_hh_l0"].shape[1], t[f"{lp}weight_ih_l0"].shape[1]
     rest = {k: v for k, v in t.items() if not k.startswith(lp)}
-    mats = [k[: -len("weight")] for k, v in rest.items()
-            if k.endswith("weight") and v.ndim == 2 and v.shape[1] == hidden]
-    with_bias = [m for m in mats if m + "bias" in rest]
-    ep = embedding.rstrip(".") + "." if embedding else None
-    hp = head.rstrip(".") + "." if head else None
-    if hp is None:
-        cands = [m for m in with_bias if m != ep]
-        hp = cands[0] if len(cands) == 1 else None
-        if len(cands) > 1:
-            raise JaxlmError(f"several candidate output layers {cands}: pass head=NAME")
-    if ep is None:
-        cands = [m for m in mats if m != hp]
-        if len(cands) != 1:
-            raise JaxlmError(f"cannot tell the embedding among {cands or 'no matrices'}: "
-                             "pass embedding=NAME")
-        ep = cands[0]
-    if hp is None:  # a head without a bias
-        cands = [m for m in mats if m != ep]
-        if len(cands) > 1:
-            raise JaxlmError(f"several candidate output layers {cands}: pass head=NAME")
-        hp = cands[0] if cands else None
+    ep, hp = _find_embedding_and_head(rest, e, hidden, embedding, head)
     if ep + "weight" not in rest:
         raise JaxlmError(f"no embedding tensor '{ep}weight'")
     emb = rest[ep + "weight"]
     vocab = emb.shape[0]
+    if emb.shape != (vocab, e):
+        raise JaxlmError(f"the embedding '{ep}weight' has shape {emb.shape}; the LSTM's input "
+                         f"size is {e}")
 
     params: dict[str, Any] = {"embed": {"embedding": emb}}
     zeros = np.zeros(4 * hidden, np.float32)
     for k in layers:
         for name in ("weight_ih", "weight_hh"):
+            want = (4 * hidden, e if (k, name) == (0, "weight_ih") else hidden)
             w = t.get(f"{lp}{name}_l{k}")
-            if w is None or w.shape != (4 * hidden, hidden):
-                raise JaxlmError(f"'{lp}{name}_l{k}' missing or not of shape {(4 * hidden, hidden)}")
+            if w is None or w.shape != want:
+                raise JaxlmError(f"'{lp}{name}_l{k}' missing or not of shape {want}")
         params[f"lstm_{k}"] = {
             "w_ih": t[f"{lp}weight_ih_l{k}"].T.copy(), "w_hh": t[f"{lp}weight_hh_l{k}"].T.copy(),
             "b_ih": t.get(f"{lp}bias_ih_l{k}", zeros), "b_hh": t.get(f"{lp}bias_hh_l{k}", zeros),
@@ -129,15 +109,51 @@ def load_torch_lstm(
                              f"{(vocab, hidden)}")
         params["head"] = {"kernel": w.T.copy(),
                           "bias": rest.get(hp + "bias", np.zeros(vocab, np.float32))}
+    if tied and e != hidden:
+        raise JaxlmError(f"no output layer of shape {(vocab, hidden)} found, and the embedding "
+                         f"(width {e}) cannot serve as one for hidden size {hidden}: pass "
+                         "head=NAME")
     cfg = ModelConfig(family="lstm", vocab_size=int(vocab), d_model=int(hidden),
-                      n_layers=len(layers), tie_embeddings=tied, dropout=dropout)
+                      embed_dim=None if e == hidden else int(e), n_layers=len(layers),
+                      tie_embeddings=tied, dropout=dropout)
     return cfg, params
+
+
+def _find_embedding_and_head(rest: Mapping[str, np.ndarray], e: int, hidden: int,
+                             embedding: Optional[str], head: Optional[str]):
+    """(embedding prefix, head prefix or None when tied) among the non-LSTM tensors: the
+    embedding is (V, e), the head (V, hidden); a bias marks the head when e == hidden."""
+    def mats(width: int) -> list[str]:
+        return [k[: -len("weight")] for k, v in rest.items()
+                if k.endswith("weight") and v.ndim == 2 and v.shape[1] == width]
+
+    ep = embedding.rstrip(".") + "." if embedding else None
+    hp = head.rstrip(".") + "." if head else None
+    heads = mats(hidden)
+    if hp is None:
+        cands = [m for m in heads if m + "bias" in rest and m != ep]
+        hp = cands[0] if len(cands) == 1 else None
+        if len(cands) > 1:
+            raise JaxlmError(f"several candidate output layers {cands}: pass head=NAME")
+    if ep is None:
+        cands = [m for m in mats(e) if m != hp]
+        if len(cands) != 1:
+            raise JaxlmError(f"cannot tell the embedding among {cands or 'no matrices'}: "
+                             "pass embedding=NAME")
+        ep = cands[0]
+    if hp is None:  # a head without a bias
+        cands = [m for m in heads if m != ep]
+        if len(cands) > 1:
+            raise JaxlmError(f"several candidate output layers {cands}: pass head=NAME")
+        hp = cands[0] if cands else None
+    return ep, hp
 
 
 def lstm_to_torch(config: ModelConfig, params: Any, *, embedding: str = "embedding",
                   lstm: str = "lstm", head: str = "head") -> dict[str, np.ndarray]:
     """The inverse: a state_dict (numpy arrays; `torch.from_numpy` each) for
-    Embedding(V, d) -> LSTM(d, d, num_layers, batch_first=True) -> Linear(d, V)."""
+    Embedding(V, e) -> LSTM(e, h, num_layers, batch_first=True) -> Linear(h, V), e =
+    model.embed_dim or d_model, h = d_model."""
     if config.family != "lstm":
         raise JaxlmError(f"lstm_to_torch needs an LSTM model; got model.family={config.family}")
     p = jax.tree.map(lambda x: np.asarray(jax.device_get(x), np.float32), params)

@@ -6,6 +6,8 @@
 - `splash`: the Pallas splash-attention kernel (TPU), as in MaxText.
 - `blockwise`: exact causal attention that skips the key blocks above the diagonal
   (`models.block_attention`; plain jnp, any platform): the CPU fast path.
+- With a context (sequence) mesh axis, every choice runs `models.context_attention` (XLA
+  attention per shard, keys/values all-gathered; its docstring says why the kernels cannot).
 - `auto` (default): cudnn on GPU and splash on TPU when they compile for the model's shapes;
   on CPU, blockwise for causal attention over at least two blocks; otherwise XLA.
 
@@ -93,11 +95,19 @@ def _compile_error(fn, *shapes: jax.ShapeDtypeStruct) -> Optional[str]:
 
 
 def resolve(requested: str, *, platform: str, dtype: str, n_heads: int, n_kv_heads: int,
-            head_dim: int, seq_len: int, causal: bool = True) -> tuple[str, Optional[str]]:
+            head_dim: int, seq_len: int, causal: bool = True,
+            context: int = 1) -> tuple[str, Optional[str]]:
     """(the implementation to run, a warning to print when a fast kernel is unavailable).
 
     Compiles the candidate kernel (forward and backward) for one sequence of the run's shapes,
-    so a fast path is only chosen when it works on this device."""
+    so a fast path is only chosen when it works on this device. With the sequence split over
+    `context` devices, attention runs `models.context_attention` (XLA per shard)."""
+    if context > 1:
+        why = (None if requested in ("auto", "xla") else
+               f"jaxlm: model.attention_impl={requested} does not run per sequence shard (its "
+               f"causal mask assumes queries and keys start together); with mesh.context="
+               f"{context} attention all-gathers keys/values and uses XLA attention per shard")
+        return "xla", why
     if requested == "blockwise" and not causal:
         return "xla", ("jaxlm: model.attention_impl=blockwise is for causal attention; using XLA "
                        "attention for this bidirectional model")

@@ -13,9 +13,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlm import sharding
 from jaxlm.config import REMAT_POLICIES
 from jaxlm.models.attention import BLOCK_SIZE, splash_attention
 from jaxlm.models.block_attention import block_causal_attention
+from jaxlm.models.context_attention import context_attention
 
 Dtype = Any
 
@@ -107,6 +109,8 @@ class Attention(nn.Module):
     implementation: Optional[str] = None  # xla|cudnn|splash|blockwise (models.attention)
     decode: bool = False
     causal: bool = True  # False: bidirectional (the masked-LM / classification encoder)
+    qkv_bias: bool = False  # query/key/value biases even when use_bias is False (Qwen2)
+    q_scale: float = 1.0  # extra factor on the queries (μP: attention scale 1/head_dim)
 
     @nn.compact
     def __call__(
@@ -117,7 +121,8 @@ class Attention(nn.Module):
 
         def proj(name: str, heads: int, head_axis: str) -> jax.Array:
             return nn.DenseGeneral(
-                features=(heads, self.head_dim), axis=-1, use_bias=self.use_bias,
+                features=(heads, self.head_dim), axis=-1,
+                use_bias=self.use_bias or self.qkv_bias,
                 dtype=self.dtype, param_dtype=self.param_dtype,
                 kernel_init=normal(self.init_std, ("embed", head_axis, "head_dim")),
                 bias_init=zeros((head_axis, "head_dim")), name=name,
@@ -129,9 +134,14 @@ class Attention(nn.Module):
         if self.use_rope:
             q_btnh = rope(q_btnh, positions_bt, self.rope_theta)
             k_btkh = rope(k_btkh, positions_bt, self.rope_theta)
+        if self.q_scale != 1.0:  # every kernel then applies its own 1/sqrt(head_dim)
+            q_btnh = q_btnh * jnp.asarray(self.q_scale, q_btnh.dtype)
         if self.decode:
             k_bskh, v_bskh, mask_b1ts = self._update_cache(k_btkh, v_btkh, positions_bt)
             out_btnh = jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask_b1ts)
+        elif sharding.length_shards()[1] > 1:  # context parallel: keys/values all-gathered
+            out_btnh = context_attention(q_btnh, k_btkh, v_btkh, causal=self.causal,
+                                         valid_bt=valid_bt)
         else:
             mask = None if valid_bt is None else valid_bt[:, None, None, :]  # (b, 1, 1, t)
             impl = self.implementation if mask is None else None  # padding masks: XLA

@@ -2,8 +2,9 @@
 
 Weights follow torch.nn.LSTM's layout so PyTorch checkpoints map one to one: per layer a fused
 input kernel (d_in, 4h), a recurrent kernel (h, 4h) and two biases, gate order i, f, g, o,
-initialized U(-1/sqrt(h), 1/sqrt(h)). The input projection for all time steps is one matmul;
-only the recurrent part runs in a `lax.scan` over time.
+initialized U(-1/sqrt(h), 1/sqrt(h)). The embedding width e (`model.embed_dim`, default
+`d_model`) is layer 0's d_in; later layers take h. The input projection for all time steps is
+one matmul; only the recurrent part runs in a `lax.scan` over time.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class LSTMLayer(nn.Module):
     hidden: int
     dtype: jnp.dtype
     param_dtype: jnp.dtype
+    input_axis: str = "embed"  # logical name of d_in: "vocab_embed" for layer 0 (the embedding)
 
     @nn.compact
     def __call__(
@@ -44,7 +46,8 @@ class LSTMLayer(nn.Module):
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         h, d_in = self.hidden, x_btd.shape[-1]
         scale = 1.0 / h**0.5
-        w_ih = self.param("w_ih", _uniform(scale, ("embed", "gates")), (d_in, 4 * h), self.param_dtype)
+        w_ih = self.param("w_ih", _uniform(scale, (self.input_axis, "gates")), (d_in, 4 * h),
+                          self.param_dtype)
         w_hh = self.param("w_hh", _uniform(scale, ("embed", "gates")), (h, 4 * h), self.param_dtype)
         b_ih = self.param("b_ih", _uniform(scale, ("gates",)), (4 * h,), self.param_dtype)
         b_hh = self.param("b_hh", _uniform(scale, ("gates",)), (4 * h,), self.param_dtype)
@@ -85,7 +88,8 @@ class LSTMLayer(nn.Module):
 
 
 class LSTMLM(nn.Module):
-    """tokens (b, t) int32 -> logits (b, t, vocab) float32.
+    """tokens (b, t) int32 -> logits (b, t, vocab) float32. Embedding (vocab, e), LSTM layers of
+    width h = d_model, head (h, vocab) or tied (needs e == h).
 
     `decode=True` (generation, with a mutable `cache` collection): each layer starts from its
     cached (c, h) state (`carry_{i}`, zeros when created) and stores its final state there;
@@ -101,17 +105,18 @@ class LSTMLM(nn.Module):
         c = self.cfg
         dtype, pdtype = dtype_of(c.dtype), dtype_of(c.param_dtype)
         embed = nn.Embed(
-            c.vocab_size, c.d_model, dtype=dtype, param_dtype=pdtype,
-            embedding_init=_uniform(0.1, ("vocab", "embed")), name="embed",
+            c.vocab_size, c.embed_dim or c.d_model, dtype=dtype, param_dtype=pdtype,
+            embedding_init=_uniform(0.1, ("vocab", "vocab_embed")), name="embed",
         )
-        x_btd = self.perturb("embeddings", embed(tokens_bt))
+        x_btd = self.perturb("embeddings", embed(tokens_bt))  # (b, t, e)
         x_btd = nn.Dropout(c.dropout)(x_btd, deterministic=not train)
         layer_cls = LSTMLayer
         if c.remat != "none" and not decode:
             layer_cls = nn.remat(LSTMLayer, policy=REMAT_SAVE[c.remat])
         valid_bt = None if positions_bt is None or not decode else positions_bt >= 0
         for i in range(c.n_layers):
-            layer = layer_cls(c.d_model, dtype, pdtype, name=f"lstm_{i}")
+            layer = layer_cls(c.d_model, dtype, pdtype, "embed" if i else "vocab_embed",
+                              name=f"lstm_{i}")
             if decode:
                 zeros = jnp.zeros((tokens_bt.shape[0], c.d_model), jnp.float32)
                 cache = self.variable("cache", f"carry_{i}", lambda z=zeros: (z, z))

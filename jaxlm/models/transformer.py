@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from jaxlm.config import ModelConfig, is_causal, pooling
 from jaxlm.sharding import constrain
+from jaxlm.models import mup
 from jaxlm.models.layers import REMAT_SAVE, Attention, Mlp, Norm, dtype_of, normal
 
 
@@ -47,20 +48,21 @@ class Block(nn.Module):
     ) -> tuple[jax.Array, None]:
         c = self.cfg
         dtype, pdtype = dtype_of(c.dtype), dtype_of(c.param_dtype)
-        out_std = c.init_std / math.sqrt(2 * c.n_layers)
+        hidden_std = c.init_std * mup.hidden_init_scale(c)  # μP: / sqrt(width mult); else 1
+        out_std = hidden_std / math.sqrt(2 * c.n_layers)
         norm = lambda name: Norm(c.norm, c.norm_eps, c.use_bias, dtype, pdtype, name=name)  # noqa: E731
         impl = None if c.attention_impl == "auto" else c.attention_impl
         h = Attention(
             n_heads=c.n_heads, n_kv_heads=c.n_kv_heads or c.n_heads,
             head_dim=c.d_model // c.n_heads, use_bias=c.use_bias,
-            use_rope=c.position == "rope", rope_theta=c.rope_theta, init_std=c.init_std,
-            out_init_std=out_std, dtype=dtype, param_dtype=pdtype,
+            use_rope=c.position == "rope", rope_theta=c.rope_theta, init_std=hidden_std,
+            out_init_std=out_std, dtype=dtype, param_dtype=pdtype, q_scale=mup.query_scale(c),
             implementation=None if self.decode else impl, decode=self.decode,
-            causal=is_causal(c), name="attn",
+            causal=is_causal(c), qkv_bias=c.qkv_bias, name="attn",
         )(norm("ln_1")(x_btd), positions_bt, valid_bt)
         x_btd = x_btd + nn.Dropout(c.dropout)(h, deterministic=not self.train)
         h = Mlp(
-            d_ff=mlp_width(c), kind=c.mlp, use_bias=c.use_bias, init_std=c.init_std,
+            d_ff=mlp_width(c), kind=c.mlp, use_bias=c.use_bias, init_std=hidden_std,
             out_init_std=out_std, dtype=dtype, param_dtype=pdtype, name="mlp",
         )(norm("ln_2")(x_btd))
         x_btd = x_btd + nn.Dropout(c.dropout)(h, deterministic=not self.train)
@@ -140,6 +142,8 @@ class Transformer(nn.Module):
                 c.vocab_size, use_bias=False, dtype=dtype, param_dtype=pdtype,
                 kernel_init=normal(c.init_std, ("embed", "vocab")), name="lm_head",
             )(x_btd)
+        if c.mup_base_width is not None:  # μP output multiplier 1/width mult
+            logits_btv = logits_btv * mup.output_mult(c)
         return logits_btv.astype(jnp.float32)
 
     def _classify(self, x_btd, valid_bt, dtype, pdtype) -> jax.Array:

@@ -29,9 +29,8 @@ from typing import Any, Optional, Sequence
 from jaxlm import config as config_lib
 from jaxlm import flops
 from jaxlm.errors import JaxlmError
+from jaxlm.scaling.results import RUNS_DIR  # a member trains in WORKDIR/runs/NAME
 from jaxlm.scaling.spec import FamilySpec, HpPoint, RuleSpec, SizeSpec, SweepSpec, dotlist, hp_grid
-
-RUNS_DIR = "runs"  # a member trains in WORKDIR/runs/NAME
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,8 @@ from omegaconf import errors as oc_errors
 
 from jaxlm import config as config_lib
 from jaxlm.errors import JaxlmError
+from jaxlm.scaling import launch_spec
+from jaxlm.scaling.launch_spec import LauncherSpec
 
 FAMILIES = config_lib.FAMILIES  # the model families, defined once with the config
 FLOPS_RULES = ("6N", "counter")
@@ -101,6 +103,7 @@ class SweepSpec:
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])  # train.seed (init)
     wsd: Optional[WsdSpec] = None  # cooldown branches instead of one run per budget
     hp: HpSpec = dataclasses.field(default_factory=HpSpec)  # hyperparameter axes
+    launcher: LauncherSpec = dataclasses.field(default_factory=LauncherSpec)  # launch_spec
 
 
 def _spec_error(e: oc_errors.OmegaConfBaseException, source: str) -> JaxlmError:
@@ -115,7 +118,8 @@ _NESTED = {("SweepSpec", "families"): ("dict", FamilySpec), ("SweepSpec", "isofl
            ("SweepSpec", "lr"): RuleSpec, ("SweepSpec", "wsd"): WsdSpec,
            ("SweepSpec", "hp"): HpSpec, ("SweepSpec", "batch_size"): RuleSpec,
            ("FamilySpec", "sizes"): ("list", SizeSpec), ("FamilySpec", "lr"): RuleSpec,
-           ("FamilySpec", "batch_size"): RuleSpec}
+           ("FamilySpec", "batch_size"): RuleSpec, ("SweepSpec", "launcher"): LauncherSpec,
+           **launch_spec.NESTED}
 
 
 def _kind(value: Any) -> str:
@@ -250,6 +254,7 @@ def validate_spec(spec: SweepSpec, source: str = "sweep spec") -> None:
                       f"got '{spec.isoflop.flops_rule}'")
         if any(c <= 0 for c in spec.isoflop.budgets):
             raise bad("isoflop.budgets", "must all be > 0")
+    launch_spec.validate_launcher(spec.launcher, bad)
     if any(d <= 0 for d in spec.tokens):
         raise bad("tokens", "must all be > 0")
     if not spec.seeds:

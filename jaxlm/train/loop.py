@@ -252,6 +252,7 @@ class _Loop:
                   "grad_norm": m["grad_norm"], "tokens_per_sec": p.rate,
                   "step_time_sec": step_time, "mfu": flops.mfu(p.rate, run.model_fpt, run.peak),
                   "tokens_seen": step * self.tokens_per_step, "skipped_steps": p.skipped}
+        record.update({k: v for k, v in m.items() if k.startswith("update_ratio/")})
         if do_eval:
             record.update(self._eval(self.t.eval_batches))
             p.last_log = (time.time(), step)  # eval time is not training throughput

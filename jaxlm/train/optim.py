@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Mapping, Optional
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxlm.config import OptimConfig
+from jaxlm.train.param_groups import scale_by_group
 
 
 def wsd_decay_start(cfg: OptimConfig, total_steps: int) -> int:
@@ -74,7 +77,10 @@ def _decay_mask(params):
     return jax.tree_util.tree_map_with_path(is_matrix, params)
 
 
-def build_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+def build_optimizer(cfg: OptimConfig, total_steps: int,
+                    group_lr: Optional[Mapping[str, float]] = None) -> optax.GradientTransformation:
+    """The optax chain of `cfg`; `group_lr`: per-parameter-group learning-rate factors
+    (`jaxlm.train.param_groups.lr_multipliers`, e.g. μP), None: all 1."""
     lr = schedule(cfg, total_steps)
     if cfg.name == "adamw":
         opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
@@ -97,6 +103,8 @@ def build_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfo
         raise ValueError(f"unknown optimizer {cfg.name}")  # validate() rules this out
     if cfg.grad_clip > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
+    if group_lr:
+        opt = scale_by_group(opt, group_lr)
     return opt
 
 

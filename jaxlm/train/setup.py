@@ -12,12 +12,13 @@ import jax
 import optax
 from jax.sharding import Mesh
 
-from jaxlm import config as config_lib
+from jaxlm import config as config_lib, sharding
 from jaxlm.config import ModelConfig, RunConfig, is_causal
 from jaxlm.data.tokenizers import Tokenizer
 from jaxlm.errors import JaxlmError
 from jaxlm.models import attention, build_model
 from jaxlm.train.optim import build_optimizer, frozen_backbone, schedule
+from jaxlm.train.param_groups import lr_multipliers
 from jaxlm.train.state import state_shardings
 from jaxlm.train.step import MlmSpec, compile_steps
 
@@ -44,14 +45,14 @@ def mlm_spec(tokenizer: Tokenizer, mask_prob: float) -> MlmSpec:
 
 
 def resolve_attention(m: ModelConfig, seq_len: int, platform: str,
-                      warn: Callable[[str], None]) -> Optional[str]:
+                      warn: Callable[[str], None], context: int = 1) -> Optional[str]:
     """The attention kernel this run uses (None for the LSTM); warns when a fast one is not."""
     if m.family != "transformer":
         return None
     impl, warning = attention.resolve(
         m.attention_impl, platform=platform, dtype=m.dtype, n_heads=m.n_heads,
         n_kv_heads=m.n_kv_heads or m.n_heads, head_dim=m.d_model // m.n_heads, seq_len=seq_len,
-        causal=is_causal(m))
+        causal=is_causal(m), context=context)
     if warning:
         warn(warning)
     return impl
@@ -64,11 +65,12 @@ def assemble(cfg: RunConfig, mesh: Mesh, tokenizer: Tokenizer,
     t = cfg.train
     platform = jax.devices()[0].platform
     m = dataclasses.replace(cfg.model, dtype=config_lib.compute_dtype(cfg.model.dtype, platform))
-    attn = resolve_attention(m, cfg.data.seq_len, platform, warn)
+    attn = resolve_attention(m, cfg.data.seq_len, platform, warn,
+                             context=sharding.context_parallel_size(mesh))
     if attn:
         m = dataclasses.replace(m, attention_impl=attn)
     model = build_model(m)
-    optimizer = build_optimizer(cfg.optim, t.steps)
+    optimizer = build_optimizer(cfg.optim, t.steps, group_lr=lr_multipliers(m))
     if t.freeze_backbone:  # only the classifier head is trained
         optimizer = frozen_backbone(optimizer)
     lr_schedule = schedule(cfg.optim, t.steps)

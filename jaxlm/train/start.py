@@ -87,6 +87,9 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool)
         accum = f" x train.grad_accum={t.grad_accum} microbatches" if t.grad_accum > 1 else ""
         raise JaxlmError(f"train.batch_size={t.batch_size} does not divide over the {dp}-way "
                          f"data-parallel mesh (mesh.data x mesh.fsdp){accum}")
+    if d.seq_len % sharding.context_parallel_size(mesh):
+        raise JaxlmError(f"data.seq_len={d.seq_len} does not divide over the "
+                         f"{sharding.context_parallel_size(mesh)}-way context axis (mesh.context)")
     platform = jax.devices()[0].platform
     for msg in config_lib.config_warnings(cfg, platform, sharding.tensor_parallel_size(mesh)):
         warn(f"jaxlm: warning: {msg}")

@@ -12,6 +12,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxlm import sharding
+from jaxlm.train.param_groups import update_ratios
 from jaxlm.train.state import TrainState
 
 Batch = dict[str, jax.Array]  # inputs, targets (b, t) int32; mask (b, t) bool
@@ -156,6 +157,7 @@ def train_step(
         "learning_rate": lr_schedule(state.step),
         "tokens": n_tokens,
         "nonfinite": jnp.logical_not(ok).astype(jnp.int32),
+        **update_ratios(updates, state.params),  # per parameter group: RMS(update)/RMS(param)
     }
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return keep_if_finite(ok, state, new_state), metrics

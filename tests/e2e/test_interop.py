@@ -3,6 +3,7 @@ imported weights (`train.init_from`). Everything randomly initialized, offline."
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import jax
@@ -83,3 +84,37 @@ def test_fine_tune_from_hf_folder(hf_dir, tmp_path):
     proc = mismatch
     assert proc.returncode == 2, _fail_msg(proc)
     assert "model.d_model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_convert_word_level_torch_lstm_then_generate(tmp_path, capsys):
+    """The common PyTorch word-level LM (Embedding(V, E) -> LSTM(E, H) -> Linear(H, V), E != H)
+    with its vocabulary file: `jaxlm generate` writes torch's greedy continuation as words.
+    (The CLI in-process: a subprocess here would be JAX start-up twice.)"""
+    import torch
+
+    from jaxlm.data.word_vocab import WordTokenizer
+    from helpers import _main
+
+    torch.manual_seed(0)
+    words = ["<eos>", "<unk>", "the", "cat", "sat", "on", "a", "mat"]
+    emb, lstm, head = torch.nn.Embedding(8, 6), torch.nn.LSTM(6, 10, 2), torch.nn.Linear(10, 8)
+    torch.save({**{f"encoder.{k}": v for k, v in emb.state_dict().items()},
+                **{f"rnn.{k}": v for k, v in lstm.state_dict().items()},
+                **{f"decoder.{k}": v for k, v in head.state_dict().items()}}, tmp_path / "lm.pt")
+    (tmp_path / "vocab.json").write_text(json.dumps({w: i for i, w in enumerate(words)}))
+    run, vocab = tmp_path / "run", str(tmp_path / "vocab.json")
+    code, out, err = _main(capsys, "convert", "--from-hf", str(tmp_path), "--vocab", vocab,
+                           "--to-workdir", str(tmp_path / "x"))
+    assert code == 2 and "--vocab applies to --from-torch-lstm" in err
+    assert len(err.strip().splitlines()) == 1
+    code, out, err = _main(capsys, "convert", "--from-torch-lstm", str(tmp_path / "lm.pt"),
+                           "--vocab", vocab, "--to-workdir", str(run))
+    assert code == 0 and "tokenizer: word" in out, err
+    code, out, err = _main(capsys, "generate", "--workdir", str(run), "--prompt", "the cat",
+                           "--max-new-tokens", "7", "--temperature", "0", "--ignore-eos")
+    assert code == 0, err
+    ids = [2, 3]
+    with torch.no_grad():
+        for _ in range(7):
+            ids.append(int(head(lstm(emb(torch.tensor([ids]).T))[0][-1])[0].argmax()))
+    assert out == f"--- sample 1 ---\n{WordTokenizer(words).decode(ids)}\n"

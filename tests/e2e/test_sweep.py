@@ -49,7 +49,8 @@ def test_tiny_sweep_through_the_cli(tmp_path, capsys):
     assert len(rows(work / "runs.csv")) == 4
     assert {n: (work / "runs" / n / "metrics.jsonl").read_text() for n in good} == metrics
 
-    # an interrupted member: a checkpoint at step 4, no final checkpoint, no row -> resumes
+    # an interrupted member: a checkpoint at step 4, no final checkpoint, no record -> resumes
+    sweep.results.record_path(work, good[1]).unlink()
     lines = (work / "runs.csv").read_text().splitlines()
     (work / "runs.csv").write_text("\n".join(l for l in lines if not l.startswith(good[1] + ","))
                                    + "\n")

@@ -104,6 +104,13 @@ def test_bad_overrides_name_the_key(overrides, must_name):
     assert must_name in msg, msg
 
 
+@pytest.mark.parametrize("key", ["context", "dcn_data", "dcn_fsdp"])
+def test_new_mesh_sizes_are_checked(key):
+    assert getattr(load_config(None, [f"mesh.{key}=2"]).mesh, key) == 2
+    msg = _error([f"mesh.{key}=0"])
+    assert f"'mesh.{key}' must be a positive size or -1" in msg, msg
+
+
 def test_divisibility_messages_name_both_keys():
     msg = _error(["model.d_model=30"])
     assert "model.d_model" in msg and "model.n_heads" in msg
@@ -116,6 +123,16 @@ def test_divisibility_messages_name_both_keys():
 def test_divisibility_only_checked_for_transformers():
     cfg = load_config(None, ["model.family=lstm", "model.d_model=30"])
     assert cfg.model.d_model == 30
+
+
+def test_embed_dim_rules():
+    cfg = load_config(None, ["model.family=lstm", "model.embed_dim=16",
+                             "model.tie_embeddings=false"])
+    assert cfg.model.embed_dim == 16 and cfg.model.d_model == 128
+    assert "lstm family only" in _error(["model.embed_dim=16"])
+    msg = _error(["model.family=lstm", "model.embed_dim=16"])
+    assert "model.embed_dim" in msg and "model.tie_embeddings=false" in msg
+    assert "model.embed_dim" in _error(["model.family=lstm", "model.embed_dim=0"])
 
 
 def test_override_without_equals_is_error():

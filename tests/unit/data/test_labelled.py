@@ -72,3 +72,38 @@ def test_labelled_file_with_a_byte_order_mark(tmp_path, suffix):
     path.write_bytes(body.encode("utf-8-sig"))
     d = labelled.load_labelled(str(path), num_labels=2, validation_fraction=0.2)
     assert sorted(list(d.train) + list(d.eval)) == sorted(r["text"] for r in rows)
+
+
+def test_csv_is_read_as_csv_not_lines(tmp_path):
+    """Quoted fields keep their commas, newlines (CRLF too) and doubled quotes; a field longer
+    than csv's 128 KiB default limit is read; JSON Lines split on \\n only (U+2028 is text)."""
+    texts = ['He said "hi", then left', "line one\nline two", "crlf\r\ninside", "x" * 200_000,
+             "plain"] * 2
+    quoted = ['"' + t.replace('"', '""') + '"' for t in texts]
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(
+        f"{q},{i % 2}\n" for i, q in enumerate(quoted)), newline="")
+    (tmp_path / "d.jsonl").write_text("".join(
+        json.dumps({"text": t + "\u2028", "label": i % 2}, ensure_ascii=False) + "\n"
+        for i, t in enumerate(texts)))
+    for name, suffix in (("d.csv", ""), ("d.jsonl", "\u2028")):
+        d = labelled.load_labelled(str(tmp_path / name), num_labels=2, validation_fraction=0.2)
+        got = sorted(zip(list(d.train) + list(d.eval), [*d.train_labels, *d.eval_labels]))
+        assert got == sorted((t + suffix, i % 2) for i, t in enumerate(texts)), name
+
+
+@pytest.mark.parametrize("name, body, match", [
+    ("ragged.csv", "text,label\na,0\nb,c,1\n", "ragged.csv:3: a row of 3 fields; the header has 2"),
+    ("short.csv", "text,label\na,0\nb\n", "short.csv:3: a row of 1 fields"),
+    ("quote.csv", 'text,label\n"a"b",0\n', "not a readable CSV file"),
+    ("nul.csv", "text,label\na\x00,0\nb,1\n", "not a text file"),
+    ("binary.csv", b"\x7fELF\x02\x01\x01\x00\xff\xfe", "cannot read labelled data"),
+    ("nokey.csv", "body,label\na,0\n", "data.text_key='text' is not a field"),
+    ("later.jsonl", '{"text": "a", "label": 0}\n{"text": "b"}\n', "later.jsonl:2"),
+    ("list.jsonl", '{"text": "a", "label": 0}\n[1, 2]\n', "not a JSON object"),
+])
+def test_bad_labelled_files_are_one_line(tmp_path, name, body, match):
+    path = tmp_path / name
+    path.write_bytes(body if isinstance(body, bytes) else body.encode())
+    with pytest.raises(JaxlmError, match=match.replace("(", "\\(")) as e:
+        labelled.load_labelled(str(path), num_labels=2)
+    assert "\n" not in str(e.value)

@@ -154,7 +154,7 @@ def test_save_hf_gpt2_round_trip(variant, tmp_path):
 
 @pytest.mark.parametrize("change", [dict(position="rope"), dict(norm="rmsnorm"),
                                     dict(mlp="swiglu"), dict(n_kv_heads=2),
-                                    dict(use_bias=False)])
+                                    dict(use_bias=False), dict(mup_base_width=16)])
 def test_export_rejects_non_gpt2_models(change, tmp_path):
     cfg = dataclasses.replace(GPT2, **change)
     with pytest.raises(JaxlmError, match="cannot export"):

@@ -70,6 +70,17 @@ def test_attention_resolution_on_cpu_falls_back_loudly():
     assert impl == "xla" and "bfloat16/float16" in warning and "model.dtype=float32" in warning
 
 
+def test_attention_resolution_with_a_context_axis():
+    """Sequence shards run XLA attention (models.context_attention); asking for a kernel says so."""
+    shapes = dict(platform="tpu", dtype="bfloat16", n_heads=4, n_kv_heads=4, head_dim=16,
+                  seq_len=256, context=2)
+    assert attention.resolve("auto", **shapes) == ("xla", None)
+    assert attention.resolve("auto", **{**shapes, "platform": "cpu"}) == ("xla", None)
+    for impl in ("splash", "cudnn", "blockwise"):
+        got, warning = attention.resolve(impl, **shapes)
+        assert got == "xla" and f"attention_impl={impl}" in warning and "mesh.context=2" in warning
+
+
 @pytest.mark.parametrize("impl", ["blockwise", "splash"])
 def test_fast_attention_models_match_xla_in_training(impl):
     """The kernels in a model: same logits and gradients as XLA attention (t = 2 blocks; GQA)."""

@@ -40,6 +40,26 @@ def test_lstm_layout():
     assert total - non_embed == params["embed"]["embedding"].size + head
 
 
+def test_lstm_embed_dim_layout_and_default():
+    """model.embed_dim sets the embedding width (layer 0's input) only; unset, the parameters
+    are exactly those of before (same shapes, same values), so golden numbers do not move."""
+    wide = dataclasses.replace(LSTM, tie_embeddings=False, embed_dim=20)
+    variables = jax.eval_shape(build_model(wide).init, jax.random.PRNGKey(0),
+                               jnp.zeros((2, 1), jnp.int32))
+    params = nn.meta.unbox(variables["params"])
+    assert params["embed"]["embedding"].shape == (VOCAB, 20)
+    assert params["lstm_0"]["w_ih"].shape == (20, 128)
+    assert params["lstm_1"]["w_ih"].shape == (32, 128)
+    assert params["head"]["kernel"].shape == (32, VOCAB)
+    default = nn.meta.unbox(_init(LSTM, 1)[1]["params"])
+    same = nn.meta.unbox(_init(dataclasses.replace(LSTM, embed_dim=32), 1)[1]["params"])
+    jax.tree.map(np.testing.assert_array_equal, default, same)
+    axes = nn.get_partition_spec(variables)["params"]
+    assert axes["embed"]["embedding"] == jax.sharding.PartitionSpec("vocab", "vocab_embed")
+    assert axes["lstm_0"]["w_ih"] == jax.sharding.PartitionSpec("vocab_embed", "gates")
+    assert axes["lstm_1"]["w_ih"] == jax.sharding.PartitionSpec("embed", "gates")
+
+
 def test_lstm_layer_matches_reference():
     """The layer computes the torch.nn.LSTM recurrence (gate order i, f, g, o)."""
     from jaxlm.models.lstm import LSTMLayer

@@ -6,6 +6,7 @@ import pytest
 
 from jaxlm.errors import JaxlmError
 from jaxlm.scaling.results import COLUMNS, append_row, read_rows
+from scaling_helpers import rows
 
 
 def _row(name: str, status: str = "ok", **extra) -> dict:
@@ -51,3 +52,41 @@ def test_a_file_that_is_not_utf8_names_the_file(tmp_path):
     with pytest.raises(JaxlmError) as info:
         read_rows(path)
     assert str(path) in str(info.value) and "UTF-8" in str(info.value)
+
+
+def _write_records(workdir, worker, n):
+    from jaxlm.scaling.results import write_record
+
+    for i in range(n):
+        write_record(workdir, _row(f"w{worker}-{i}", error="x" * 300))  # its own member
+        write_record(workdir, _row("shared", error=f"{worker}-{i}" * 50))  # one member, all
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # fork: the children touch no JAX
+def test_concurrent_record_writers_never_lose_or_duplicate_a_row(tmp_path):
+    """Four processes write records while runs.csv is compiled again and again: every compiled
+    table has each name at most once, every row whole; the last one has every member."""
+    import multiprocessing as mp
+
+    from jaxlm.scaling.results import compile_runs
+
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_write_records, args=(str(tmp_path), w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    tables = []
+    while any(p.is_alive() for p in procs):
+        tables.append(rows(compile_runs(tmp_path)))
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    tables.append(rows(compile_runs(tmp_path)))
+    for table in tables:
+        names = [r["name"] for r in table]
+        assert len(names) == len(set(names))
+        assert all(r["error"] == "x" * 300 or r["name"] == "shared" for r in table)
+        assert all(len(r["error"]) in (300, 150, 200) for r in table if r["name"] == "shared")
+    assert len(tables) > 2  # compiled while the writers wrote
+    assert sorted(r["name"] for r in tables[-1]) == sorted(
+        ["shared"] + [f"w{w}-{i}" for w in range(4) for i in range(40)])
+    assert not [p for p in (tmp_path / "runs").iterdir() if p.name.endswith(".tmp")]

@@ -153,35 +153,41 @@ def _fake_result(cfg, workdir, preempted=False):
 
 
 def test_failed_and_preempted_members_with_a_fake_trainer(tmp_path):
+    """Local launcher: largest member first; a training error is recorded failed; a preempted
+    member (this process was signalled) stops the sweep; a re-run does the rest."""
     spec = sweep.load_spec(tiny_spec(tmp_path, tokens=[128, 256, 512]))
     members = sweep.expand(spec)
+    order = [m.name for m in sorted(members, key=lambda m: -m.flops)]
+    assert order != [m.name for m in members]  # the plan's order is not the run order
     calls = []
 
     def trainer(cfg, workdir, quiet):
         calls.append(workdir.name)
-        if workdir.name == members[0].name:
+        if workdir.name == order[0]:
             raise RuntimeError("out of memory\nsecond line")
-        if workdir.name == members[3].name:
+        if workdir.name == order[3]:
             return _fake_result(cfg, workdir, preempted=True)
         return _fake_result(cfg, workdir)
 
     out = sweep.run_sweep(spec, members, tmp_path / "w", train_fn=trainer, show=False)
-    assert out.preempted == members[3].name and out.failed == [members[0].name]
+    assert calls == order[:4]
+    assert out.preempted == order[3] and out.failed == [order[0]]
     got = {r["name"]: r for r in rows(tmp_path / "w" / "runs.csv")}
-    assert got[members[0].name]["status"] == "failed"
-    assert got[members[0].name]["error"] == "RuntimeError: out of memory"
-    assert got[members[3].name]["status"] == "preempted"
-    assert [got[m.name]["status"] for m in members[1:3]] == ["ok", "ok"]
-    assert members[4].name not in got  # the sweep stopped at the preempted member
+    assert [r["name"] for r in rows(tmp_path / "w" / "runs.csv")] == [
+        m.name for m in members if m.name in order[:4]]  # runs.csv in the plan's order
+    assert got[order[0]]["status"] == "failed"
+    assert got[order[0]]["error"] == "RuntimeError: out of memory"
+    assert got[order[3]]["status"] == "preempted"
+    assert [got[n]["status"] for n in order[1:3]] == ["ok", "ok"]
+    assert set(order[4:]).isdisjoint(got)  # the sweep stopped at the preempted member
     # re-run: the preempted member and the rest run; ok and failed ones do not
-    calls.clear()
     out = sweep.run_sweep(spec, members, tmp_path / "w", train_fn=lambda c, w, quiet:
                           _fake_result(c, w), show=False)
-    assert out.ran == [m.name for m in members[3:]] and out.preempted is None
-    assert sweep.read_rows(tmp_path / "w" / "runs.csv")[members[3].name]["status"] == "ok"
+    assert out.ran == order[3:] and out.preempted is None
+    assert sweep.read_rows(tmp_path / "w" / "runs.csv")[order[3]]["status"] == "ok"
     out = sweep.run_sweep(spec, members, tmp_path / "w", train_fn=lambda c, w, quiet:
                           _fake_result(c, w), show=False, retry_failed=True)
-    assert out.ran == [members[0].name]
+    assert out.ran == [order[0]]
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # fork: the children touch no JAX
