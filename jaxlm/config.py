@@ -16,7 +16,7 @@ import yaml
 
 from jaxlm.config_rules import (  # noqa: F401 - the enumerations and rules, re-exported
     ATTENTION_IMPLS, DTYPES, FAMILIES, MLPS, NORMS, OBJECTIVES, OPTIMIZERS, POOLINGS, POSITIONS,
-    REMAT_POLICIES, SCHEDULES, SP_MODEL_TYPES, TOKENIZERS, compute_dtype, config_warnings,
+    DECAY_SHAPES, REMAT_POLICIES, SCHEDULES, SP_MODEL_TYPES, TOKENIZERS, compute_dtype, config_warnings,
     is_causal, pooling, validate,
 )
 from jaxlm.errors import JaxlmError
@@ -91,7 +91,11 @@ class DataConfig:
 class OptimConfig:
     name: str = "adamw"  # adamw | adafactor | lion | sgd
     lr: float = 2e-3  # peak learning rate
-    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    schedule: str = "cosine"  # cosine | linear | constant | wsd (after warmup)
+    # wsd (warmup-stable-decay): the share of train.steps at the end spent decaying to
+    # min_lr_ratio * lr (the lr is constant from the warmup until then)
+    decay_fraction: float = 0.2  # wsd: the decay's share of train.steps
+    decay_shape: str = "linear"  # wsd: linear | cosine | 1-sqrt
     warmup_steps: int = 50  # linear warmup from 0 to lr
     min_lr_ratio: float = 0.1  # final lr = min_lr_ratio * lr
     weight_decay: float = 0.1  # applied to matrices only, not biases, norms or vectors
@@ -115,6 +119,9 @@ class TrainConfig:
     # checked at log steps, by process 0's clock, so that every host saves the same step
     checkpoint_every_minutes: float = 0.0  # also save once this long since the last save; 0: off
     keep_checkpoints: int = 3  # the newest ones; the one with the best eval loss is kept too
+    # steps checkpointed besides every checkpoint_every (e.g. a wsd trunk's branch points; keep
+    # them with keep_checkpoints)
+    checkpoint_at: list[int] = dataclasses.field(default_factory=list)  # steps, e.g. [400, 800]
     nonfinite: str = "skip"  # skip | halt: on a non-finite loss or gradient norm
     # nonfinite=skip: stop the run (exit 3) after this many consecutive skipped updates; 0: never
     nonfinite_patience: int = 10
@@ -123,6 +130,10 @@ class TrainConfig:
     # fine-tuning: a fresh run starts from these weights, a Hugging Face GPT-2 / Llama / Mistral /
     # Qwen2 folder or a jaxlm run directory (its model must match model.*); ignored when resuming
     init_from: Optional[str] = None
+    # cooldown branch: a fresh run starts from RUN_DIR's checkpoint at STEP (state and data
+    # position), e.g. a constant-lr trunk, and decays from there (optim.schedule=wsd); ignored
+    # when resuming
+    branch_from: Optional[str] = None  # RUN_DIR@STEP
     samples: int = 3  # generated samples printed at the end
     sample_prompt: str = "def "  # prompt of the end-of-run samples
     sample_tokens: int = 200  # tokens per sample (transformer: capped by model.max_seq_len)

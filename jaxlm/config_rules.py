@@ -26,7 +26,8 @@ TOKENIZERS = ("byte", "sentencepiece", "hf")
 INPUT_MODES = ("per_host", "global")  # data.input: jaxlm/data/hosts.py
 SP_MODEL_TYPES = ("bpe", "unigram")
 OPTIMIZERS = ("adamw", "adafactor", "lion", "sgd")
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
+DECAY_SHAPES = ("linear", "cosine", "1-sqrt")  # optim.schedule=wsd
 
 
 def _choice(key: str, value: str, options: Sequence[str]) -> None:
@@ -178,6 +179,7 @@ def _validate_data_optim_train(cfg: RunConfig) -> None:
         raise JaxlmError(
             f"optim.warmup_steps={o.warmup_steps} must be smaller than train.steps={t.steps}"
         )
+    _validate_wsd(cfg)
 
     for key in ("steps", "batch_size", "log_every", "keep_checkpoints", "sample_tokens",
                 "grad_accum"):
@@ -188,6 +190,8 @@ def _validate_data_optim_train(cfg: RunConfig) -> None:
     _positive("train.checkpoint_every_minutes", t.checkpoint_every_minutes, allow_zero=True)
     _choice("train.nonfinite", t.nonfinite, ("skip", "halt"))
     _positive("train.nonfinite_patience", t.nonfinite_patience, allow_zero=True)
+    if any(s < 1 for s in t.checkpoint_at):
+        raise JaxlmError(f"config key 'train.checkpoint_at' lists a step < 1: {t.checkpoint_at}")
     for s in t.debug_nan_steps:
         if s < 1:
             raise JaxlmError(
@@ -219,6 +223,30 @@ def _validate_data_optim_train(cfg: RunConfig) -> None:
                 f"distributed.num_processes={dist.num_processes})"
             )
     _positive("distributed.initialization_timeout", dist.initialization_timeout)
+
+
+def _validate_wsd(cfg: RunConfig) -> None:
+    o, t = cfg.optim, cfg.train
+    _choice("optim.decay_shape", o.decay_shape, DECAY_SHAPES)
+    if not 0.0 <= o.decay_fraction <= 1.0:
+        raise JaxlmError(f"config key 'optim.decay_fraction' must be in [0, 1]; got "
+                         f"{o.decay_fraction}")
+    decay = round(o.decay_fraction * t.steps)
+    if o.schedule == "wsd" and t.steps - decay < o.warmup_steps:
+        raise JaxlmError(f"optim.decay_fraction={o.decay_fraction} decays over {decay} of "
+                         f"train.steps={t.steps}, into the optim.warmup_steps={o.warmup_steps} "
+                         f"warmup")
+    if t.branch_from is not None:
+        run, sep, step = t.branch_from.rpartition("@")
+        if not sep or not run or not step.isdigit() or int(step) < 1:
+            raise JaxlmError(f"config key 'train.branch_from' must be RUN_DIR@STEP (a step >= 1"
+                             f"); got {t.branch_from!r}")
+        if int(step) >= t.steps:
+            raise JaxlmError(f"train.branch_from={t.branch_from} starts at step {step}, not "
+                             f"before train.steps={t.steps}")
+        if t.init_from:
+            raise JaxlmError("train.branch_from and train.init_from are both set: a branch "
+                             "starts from its trunk's checkpoint; unset one")
 
 
 def compute_dtype(dtype: str, platform: str) -> str:

@@ -22,8 +22,12 @@ input columns (CSV header, case-insensitive):
   budget           optional IsoFLOP budget label (else budgets are found by grouping flops)
   status           optional; rows whose status is not ok/finished/done are ignored
   name / run       optional run name
+  lr, batch, b2, warmup  optional hyperparameters (sweep hp axes): of several runs at one
+                   (N, D) the lowest-loss one is fitted; report.md says which won
+  role             optional; trunk rows (wsd trunks, constant lr) are left out
 
-fits: Kaplan power laws L(N), L(D), compute frontier L(C); Chinchilla Approach 2 (IsoFLOP
+fits: Kaplan power laws L(N), L(D), compute frontier L(C); Chinchilla Approach 1 (envelope
+of each size's loss curve, e.g. cooldown branches), Approach 2 (IsoFLOP
 parabolas) and Approach 3 (L = E + A/N^alpha + B/D^beta, Huber loss, L-BFGS from a grid);
 bootstrap intervals; N_opt, D_opt and loss predicted for --predict budgets.
 
@@ -104,6 +108,11 @@ def run(args: argparse.Namespace) -> Status:
               f"A={a3['A']['value']:.4g} B={a3['B']['value']:.4g} "
               f"alpha={a3['alpha']['value']:.3f} beta={a3['beta']['value']:.3f}"
               + (f"; frontier alpha_C={front:.3f}" if front is not None else ""))
+        fitted = [(i, x.a.value) for i, x in ((1, f.approach1), (2, f.approach2),
+                                              (3, f.approach3)) if x is not None and x.a is not None]
+        if fitted:
+            print(f"{fam}: N_opt ~ C^a, " + ", ".join(f"Approach {i} a={a:.3f}"
+                                                       for i, a in fitted))
     print(f"wrote {', '.join(p.name for p in written)} to {args.output} "
           f"in {time.perf_counter() - t0:.1f}s")
     diags = diagnostics.diagnose(fits)

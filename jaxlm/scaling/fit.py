@@ -28,6 +28,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from jaxlm.errors import JaxlmError
+from jaxlm.scaling.approach1 import Approach1Fit, approach1_predict, fit_approach1
 from jaxlm.scaling.approach2 import (Approach2Fit, IsoFlopBudget, approach2_predict,
                                      fit_approach2, isoflop_budgets)
 from jaxlm.scaling.approach3 import (GRID, Approach3Fit, HoldoutCheck, approach3_eval,
@@ -157,12 +158,16 @@ class FamilyFit(Record):
     approach2: Optional[Approach2Fit] = None
     holdout: Optional[HoldoutCheck] = None
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    approach1: Optional[Approach1Fit] = None
+    tuning: Optional[Record] = None  # jaxlm.scaling.tuning.Tuning: hp axes, best per (N, D)
 
     def _items(self) -> list[tuple[str, Any]]:
         items = [("n_points", self.n_points), ("skipped", self.skipped),
                  *self.power_laws.items()]
+        items += [("approach1", self.approach1)] if self.approach1 is not None else []
         items += [("approach2", self.approach2)] if self.approach2 is not None else []
         items += [("approach3", self.approach3), ("predictions", self.predictions)]
+        items += [("tuning", self.tuning)] if self.tuning is not None else []
         return items + ([("holdout", self.holdout)] if self.holdout is not None else [])
 
 
@@ -232,12 +237,21 @@ def fit_all(N, D, C, L, budget=None, irreducible: bool = True, approach2: str = 
         elif not fit2.fitted:
             skipped["approach2"] = f"N_opt(C) not fitted: {fit2.refused}"
 
+    fit1 = None
+    try:
+        fit1 = fit_approach1(N, D, C, L, n_boot=n_boot, level=level, seed=seed)
+        if not fit1.fitted:
+            skipped["approach1"] = f"N_opt(C) not fitted: {fit1.refused}"
+    except JaxlmError as e:
+        skipped["approach1"] = str(e)
     fit3 = fit_approach3(N, D, L, delta=delta, n_boot=n_boot, level=level, seed=seed)
     cs = sorted(set([float(C.max()), float(C.max()) * 10, float(C.max()) * 100,
                      *map(float, predict_at)]))
     predictions = {"approach3": predict(fit3, cs, level)}
     if fit2 is not None and fit2.fitted:
         predictions["approach2"] = approach2_predict(fit2, cs, level)
+    if fit1 is not None and fit1.fitted:
+        predictions["approach1"] = approach1_predict(fit1, cs, level)
     if "L(C)" in laws:
         predictions["L(C)"] = Prediction(C=cs, loss=power_law_eval(laws["L(C)"], cs).tolist())
     check = None
@@ -246,7 +260,8 @@ def fit_all(N, D, C, L, budget=None, irreducible: bool = True, approach2: str = 
     else:
         skipped["holdout"] = "too few runs to hold some out (need 10 left to fit)"
     return FamilyFit(n_points=int(N.size), power_laws=laws, approach3=fit3,
-                     predictions=predictions, approach2=fit2, holdout=check, skipped=skipped)
+                     predictions=predictions, approach2=fit2, holdout=check, skipped=skipped,
+                     approach1=fit1)
 
 
 def strip_private(obj):
@@ -255,7 +270,7 @@ def strip_private(obj):
     return to_json(obj)
 
 
-__all__ = ["fit_power_law", "power_law_eval", "compute_frontier", "best_per_group",
+__all__ = ["fit_approach1", "approach1_predict", "Approach1Fit", "fit_power_law", "power_law_eval", "compute_frontier", "best_per_group",
            "isoflop_budgets", "fit_approach2", "approach2_predict", "fit_approach3",
            "approach3_eval", "predict", "holdout_check", "check_positive", "strip_private",
            "group_by_tolerance", "fit_all", "GRID", "LEVEL", "approach3_objective",

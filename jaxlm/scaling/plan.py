@@ -23,12 +23,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import pathlib
 from typing import Any, Optional, Sequence
 
 from jaxlm import config as config_lib
 from jaxlm import flops
 from jaxlm.errors import JaxlmError
-from jaxlm.scaling.spec import FamilySpec, RuleSpec, SizeSpec, SweepSpec, dotlist
+from jaxlm.scaling.results import RUNS_DIR  # a member trains in WORKDIR/runs/NAME
+from jaxlm.scaling.spec import FamilySpec, HpPoint, RuleSpec, SizeSpec, SweepSpec, dotlist, hp_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +56,10 @@ class Member:
     # a member that must have finished ok before this one starts (a cooldown branch starts
     # from its trunk's checkpoint); every launcher honours it
     after: Optional[str] = None
-
+    role: str = ""  # "trunk" | "branch" (cooldown branches, spec key wsd) | "" (a plain run)
+    branch_step: Optional[int] = None  # branch: the trunk checkpoint (step) it starts from
+    b2: Optional[float] = None  # optim.b2 from the hp axes (None: the base config's)
+    warmup: Optional[int] = None  # optim.warmup_steps
 
 
 def _fmt(x: float) -> str:
@@ -170,67 +175,142 @@ class _Planner:
         return best[1], best[2]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Size:
+    """What every member of one size shares."""
+    fam: str
+    n_layers: int
+    d_model: int
+    params: int
+    params_total: int
+    seq_len: int
+    fpt: float
+    shape: tuple[str, ...]
+    extra: tuple[str, ...]
+    error: Optional[str]
+    base_name: str
+    tag: Optional[str]
+    budgets: tuple[tuple[Optional[float], float], ...]  # (C or None, tokens D)
+
+
+def _name(s: _Size, label: str, hp: HpPoint, seed: int, spec: SweepSpec) -> str:
+    name = f"{s.base_name}-{label}{hp.suffix}"
+    if len(spec.seeds) > 1 or seed != 0:
+        name += f"-s{seed}"
+    return name + (f"-{s.tag}" if s.tag else "")
+
+
+def _member(p: "_Planner", s: _Size, name: str, c: Optional[float], steps: int, batch: int,
+            lr: float, seed: int, warmup: int, hp: HpPoint, more: Sequence[str] = (),
+            **fields: Any) -> Member:
+    """A member and its overrides, validated as a run config (an invalid one: `error`)."""
+    ov = (*s.shape, f"train.steps={steps}", f"train.batch_size={batch}", f"optim.lr={lr}",
+          f"optim.warmup_steps={warmup}", f"train.seed={seed}",
+          *([f"optim.b2={hp.b2}"] if hp.b2 is not None else []), *more, *s.extra)
+    err = s.error
+    if err is None:
+        check = ([f"train.branch_from={RUNS_DIR}/{fields['after']}@{fields['branch_step']}"]
+                 if fields.get("role") == "branch" else [])
+        try:
+            p.config([*ov, *check])
+        except JaxlmError as e:
+            err = str(e)
+    tokens = steps * batch * s.seq_len
+    return Member(name=name, family=s.fam, n_layers=s.n_layers, d_model=s.d_model,
+                  params=s.params, params_total=s.params_total, tokens=tokens,
+                  flops=s.fpt * tokens, budget=c, steps=steps, batch=batch, lr=lr, seed=seed,
+                  seq_len=s.seq_len, overrides=ov, error=err, b2=hp.b2, warmup=warmup,
+                  **fields)
+
+
+def _branches(p: "_Planner", spec: SweepSpec, s: _Size, hp: HpPoint, batch: int, lr: float,
+              seed: int) -> list[Member]:
+    """One constant-lr trunk and a cooldown branch per budget (spec key wsd): the branch of T
+    steps starts from the trunk's checkpoint at its decay start T - round(f T). The trunk runs
+    to the latest decay start and keeps a checkpoint at every one (train.checkpoint_at)."""
+    w = spec.wsd
+    plan = []  # (C, D, steps T, decay start S)
+    for c, d in s.budgets:
+        steps = max(1, round(d / (batch * s.seq_len)))
+        if c is not None and s.error is None and steps < spec.isoflop.min_steps:
+            continue
+        plan.append((c, d, steps, steps - round(w.decay_fraction * steps)))
+    if not plan:
+        return []
+    starts = [max(S, 1) for *_, S in plan]
+    warmup = min(round(hp.warmup_fraction * min(T for _, _, T, _ in plan)), min(starts) - 1)
+    at = sorted(set(starts))
+    trunk = _member(p, s, _name(s, "trunk", hp, seed, spec), None, max(at), batch, lr, seed,
+                    max(warmup, 0), hp, ("optim.schedule=constant",
+                                         f"train.checkpoint_at=[{','.join(map(str, at))}]",
+                                         f"train.keep_checkpoints={len(at) + 1}"),
+                    role="trunk")
+    out = [trunk]
+    for c, d, steps, start in plan:
+        label = f"C{_fmt(c)}" if c is not None else f"D{_fmt(d)}"
+        out.append(_member(p, s, _name(s, label, hp, seed, spec), c, steps, batch, lr, seed,
+                           max(warmup, 0), hp, ("optim.schedule=wsd",
+                                                f"optim.decay_fraction={w.decay_fraction}",
+                                                f"optim.decay_shape={w.decay_shape}"),
+                           role="branch", after=trunk.name, branch_step=start))
+    return out
+
+
+def _size(p: "_Planner", spec: SweepSpec, fam: str, fs: FamilySpec, size: SizeSpec) -> _Size:
+    if size.params is not None:
+        n_layers, d_model = p.solve(fam, fs, size)
+    else:
+        n_layers, d_model = size.n_layers, size.d_model
+    shape = p.shape_overrides(fam, fs, n_layers, d_model)
+    extra = [*dotlist(fs.overrides), *dotlist(size.overrides)]
+    error = None
+    try:
+        cfg0 = p.config([*shape, *extra, "train.steps=1000000"])
+        total, n = model_param_counts(dataclasses.replace(cfg0.model, vocab_size=_vocab(cfg0)))
+    except JaxlmError as e:
+        error, cfg0, total, n = str(e), p.base, 0, 0
+    seq = cfg0.data.seq_len
+    fpt = flops.flops_per_token(cfg0.model, n, seq)
+    budgets: list[tuple[Optional[float], float]] = []
+    if spec.isoflop is not None:
+        for c in spec.isoflop.budgets:
+            per_token = 6.0 * n if spec.isoflop.flops_rule == "6N" else fpt
+            budgets.append((c, c / per_token if per_token else 0.0))
+    else:
+        budgets = [(None, d) for d in spec.tokens]
+    return _Size(fam, n_layers, d_model, n, total, seq, fpt, tuple(shape), tuple(extra), error,
+                 f"{fam}-L{n_layers}-d{d_model}", size.tag, tuple(budgets))
+
+
 def expand(spec: SweepSpec) -> list[Member]:
-    """All members of the sweep, in a fixed order (family, size, budget, seed)."""
+    """All members of the sweep, in a fixed order: family, size, then budget, hp setting,
+    seed; with cooldown branches (spec key wsd): family, size, hp setting, seed, then the
+    trunk and its branches by budget."""
     p = _Planner(spec)
-    base = p.base
-    seq_len = base.data.seq_len
     members: list[Member] = []
     for fam, fs in spec.families.items():
-        lr_rule = fs.lr or spec.lr
-        batch_rule = fs.batch_size or spec.batch_size
+        lr_rule, batch_rule = fs.lr or spec.lr, fs.batch_size or spec.batch_size
         for size in fs.sizes:
-            if size.params is not None:
-                n_layers, d_model = p.solve(fam, fs, size)
-            else:
-                n_layers, d_model = size.n_layers, size.d_model
-            shape = p.shape_overrides(fam, fs, n_layers, d_model)
-            extra = [*dotlist(fs.overrides), *dotlist(size.overrides)]
-            error = None
-            try:
-                cfg0 = p.config([*shape, *extra, "train.steps=1000000"])
-                total, n = model_param_counts(dataclasses.replace(cfg0.model,
-                                                                  vocab_size=_vocab(cfg0)))
-            except JaxlmError as e:
-                error, cfg0, total, n = str(e), base, 0, 0
-            seq = cfg0.data.seq_len
-            batch = max(1, round(_rule(batch_rule, base.train.batch_size, max(n, 1))))
-            lr = float(f"{_rule(lr_rule, base.optim.lr, max(n, 1)):.4g}")
-            fpt = flops.flops_per_token(cfg0.model, n, seq)
-            budgets: list[tuple[Optional[float], float]] = []  # (C or None, tokens D)
-            if spec.isoflop is not None:
-                for c in spec.isoflop.budgets:
-                    per_token = 6.0 * n if spec.isoflop.flops_rule == "6N" else fpt
-                    budgets.append((c, c / per_token if per_token else 0.0))
-            else:
-                budgets = [(None, d) for d in spec.tokens]
-            base_name = f"{fam}-L{n_layers}-d{d_model}"
-            for c, d in budgets:
-                steps = max(1, round(d / (batch * seq)))
-                if c is not None and error is None and steps < spec.isoflop.min_steps:
-                    continue
-                for seed in spec.seeds:
-                    name = base_name + (f"-C{_fmt(c)}" if c is not None else f"-D{_fmt(d)}")
-                    if len(spec.seeds) > 1 or seed != 0:
-                        name += f"-s{seed}"
-                    if size.tag:
-                        name += f"-{size.tag}"
-                    warmup = min(round(spec.warmup_fraction * steps), steps - 1)
-                    ov = (*shape, f"train.steps={steps}", f"train.batch_size={batch}",
-                          f"optim.lr={lr}", f"optim.warmup_steps={warmup}",
-                          f"train.seed={seed}", *extra)
-                    err = error
-                    if err is None:
-                        try:
-                            p.config(ov)
-                        except JaxlmError as e:
-                            err = str(e)
-                    tokens = steps * batch * seq
-                    members.append(Member(
-                        name=name, family=fam, n_layers=n_layers, d_model=d_model, params=n,
-                        params_total=total, tokens=tokens, flops=fpt * tokens, budget=c,
-                        steps=steps, batch=batch, lr=lr, seed=seed, seq_len=seq,
-                        overrides=ov, error=err))
+            s = _size(p, spec, fam, fs, size)
+            n = max(s.params, 1)
+            rates = {hp: (max(1, round(_rule(batch_rule, p.base.train.batch_size, n)
+                                       * hp.batch_scale)),
+                          float(f"{_rule(lr_rule, p.base.optim.lr, n) * hp.lr_scale:.4g}"))
+                     for hp in hp_grid(spec)}
+            if spec.wsd is not None:
+                for hp, (batch, lr) in rates.items():
+                    for seed in spec.seeds:
+                        members += _branches(p, spec, s, hp, batch, lr, seed)
+                continue
+            for c, d in s.budgets:
+                for hp, (batch, lr) in rates.items():
+                    steps = max(1, round(d / (batch * s.seq_len)))
+                    if c is not None and s.error is None and steps < spec.isoflop.min_steps:
+                        continue
+                    warmup = min(round(hp.warmup_fraction * steps), steps - 1)
+                    label = f"C{_fmt(c)}" if c is not None else f"D{_fmt(d)}"
+                    members += [_member(p, s, _name(s, label, hp, seed, spec), c, steps, batch,
+                                        lr, seed, warmup, hp) for seed in spec.seeds]
     seen: dict[str, int] = {}
     for m in members:
         if m.name in seen:
@@ -247,9 +327,19 @@ def worker_members(members: Sequence[Member], worker: int, num_workers: int) -> 
     return [m for i, m in enumerate(members) if i % num_workers == worker]
 
 
-def member_config(spec: SweepSpec, member: Member) -> config_lib.RunConfig:
+def member_config(spec: SweepSpec, member: Member,
+                  workdir: Optional[str | pathlib.Path] = None) -> config_lib.RunConfig:
+    """A member's run config. A cooldown branch starts from its trunk's run directory,
+    WORKDIR/runs/TRUNK, so it needs the sweep's `workdir`."""
+    more = []
+    if member.role == "branch":
+        if workdir is None:
+            raise JaxlmError(f"sweep member {member.name} is a cooldown branch of {member.after}:"
+                             f" its config needs the sweep's workdir")
+        trunk = pathlib.Path(workdir).absolute() / RUNS_DIR / member.after
+        more.append(f"train.branch_from={trunk}@{member.branch_step}")
     return config_lib.load_config(spec.base_config,
-                                  [*dotlist(spec.base_overrides), *member.overrides])
+                                  [*dotlist(spec.base_overrides), *member.overrides, *more])
 
 
 def plan_table(members: Sequence[Member]) -> str:
@@ -264,6 +354,14 @@ def plan_table(members: Sequence[Member]) -> str:
         if m.error:
             line += f"  INVALID: {m.error}"
         lines.append(line)
+    trunks = [m for m in members if m.role == "trunk"]
+    if trunks:  # what the branches save: steps trained vs every budget trained from scratch
+        branches = [m for m in members if m.role == "branch"]
+        alone = sum(m.steps for m in branches)
+        shared = sum(m.steps for m in trunks) + sum(m.steps - m.branch_step for m in branches)
+        lines.append(f"cooldown branches: {len(trunks)} trunks + {len(branches)} branches train "
+                     f"{shared:,} steps; {len(branches)} separate runs would train {alone:,} "
+                     f"({1 - shared / max(alone, 1):.0%} saved)")
     total_c = sum(m.flops for m in members)
     total_d = sum(m.tokens for m in members)
     lines.append(f"{len(members)} members; {total_d:.3g} tokens, {total_c:.3g} FLOPs in all "
@@ -271,5 +369,5 @@ def plan_table(members: Sequence[Member]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Member", "expand", "worker_members", "member_config", "plan_table", "n_heads_for",
+__all__ = ["Member", "RUNS_DIR", "hp_grid", "expand", "worker_members", "member_config", "plan_table", "n_heads_for",
            "model_param_counts"]

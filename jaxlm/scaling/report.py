@@ -15,6 +15,7 @@ trust and why; its tables mark those numbers.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import json
 import math
@@ -26,7 +27,9 @@ import numpy as np
 
 from jaxlm.errors import JaxlmError
 from jaxlm.scaling import diagnostics as D
+from jaxlm.scaling import approach1 as A1
 from jaxlm.scaling import fit as F
+from jaxlm.scaling import tuning as T
 from jaxlm.scaling.approach2 import Approach2Fit, fmt_n
 from jaxlm.scaling.records import Estimate
 
@@ -82,6 +85,8 @@ def read_runs(path) -> dict:
     for r, lineno in rows:
         if (r.get("status") or "").strip().lower() not in OK_STATUS:
             continue
+        if (r.get("role") or "").strip().lower() == "trunk":  # constant lr: not cooled down
+            continue
         name = (r.get("name") or "").strip()
         if name and last.get(name) != lineno:
             continue
@@ -95,7 +100,11 @@ def read_runs(path) -> dict:
         d = c / (6 * n) if d is None else d
         c = 6 * n * d if c is None else c
         fam = (r.get("family") or "").strip() or "all"
-        f = fams.setdefault(fam, {"N": [], "D": [], "C": [], "L": [], "names": [], "budget": []})
+        f = fams.setdefault(fam, {"N": [], "D": [], "C": [], "L": [], "names": [], "budget": [],
+                                  "hp": {c: [] for c in (*T.HP_COLUMNS, "seed")}})
+        for col in (*T.HP_COLUMNS, "seed"):
+            v = (r.get(col) or "").strip()
+            f["hp"][col].append(_num(r, col, lineno) if v else float("nan"))
         f["N"].append(n), f["D"].append(d), f["C"].append(c), f["L"].append(loss)
         f["names"].append((r.get("name") or r.get("run") or f"row{lineno}").strip())
         f["budget"].append((r.get("budget") or "").strip())
@@ -106,6 +115,7 @@ def read_runs(path) -> dict:
         for k in ("N", "D", "C", "L"):
             f[k] = np.asarray(f[k], dtype=np.float64)
         f["budget"] = f["budget"] if all(f["budget"]) and "budget" in cols else None
+        T.select(f)  # the best run per (N, D) when hp axes gave several
     return fams
 
 
@@ -114,7 +124,8 @@ def fit_runs(data: dict, **kw) -> dict[str, F.FamilyFit]:
     out = {}
     for fam, d in data.items():
         try:
-            out[fam] = F.fit_all(d["N"], d["D"], d["C"], d["L"], budget=d["budget"], **kw)
+            fit = F.fit_all(d["N"], d["D"], d["C"], d["L"], budget=d["budget"], **kw)
+            out[fam] = dataclasses.replace(fit, tuning=d.get("tuning"))
         except JaxlmError as e:
             raise JaxlmError(f"family {fam!r}: {e}" if len(data) > 1 else str(e)) from None
     return out
@@ -233,6 +244,26 @@ def _predictions(f: F.FamilyFit) -> list[str]:
     return L
 
 
+def _side_by_side(f: F.FamilyFit) -> list[str]:
+    """Approaches 1, 2 and 3: the exponents and N_opt, D_opt at the largest sampled C."""
+    a1, a2, a3 = f.approach1, f.approach2, f.approach3
+    c = max(f.predictions["approach3"].C[0], 0.0)  # the largest C in the data
+    L = ["### Approaches 1, 2 and 3 side by side", "",
+         f"| approach | a (N_opt ~ C^a) | b (D_opt ~ C^b) | N_opt at C = {c:.3g} | D_opt |",
+         "|---|---|---|---|---|"]
+    for name, fit, key in (("1 (envelope)", a1, "approach1"), ("2 (IsoFLOP)", a2, "approach2"),
+                           ("3 (parametric)", a3, "approach3")):
+        p = f.predictions.get(key)
+        if fit is None or p is None:
+            why = f.skipped.get(key, "not fitted") if fit is None else "not fitted"
+            L.append(f"| {name} | {why} | | | |")
+            continue
+        L.append(f"| {name} | {_fmt(fit.a)} | {_fmt(fit.b)} | "
+                 f"{_fmt_at(p.N_opt, p.N_opt_interval, 0)} | "
+                 f"{_fmt_at(p.D_opt, p.D_opt_interval, 0)} |")
+    return L + [""]
+
+
 def _approach2(a2: Approach2Fit, fam: str, flagged: Flagged, sfx: str) -> list[str]:
     L = ["### Chinchilla Approach 2 (IsoFLOP profiles)", ""]
     if a2.fitted:
@@ -276,6 +307,11 @@ def _family(fam: str, f: F.FamilyFit, title: str, sfx: str, flagged: Flagged) ->
           "the compute frontier (runs with lower loss than every run with less compute).", ""]
     if f.approach2 is not None:
         L += _approach2(f.approach2, fam, flagged, sfx)
+    if f.approach1 is not None:
+        L += A1.markdown(f.approach1)
+    L += _side_by_side(f)
+    if f.tuning is not None:
+        L += T.markdown(f.tuning)
     L += _predictions(f)
     if f.holdout is not None:
         h = f.holdout

@@ -32,7 +32,7 @@ RUNS_DIR = "runs"  # DIR/runs/NAME: a member's run directory
 RECORD_SUFFIX = ".result.json"  # DIR/runs/NAME.result.json: its result record
 COLUMNS = ("name", "family", "status", "params", "params_total", "tokens", "flops", "budget",
            "train_loss", "loss", "eval_bpb", "wall_time", "lr", "batch", "steps", "seed",
-           "n_layers", "d_model", "seq_len", "error")
+           "n_layers", "d_model", "seq_len", "role", "b2", "warmup", "error")
 
 
 def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
@@ -93,7 +93,8 @@ def member_row(m: Member, status: str, **extra: Any) -> dict[str, Any]:
            "params_total": m.params_total, "tokens": m.tokens, "flops": f"{m.flops:.6g}",
            "budget": f"{m.budget:.6g}" if m.budget is not None else None, "lr": m.lr,
            "batch": m.batch, "steps": m.steps, "seed": m.seed, "n_layers": m.n_layers,
-           "d_model": m.d_model, "seq_len": m.seq_len}
+           "d_model": m.d_model, "seq_len": m.seq_len, "role": m.role, "b2": m.b2,
+           "warmup": m.warmup}
     row.update(extra)
     return row
 

@@ -9,6 +9,7 @@ and bad values are one-line JaxlmErrors naming the key by its full path.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import pathlib
 import typing
@@ -69,6 +70,27 @@ class IsoFlopSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class WsdSpec:
+    """Cooldown branches: per size (and hyperparameter setting and seed) one constant-lr trunk
+    and, per token budget, a branch that starts from the trunk's checkpoint at the budget's
+    decay start and decays over the budget's last decay_fraction of steps."""
+
+    decay_fraction: float = 0.2  # of each branch's steps (optim.decay_fraction)
+    decay_shape: str = "linear"  # optim.decay_shape: linear | cosine | 1-sqrt
+
+
+@dataclasses.dataclass(frozen=True)
+class HpSpec:
+    """Hyperparameter grid axes, crossed with every size and budget (an empty list: the rule's
+    value only). The fitter keeps the best run per (N, D)."""
+
+    lr_scale: list[float] = dataclasses.field(default_factory=list)  # x the size's lr rule
+    batch_scale: list[float] = dataclasses.field(default_factory=list)  # x its batch rule
+    b2: list[float] = dataclasses.field(default_factory=list)  # optim.b2 values
+    warmup_fraction: list[float] = dataclasses.field(default_factory=list)  # of the steps
+
+
+@dataclasses.dataclass(frozen=True)
 class SweepSpec:
     base_config: Optional[str] = None  # a run config (relative to the spec's folder); None: defaults
     base_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -79,6 +101,8 @@ class SweepSpec:
     batch_size: RuleSpec = dataclasses.field(default_factory=RuleSpec)
     warmup_fraction: float = 0.05  # optim.warmup_steps = round(fraction * steps)
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])  # train.seed (init)
+    wsd: Optional[WsdSpec] = None  # cooldown branches instead of one run per budget
+    hp: HpSpec = dataclasses.field(default_factory=HpSpec)  # hyperparameter axes
     launcher: LauncherSpec = dataclasses.field(default_factory=LauncherSpec)  # launch_spec
 
 
@@ -91,7 +115,8 @@ def _spec_error(e: oc_errors.OmegaConfBaseException, source: str) -> JaxlmError:
 
 
 _NESTED = {("SweepSpec", "families"): ("dict", FamilySpec), ("SweepSpec", "isoflop"): IsoFlopSpec,
-           ("SweepSpec", "lr"): RuleSpec, ("SweepSpec", "batch_size"): RuleSpec,
+           ("SweepSpec", "lr"): RuleSpec, ("SweepSpec", "wsd"): WsdSpec,
+           ("SweepSpec", "hp"): HpSpec, ("SweepSpec", "batch_size"): RuleSpec,
            ("FamilySpec", "sizes"): ("list", SizeSpec), ("FamilySpec", "lr"): RuleSpec,
            ("FamilySpec", "batch_size"): RuleSpec, ("SweepSpec", "launcher"): LauncherSpec,
            **launch_spec.NESTED}
@@ -236,12 +261,56 @@ def validate_spec(spec: SweepSpec, source: str = "sweep spec") -> None:
         raise bad("seeds", "is empty")
     if not 0 <= spec.warmup_fraction < 1:
         raise bad("warmup_fraction", f"must be in [0, 1); got {spec.warmup_fraction}")
+    _validate_recipes(spec, bad)
     rules = [("lr", spec.lr), ("batch_size", spec.batch_size)]
     rules += [(f"families.{f}.{n}", getattr(fs, n)) for f, fs in spec.families.items()
               for n in ("lr", "batch_size")]
     for key, r in rules:
         if r is not None and ((r.value is not None and r.value <= 0) or r.ref_params <= 0):
             raise bad(key, "needs value > 0 and ref_params > 0")
+
+
+def _validate_recipes(spec: SweepSpec, bad: Any) -> None:
+    """The wsd and hp sections."""
+    if spec.wsd is not None:
+        if not 0 < spec.wsd.decay_fraction < 1:
+            raise bad("wsd.decay_fraction", f"must be in (0, 1); got {spec.wsd.decay_fraction}")
+        if spec.wsd.decay_shape not in config_lib.DECAY_SHAPES:
+            raise bad("wsd.decay_shape", f"must be one of {', '.join(config_lib.DECAY_SHAPES)}"
+                      f"; got '{spec.wsd.decay_shape}'")
+    for name in ("lr_scale", "batch_scale", "b2", "warmup_fraction"):
+        values = getattr(spec.hp, name)
+        if len(set(values)) != len(values):
+            raise bad(f"hp.{name}", f"repeats a value: {values}")
+        low, high = (0.0, 1.0) if name in ("b2", "warmup_fraction") else (0.0, float("inf"))
+        for v in values:
+            if not (low < v < high or (name == "warmup_fraction" and v == 0)):
+                raise bad(f"hp.{name}", f"holds {v}; must be in ({low:g}, {high:g})")
+
+
+@dataclasses.dataclass(frozen=True)
+class HpPoint:
+    """One point of the hyperparameter grid (spec key hp) and its member-name suffix."""
+    lr_scale: float = 1.0
+    batch_scale: float = 1.0
+    b2: Optional[float] = None
+    warmup_fraction: float = 0.05
+    suffix: str = ""
+
+
+def hp_grid(spec: SweepSpec) -> list[HpPoint]:
+    """Every combination of the hp axes; an axis with more than one value names itself."""
+    h = spec.hp
+    axes = [("lr_scale", h.lr_scale or [1.0], "lr{:g}x"),
+            ("batch_scale", h.batch_scale or [1.0], "bs{:g}x"),
+            ("b2", h.b2 or [None], "b2-{:g}"),
+            ("warmup_fraction", h.warmup_fraction or [spec.warmup_fraction], "wu{:g}")]
+    out = []
+    for values in itertools.product(*(vals for _, vals, _ in axes)):
+        suffix = "".join(f"-{fmt.format(v)}" for (_, vals, fmt), v in zip(axes, values)
+                         if len(vals) > 1)
+        out.append(HpPoint(**{name: v for (name, _, _), v in zip(axes, values)}, suffix=suffix))
+    return out
 
 
 def write_spec_copy(spec: SweepSpec, workdir: str | os.PathLike) -> None:
@@ -252,5 +321,5 @@ def write_spec_copy(spec: SweepSpec, workdir: str | os.PathLike) -> None:
         path.write_text(OmegaConf.to_yaml(OmegaConf.structured(spec)))
 
 
-__all__ = ["SizeSpec", "RuleSpec", "FamilySpec", "IsoFlopSpec", "SweepSpec", "FAMILIES",
+__all__ = ["SizeSpec", "RuleSpec", "WsdSpec", "HpSpec", "HpPoint", "hp_grid", "FamilySpec", "IsoFlopSpec", "SweepSpec", "FAMILIES",
            "FLOPS_RULES", "dotlist", "load_spec", "validate_spec", "write_spec_copy"]

@@ -160,7 +160,8 @@ class _Loop:
                 if do_eval:  # eval must see this step's params: flush now
                     self._flush(*p.pending)
                     p.pending = None
-                if t.checkpoint_every and step % t.checkpoint_every == 0 and step != t.steps:
+                if ((t.checkpoint_every and step % t.checkpoint_every == 0)
+                        or step in t.checkpoint_at) and step != t.steps:
                     self._save(step)
                 self.bar.update(1)
                 stop, save_due = self._agree(step)

@@ -5,26 +5,63 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxlm.config import OptimConfig
 from jaxlm.train.param_groups import scale_by_group
 
 
-def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
-    """Linear warmup to cfg.lr, then cosine / linear decay to min_lr_ratio * lr, or constant."""
+def wsd_decay_start(cfg: OptimConfig, total_steps: int) -> int:
+    """The step where a `wsd` schedule leaves its constant phase: total_steps minus the decay,
+    round(cfg.decay_fraction * total_steps) steps long."""
+    return total_steps - round(cfg.decay_fraction * total_steps)
+
+
+def _one_minus_sqrt(init: float, end: float, steps: int) -> optax.Schedule:
+    """end + (init - end) * (1 - sqrt(t / steps)), held at end after `steps` (Hägele et al. 2024)."""
+    def fn(count):
+        frac = jnp.clip(count / steps, 0.0, 1.0)
+        return end + (init - end) * (1.0 - jnp.sqrt(frac))
+
+    return fn
+
+
+def _decay(cfg: OptimConfig, shape: str, steps: int) -> optax.Schedule:
     end = cfg.lr * cfg.min_lr_ratio
-    decay_steps = max(total_steps - cfg.warmup_steps, 1)
+    if shape == "cosine":
+        return optax.cosine_decay_schedule(cfg.lr, steps, alpha=cfg.min_lr_ratio)
+    if shape == "1-sqrt":
+        return _one_minus_sqrt(cfg.lr, end, steps)
+    return optax.linear_schedule(cfg.lr, end, steps)
+
+
+def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Linear warmup to cfg.lr, then: cosine / linear decay to min_lr_ratio * lr; constant; or
+    wsd (warmup-stable-decay): constant until `wsd_decay_start`, then a decay of shape
+    cfg.decay_shape (linear | cosine | 1-sqrt) to min_lr_ratio * lr at total_steps.
+
+    A wsd schedule equals the constant one (same lr and warmup) up to its decay start, so a
+    cooldown branch (train.branch_from) of a constant-lr trunk is the run trained with this
+    schedule from the start."""
     warmup = optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1))
-    if cfg.schedule == "cosine":
-        decay = optax.cosine_decay_schedule(cfg.lr, decay_steps, alpha=cfg.min_lr_ratio)
-    elif cfg.schedule == "linear":
-        decay = optax.linear_schedule(cfg.lr, end, decay_steps)
+    pieces, bounds = [], []
+    if cfg.warmup_steps > 0:
+        pieces, bounds = [warmup], [cfg.warmup_steps]
+    decay_steps = max(total_steps - cfg.warmup_steps, 1)
+    if cfg.schedule in ("cosine", "linear"):
+        pieces.append(_decay(cfg, cfg.schedule, decay_steps))
+    elif cfg.schedule == "wsd" and wsd_decay_start(cfg, total_steps) < total_steps:
+        start = wsd_decay_start(cfg, total_steps)
+        if start > cfg.warmup_steps:
+            pieces.append(optax.constant_schedule(cfg.lr))
+            bounds.append(start)
+        pieces.append(_decay(cfg, cfg.decay_shape, total_steps - start))
     else:
-        decay = optax.constant_schedule(cfg.lr)
-    if cfg.warmup_steps == 0:
-        return decay
-    return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
+        pieces.append(optax.constant_schedule(cfg.lr))
+    if len(pieces) == 1:
+        return pieces[0]
+    return optax.join_schedules(pieces, bounds)
 
 
 def _decay_mask(params):

@@ -24,7 +24,7 @@ from jaxlm.data.source import RunData, load_run_data
 from jaxlm.data.tokenizers import Tokenizer, select_tokenizer
 from jaxlm.errors import JaxlmError
 from jaxlm.init_from import init_state_from
-from jaxlm.train import memory
+from jaxlm.train import branch, memory
 from jaxlm.train import metrics as metrics_lib
 from jaxlm.train.setup import Assembly, assemble
 from jaxlm.train.state import init_state
@@ -71,12 +71,16 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool)
     d, t = cfg.data, cfg.train
 
     data = load_run_data(d, cfg.model.objective, cfg.model.num_labels)
-    tokenizer = select_tokenizer(d, data.corpus.train, workdir, t.init_from, log, show)
+    # a branch's token ids are its trunk's
+    source = str(branch.parse(t.branch_from)[0]) if t.branch_from else t.init_from
+    tokenizer = select_tokenizer(d, data.corpus.train, workdir, source, log, show)
     if cfg.model.vocab_size is None:
         cfg = config_lib.replace(cfg, **{"model.vocab_size": tokenizer.vocab_size})
     elif cfg.model.vocab_size < tokenizer.vocab_size:
         raise JaxlmError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
                          f"tokenizer's {tokenizer.vocab_size} tokens")
+    if t.branch_from and not resuming:  # refused before anything is built or written
+        branch.check_trunk(cfg)
 
     mesh = sharding.make_mesh(cfg.mesh)
     dp = sharding.data_parallel_size(mesh)
@@ -121,6 +125,10 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool)
         state, start_step = restored.state, restored.step
         skipped = int(restored.meta.get("skipped_steps", 0))
         log(f"resuming {workdir} from the checkpoint at step {start_step}")
+    elif t.branch_from:  # a cooldown branch: the trunk's state and data position at its step
+        state, start_step = branch.restore(cfg, asm.abstract, asm.shardings, batches)
+        skipped = 0
+        log(f"branching {workdir} from {t.branch_from}")
     else:
         if resuming:
             warn(f"jaxlm: no complete checkpoint in {workdir / rundir.CHECKPOINTS}; "

@@ -59,7 +59,8 @@ def run_member(task: Task, train_fn: Optional[Callable] = None) -> dict[str, Any
     run_dir = pathlib.Path(task.workdir) / RUNS_DIR / m.name
     t0 = time.time()
     try:
-        result = train_fn(member_config(task.spec, m), run_dir, quiet=task.quiet)
+        result = train_fn(member_config(task.spec, m, task.workdir), run_dir,
+                          quiet=task.quiet)
     except Exception as e:  # noqa: BLE001 - recorded; the sweep goes on
         row = member_row(m, "failed", error=one_line(e), wall_time=f"{time.time() - t0:.1f}")
     else:
