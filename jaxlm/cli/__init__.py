@@ -22,14 +22,14 @@ import sys
 from typing import Optional, Sequence
 
 from jaxlm import xla_flags
-from jaxlm.cli import convert, eval as eval_cmd, fit, generate, sweep, train
+from jaxlm.cli import convert, eval as eval_cmd, fit, generate, plan, sweep, train
 from jaxlm.cli.status import Status
 from jaxlm.errors import JaxlmError, NonFiniteError
 from jaxlm.train.preemption import EXIT_PREEMPTED
 
-COMMANDS = (train, generate, convert, eval_cmd, fit, sweep)  # in `jaxlm --help` order
+COMMANDS = (train, generate, convert, eval_cmd, fit, sweep, plan)  # in `jaxlm --help` order
 DEFAULT_COMMAND = train.NAME
-COMPILING = (train.NAME, generate.NAME, eval_cmd.NAME, sweep.NAME)  # persistent compile cache on
+COMPILING = (train.NAME, generate.NAME, eval_cmd.NAME, sweep.NAME, plan.NAME)  # persistent compile cache on
 
 EXIT_OK = 0
 EXIT_FAILED = 1
