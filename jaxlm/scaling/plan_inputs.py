@@ -17,7 +17,7 @@ from jaxlm.errors import JaxlmError
 from jaxlm import config as config_lib
 from jaxlm.scaling.plan import Member
 from jaxlm.scaling.planner import CHINCHILLA, PriorLaw
-from jaxlm.scaling.walltime import Calibration, fit_calibration
+from jaxlm.scaling.walltime import ALL, Calibration, fit_calibration
 from jaxlm.scaling.spec import SweepSpec, dotlist
 
 CONSTANTS = ("E", "A", "B", "alpha", "beta")
@@ -99,50 +99,63 @@ def fit_rmse(arg: str) -> dict[str, float]:
             if "approach3" in v}
 
 
-def calibration_from_runs(path: str) -> Calibration:
-    """wall = compile + steps * step_s + flops / F, fitted to an earlier sweep's runs.csv."""
-    steps, fl, wall = [], [], []
+def calibration_from_runs(path: str) -> dict[str, Calibration]:
+    """wall = fixed + steps * step_s + flops / F fitted to an earlier sweep's runs.csv: per
+    family with at least 3 finished runs, and over all runs (walltime.ALL)."""
+    pts: dict[str, list[tuple[float, float, float]]] = {}
     for r in _ok_rows(path):
         try:
-            s, f, w = float(r["steps"]), float(r["flops"]), float(r["wall_time"])
+            p = float(r["steps"]), float(r["flops"]), float(r["wall_time"])
         except (KeyError, ValueError, TypeError):
             continue
-        steps.append(s), fl.append(f), wall.append(w)
-    return fit_calibration(steps, fl, wall, source=f"{path}: {len(wall)} runs")
+        pts.setdefault(r.get("family") or ALL, []).append(p)
+    every = [p for v in pts.values() for p in v]
+    out = {ALL: fit_calibration(*zip(*every) if every else ([], [], []),
+                                source=f"{path}: {len(every)} runs")}
+    for fam, v in pts.items():
+        if len(v) >= 3 and fam != ALL:
+            out[fam] = fit_calibration(*zip(*v), source=f"{path}: {len(v)} {fam} runs")
+    return out
 
 
-def calibrate_by_training(spec: SweepSpec, members: Sequence[Member], workdir: str,
-                          steps: int = 8) -> Calibration:
-    """Trains the smallest and the largest member of the grid for `steps` steps each in
-    WORKDIR/calibration/ and reads their compile time and per-step times (metrics.jsonl):
-    step time = step_s + flops per step / F (two members, two unknowns); the fixed cost per
-    run (compile, setup, final eval) = wall time - steps x step time."""
+def _measure(spec: SweepSpec, m: Member, workdir: str, steps: int) -> tuple[float, float]:
+    """(median step time, fixed cost = wall time - steps x step time) of `m` trained from
+    scratch for `steps` steps (a branch's trunk is not needed), no eval or checkpoints."""
     from jaxlm.train.loop import train
     from jaxlm.train.metrics import load_metrics
 
-    ok = sorted((m for m in members if m.error is None and m.role != "trunk"),
-                key=lambda m: m.flops / m.steps)
-    if len(ok) < 2:
-        raise JaxlmError("calibration needs two valid members in the grid")
-    points = []
-    for m in (ok[0], ok[-1]):
-        # from scratch (a branch's trunk is not needed), a few steps, no eval or checkpoints
-        cfg = config_lib.load_config(spec.base_config, [
-            *dotlist(spec.base_overrides), *m.overrides, f"train.steps={steps}",
-            "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
-            "train.samples=0", "train.final_eval_batches=1", "optim.warmup_steps=0"])
-        out = train(cfg, pathlib.Path(workdir) / "calibration" / m.name, quiet=True)
-        times = [r["step_time_sec"] for r in load_metrics(out.workdir)
-                 if "step_time_sec" in r and r.get("step", 0) > 1]
-        if not times:
-            raise JaxlmError(f"calibration run {m.name} logged no step times")
-        t = float(np.median(times))
-        points.append((m.flops / m.steps, t, out.wall_time - steps * t))
-    (f0, t0, c0), (f1, t1, c1) = points
-    rate = (f1 - f0) / (t1 - t0) if t1 > t0 and f1 > f0 else float("inf")
-    step_s = max(t0 - f0 / rate, 0.0)
-    return Calibration(max((c0 + c1) / 2, 0.0), step_s, rate,
-                       source=f"trained {ok[0].name} and {ok[-1].name} for {steps} steps")
+    cfg = config_lib.load_config(spec.base_config, [
+        *dotlist(spec.base_overrides), *m.overrides, f"train.steps={steps}",
+        "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",
+        "train.samples=0", "train.final_eval_batches=1", "optim.warmup_steps=0"])
+    out = train(cfg, pathlib.Path(workdir) / "calibration" / m.name, quiet=True)
+    times = [r["step_time_sec"] for r in load_metrics(out.workdir)
+             if "step_time_sec" in r and r.get("step", 0) > 1]  # step 1 waits on compile
+    if not times:
+        raise JaxlmError(f"calibration run {m.name} logged no step times")
+    t = float(np.median(times))
+    return t, out.wall_time - steps * t
+
+
+def calibrate_by_training(spec: SweepSpec, members: Sequence[Member], workdir: str,
+                          steps: int = 8) -> dict[str, Calibration]:
+    """Per family: trains its members with the least and the most FLOPs per step for `steps`
+    steps each in WORKDIR/calibration/ and reads their step times (metrics.jsonl): step time
+    = step_s + FLOPs per step / F (two members, two unknowns); the fixed cost per run
+    (compile, setup, final eval) = wall time - steps x step time, averaged."""
+    out = {}
+    for fam in dict.fromkeys(m.family for m in members):
+        ok = sorted((m for m in members if m.family == fam and m.error is None
+                     and m.role != "trunk"), key=lambda m: m.flops / m.steps)
+        if len(ok) < 2:
+            raise JaxlmError(f"calibration needs two valid {fam} members in the grid")
+        (t0, c0), (t1, c1) = (_measure(spec, m, workdir, steps) for m in (ok[0], ok[-1]))
+        f0, f1 = (m.flops / m.steps for m in (ok[0], ok[-1]))
+        rate = (f1 - f0) / (t1 - t0) if t1 > t0 and f1 > f0 else float("inf")
+        out[fam] = Calibration(max((c0 + c1) / 2, 0.0), max(t0 - f0 / rate, 0.0), rate,
+                               source=f"trained {ok[0].name} and {ok[-1].name} for {steps} "
+                               "steps")
+    return out
 
 
 __all__ = ["parse_law", "load_prior", "seed_noise", "fit_rmse", "calibration_from_runs",

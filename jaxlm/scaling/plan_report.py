@@ -4,20 +4,20 @@ plans and the predicted wall times (pure: text and dicts out; the CLI writes the
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from jaxlm.scaling.plan import Member
 from jaxlm.scaling.planner import FamilyPlan, Width
-from jaxlm.scaling.walltime import Calibration
+from jaxlm.scaling.walltime import ALL, Calibration
 
 
 def plan_json(plans: Sequence[FamilyPlan], members: Sequence[Member],
-              times: Optional[Sequence[float]], cal: Optional[Calibration],
+              times: Optional[Sequence[float]], cal: Optional[Mapping[str, Calibration]],
               settings: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"settings": settings,
                            "families": {p.family: p.to_json() for p in plans}}
     if cal is not None and times is not None:
-        out["wall_time"] = {"calibration": dataclasses.asdict(cal),
+        out["wall_time"] = {"calibration": {k: dataclasses.asdict(c) for k, c in cal.items()},
                             "total_s": float(sum(times)),
                             "members": {m.name: round(t, 1) for m, t in zip(members, times)}}
     return out
@@ -72,7 +72,8 @@ def _family_md(p: FamilyPlan) -> list[str]:
 
 
 def plan_markdown(plans: Sequence[FamilyPlan], members: Sequence[Member],
-                  times: Optional[Sequence[float]], cal: Optional[Calibration]) -> str:
+                  times: Optional[Sequence[float]],
+                  cal: Optional[Mapping[str, Calibration]]) -> str:
     """plan.md: per family the budgets, expected intervals, proposals; then wall time."""
     lines = ["# Sweep plan (simulated before any compute is spent)", "",
              "Every number below comes from simulated sweeps of this grid under the prior law, "
@@ -81,10 +82,13 @@ def plan_markdown(plans: Sequence[FamilyPlan], members: Sequence[Member],
     for p in plans:
         lines += _family_md(p)
     if cal is not None and times is not None:
-        rate = f"{cal.flops_per_s:.3g} FLOP/s" if cal.flops_per_s != float("inf") else "-"
-        lines += ["## Predicted wall time", "",
-                  f"Calibration ({cal.source}): {cal.compile_s:.1f} s per run (compile, setup, "
-                  f"eval) + {cal.step_s * 1e3:.2f} ms per step + FLOPs at {rate}.", "",
+        lines += ["## Predicted wall time", ""]
+        for fam, c in cal.items():
+            rate = f"{c.flops_per_s:.3g} FLOP/s" if c.flops_per_s != float("inf") else "-"
+            who = "every family" if fam == ALL else fam
+            lines.append(f"- {who} ({c.source}): {c.compile_s:.1f} s per run (compile, setup, "
+                         f"eval) + {c.step_s * 1e3:.2f} ms per step + FLOPs at {rate}.")
+        lines += ["",
                   f"Total: {sum(times):,.0f} s ({sum(times) / 60:.1f} min) for {len(members)} "
                   "members, one after another.", "", "| member | steps | C | predicted s |",
                   "|---|---|---|---|"]

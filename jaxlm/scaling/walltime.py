@@ -5,12 +5,14 @@ the three constants are calibrated from measured runs (jaxlm.scaling.plan_inputs
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from jaxlm.errors import JaxlmError
 from jaxlm.scaling.plan import Member
+
+ALL = "*"  # a calibration for every family without its own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +41,18 @@ def fit_calibration(steps, flops, wall, source: str) -> Calibration:
                        float(1 / coef[2]) if coef[2] > 0 else float("inf"), source)
 
 
-def predict_wall_time(members: Sequence[Member], cal: Calibration) -> list[float]:
-    """Predicted seconds per member (trunks and branches as separate runs)."""
-    rate = cal.flops_per_s if cal.flops_per_s > 0 else float("inf")
-    return [cal.compile_s + m.steps * cal.step_s + m.flops / rate for m in members]
+def predict_wall_time(members: Sequence[Member],
+                      cal: Calibration | Mapping[str, Calibration]) -> list[float]:
+    """Predicted seconds per member (trunks and branches as separate runs). `cal`: one
+    calibration, or one per family (ALL: the one for families without their own)."""
+    out = []
+    for m in members:
+        c = cal if isinstance(cal, Calibration) else cal.get(m.family, cal.get(ALL))
+        if c is None:
+            raise JaxlmError(f"no wall-time calibration for family {m.family}")
+        rate = c.flops_per_s if c.flops_per_s > 0 else float("inf")
+        out.append(c.compile_s + m.steps * c.step_s + m.flops / rate)
+    return out
 
 
-__all__ = ["Calibration", "fit_calibration", "predict_wall_time"]
+__all__ = ["ALL", "Calibration", "fit_calibration", "predict_wall_time"]

@@ -114,7 +114,7 @@ def test_seed_noise_and_calibration_read_an_earlier_sweeps_runs_csv(tmp_path):
     path = write_csv(tmp_path / "runs.csv", rows)
     pooled = np.sqrt(np.mean([np.var(v, ddof=1) for v in logs.values()]))
     assert seed_noise(path) == pytest.approx({"lstm": pooled})
-    cal = calibration_from_runs(path)
+    cal = calibration_from_runs(path)["lstm"]
     assert (cal.compile_s, cal.step_s, cal.flops_per_s) == pytest.approx((5, 0.01, 1e6),
                                                                           rel=1e-4)
 
@@ -157,3 +157,16 @@ def test_bad_plan_input_is_one_line(tmp_path, capsys, flags, named):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0], err
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow  # two tiny training runs (compiles): ~15 s idle, 48 s at load 12
+def test_calibrate_trains_two_members_a_few_steps(tmp_path):
+    from jaxlm.scaling.plan import expand
+    from jaxlm.scaling.plan_inputs import calibrate_by_training
+    from jaxlm.scaling.spec import load_spec
+
+    spec = load_spec(_spec(tmp_path))
+    cal = calibrate_by_training(spec, expand(spec), str(tmp_path / "w"), steps=4)["transformer"]
+    assert cal.compile_s > 0 and cal.step_s >= 0 and cal.flops_per_s > 0
+    runs = sorted(p.name for p in (tmp_path / "w" / "calibration").iterdir())
+    assert len(runs) == 2 and "-d8-" in runs[1] and "-d32-" in runs[0]  # least, most FLOPs
