@@ -15,6 +15,7 @@ NAME = "sweep"
 
 EPILOG = """\
 examples:
+  jaxlm plan --config configs/sweeps/cpu_demo.yaml --workdir sweeps/cpu_demo   # check the grid
   jaxlm sweep --config configs/sweeps/cpu_demo.yaml --workdir sweeps/cpu_demo --dry-run
   jaxlm sweep --config configs/sweeps/cpu_demo.yaml --workdir sweeps/cpu_demo
   jaxlm fit --input sweeps/cpu_demo --output sweeps/cpu_demo/fit

@@ -52,6 +52,11 @@ def test_bracketed_grid_is_predicted_bracketed_and_an_edge_grid_gets_a_size_belo
     assert largest <= set(edge.drop)  # four positions from the best size in every draw
     assert all("never within" in " ".join(edge.flags[n]) for n in edge.drop)
 
+    low = simulate_family(members(shift=-1.3), LAW, 0.01, draws=4, n_boot=0, approaches=(2,))
+    assert all(b.bracketed == 0.0 and b.best_largest == 1.0 for b in low.budgets)
+    assert sorted(a["params"] for a in low.add) == pytest.approx(
+        sorted(b.sizes[-1] * step for b in low.budgets), rel=0.01)
+
 
 def test_members_with_few_steps_or_extreme_tokens_per_param_are_flagged():
     p = simulate_family(members(steps=40, span=1.5), LAW, 0.01, draws=2, n_boot=0)
