@@ -26,7 +26,7 @@ Count = Callable[[int, int], int]  # (n_layers, d_model) -> non-embedding parame
 class Excluded:
     """A (size, budget, hp setting) the grid rules left out, for every seed, and why."""
 
-    name: str  # the member name it would have had (first seed)
+    name: str  # the member name it would have had (without -sSEED)
     family: str
     params: int
     budget: Optional[float]

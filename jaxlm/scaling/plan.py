@@ -208,15 +208,14 @@ def _branches(p: "_Planner", spec: SweepSpec, s: _Size, hp: HpPoint, batch: int,
     record = excluded if seed == spec.seeds[0] else []  # once for every seed
     if iso is not None and s.error is None:
         budgets = [(c, d) for c, d in s.budgets
-                   if not _left_out(s, spec, hp, c, d, None, seed, record)]
+                   if not _left_out(s, spec, hp, c, d, None, record)]
         if iso.batch_for_min_steps and budgets:
             batch = grid.batch_for_steps(min(d for _, d in budgets), batch, s.seq_len,
                                          iso.min_steps)
     plan = []  # (C, D, steps T, decay start S)
     for c, d in budgets:
         steps = grid.steps_for(d, batch, s.seq_len)
-        if c is not None and s.error is None and _left_out(s, spec, hp, c, d, steps, seed,
-                                                            record):
+        if c is not None and s.error is None and _left_out(s, spec, hp, c, d, steps, record):
             continue
         plan.append((c, d, steps, steps - round(w.decay_fraction * steps)))
     if not plan:
@@ -268,14 +267,14 @@ def _size(p: "_Planner", spec: SweepSpec, fam: str, fs: FamilySpec, size: SizeSp
 
 
 def _left_out(s: _Size, spec: SweepSpec, hp: HpPoint, c: float, d: float, steps: Optional[int],
-              seed: int, excluded: list[Excluded]) -> bool:
+              excluded: list[Excluded]) -> bool:
     """Whether the grid rules leave out this (size, budget) (recorded in `excluded`); steps
     None: check the tokens-per-parameter window only."""
     why = (grid.window_reason(d, s.params, spec.isoflop.tokens_per_param) if steps is None
            else grid.steps_reason(steps, spec.isoflop.min_steps))
     if why is not None:
-        excluded.append(Excluded(_name(s, f"C{_fmt(c)}", hp, seed, spec), s.fam, s.params, c, d,
-                                 why))
+        name = f"{s.base_name}-C{_fmt(c)}{hp.suffix}" + (f"-{s.tag}" if s.tag else "")
+        excluded.append(Excluded(name, s.fam, s.params, c, d, why))
     return why is not None
 
 
@@ -286,12 +285,11 @@ def _plain(p: "_Planner", spec: SweepSpec, s: _Size, hp: HpPoint, c: Optional[fl
     iso = spec.isoflop
     batch = rule
     if c is not None and s.error is None:
-        seed0 = spec.seeds[0]
-        if _left_out(s, spec, hp, c, d, None, seed0, excluded):
+        if _left_out(s, spec, hp, c, d, None, excluded):
             return []
         if iso.batch_for_min_steps:
             batch = grid.batch_for_steps(d, rule, s.seq_len, iso.min_steps)
-        if _left_out(s, spec, hp, c, d, grid.steps_for(d, batch, s.seq_len), seed0, excluded):
+        if _left_out(s, spec, hp, c, d, grid.steps_for(d, batch, s.seq_len), excluded):
             return []
     steps = grid.steps_for(d, batch, s.seq_len)
     warmup = min(round(hp.warmup_fraction * steps), steps - 1)
