@@ -84,13 +84,13 @@ def run(args: argparse.Namespace) -> Status:
     from jaxlm.scaling import sweep
 
     spec = _launcher_settings(sweep.load_spec(args.config), args)
-    members = sweep.expand(spec)
+    members, excluded = sweep.expand_grid(spec)
     mine = sweep.worker_members(members, args.worker, args.num_workers)
     if args.dry_run:
         if args.num_workers > 1:
             print(f"worker {args.worker} of {args.num_workers}: {len(mine)} of "
                   f"{len(members)} members")
-        print(sweep.plan_table(mine))
+        print(sweep.plan_table(mine, excluded))
         return Status.OK
     from jaxlm.cli.process import quiet_checkpoints
 

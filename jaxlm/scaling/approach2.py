@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from jaxlm.errors import JaxlmError
+from jaxlm.scaling import replicates
 from jaxlm.scaling.records import Estimate, Prediction, Record
 from jaxlm.scaling.stats import (LEVEL, check_positive, estimate, group_by_tolerance, interval,
                                  safe_exp)
@@ -178,11 +179,13 @@ def _all_vertices_exponent(budgets) -> Optional[float]:
 
 
 def fit_approach2(N, D, C, L, rtol: float = 0.25, budget=None, n_boot: int = 200,
-                  level: float = LEVEL, seed: int = 0, min_sizes: int = 3) -> Approach2Fit:
+                  level: float = LEVEL, seed: int = 0, min_sizes: int = 3,
+                  cells: Optional[np.ndarray] = None) -> Approach2Fit:
     """IsoFLOP profiles. Every budget must hold at least `min_sizes` distinct model sizes and
     there must be at least two budgets (JaxlmError otherwise). N_opt(C) is fitted to the
     bracketed budgets only; with fewer than two, it is not fitted (`refused` says why).
-    Intervals: bootstrap resampling runs within each budget."""
+    Intervals: bootstrap resampling runs within each budget (with replicate `cells`: sizes,
+    then seeds within each size)."""
     N = check_positive("params", N, 6)
     D, C, L = (check_positive(n, v, 6) for n, v in (("tokens", D), ("flops", C), ("loss", L)))
     labels = isoflop_budgets(C, rtol, budget)
@@ -206,7 +209,7 @@ def fit_approach2(N, D, C, L, rtol: float = 0.25, budget=None, n_boot: int = 200
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot):
-        gs = [g[rng.integers(0, g.size, g.size)] for g in used]
+        gs = [replicates.resample(rng, g, cells) for g in used]
         if any(np.unique(lN[g]).size < 3 for g in gs):
             continue
         q = _approach2_once(gs, lC, lN, lD, L)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 from scipy.optimize import minimize
 
+from jaxlm.scaling import replicates
 from jaxlm.scaling.records import Estimate, Prediction, Record
 from jaxlm.scaling.stats import LEVEL, check_positive, estimate, interval, one_blas_thread
 
@@ -152,14 +153,15 @@ def _fit3_once(lN, lD, lL, delta, starts: np.ndarray, weights=None):
 
 @one_blas_thread
 def fit_approach3(N, D, L, delta: float = 1e-3, n_boot: int = 200, level: float = LEVEL,
-                  seed: int = 0, n_starts: int = 8,
-                  grid: Optional[np.ndarray] = None) -> Approach3Fit:
+                  seed: int = 0, n_starts: int = 8, grid: Optional[np.ndarray] = None,
+                  cells: Optional[np.ndarray] = None) -> Approach3Fit:
     """L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al.'s Approach 3).
 
     The whole initial-value grid (default: Besiroglu et al.'s 6*6*5*5*5 = 4,500 points) is
     scored in one vectorized pass and L-BFGS runs from the `n_starts` best of them; the fit is
     the lowest objective reached. Intervals: a bootstrap over points; each resample's L-BFGS
-    starts from the full-data optimum. Returns the constants, the `alpha/(alpha+beta)`
+    starts from the full-data optimum; with replicate `cells` (jaxlm.scaling.replicates) it
+    resamples (N, D) cells, then seeds within each. Returns the constants, the `alpha/(alpha+beta)`
     exponents of the compute-optimal allocation, residuals of log L and the bootstrap samples
     (`boot`)."""
     N = check_positive("params", N, 8)
@@ -173,7 +175,8 @@ def fit_approach3(N, D, L, delta: float = 1e-3, n_boot: int = 200, level: float 
     boots = []
     for _ in range(n_boot):
         # Bootstrap weights = counts of each point in a resample (same objective, no copies).
-        w = np.bincount(rng.integers(0, N.size, N.size), minlength=N.size).astype(np.float64)
+        w = np.bincount(replicates.resample(rng, np.arange(N.size), cells),
+                        minlength=N.size).astype(np.float64)
         boots.append(_lbfgs(theta, lN, lD, lL, delta, w, ftol=1e-12, gtol=1e-9)[0])
     T = np.asarray(boots).reshape(-1, 5) if boots else None
     return _approach3_result(theta, fval, T, N, D, L, delta, level)

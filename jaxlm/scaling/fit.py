@@ -33,6 +33,7 @@ from jaxlm.scaling.approach2 import (Approach2Fit, IsoFlopBudget, approach2_pred
                                      fit_approach2, isoflop_budgets)
 from jaxlm.scaling.approach3 import (GRID, Approach3Fit, HoldoutCheck, approach3_eval,
                                      approach3_objective, fit_approach3, holdout_check, predict)
+from jaxlm.scaling import replicates
 from jaxlm.scaling.records import Estimate, Prediction, Record, to_json
 from jaxlm.scaling.stats import (LEVEL, best_per_group, check_positive, compute_frontier,
                                  estimate, group_by_tolerance, one_blas_thread, safe_exp)
@@ -109,9 +110,11 @@ def _power_law_once(lx: np.ndarray, ll: np.ndarray, irreducible: bool, x0=None) 
 
 @one_blas_thread
 def fit_power_law(x, L, irreducible: bool = True, n_boot: int = 200, level: float = LEVEL,
-                  seed: int = 0, name: str = "x") -> PowerLawFit:
+                  seed: int = 0, name: str = "x",
+                  reps: Optional[Sequence[np.ndarray]] = None) -> PowerLawFit:
     """L(x) = E + A / x^alpha (Kaplan form (x_c / x)^alpha with x_c = A^(1/alpha) when E = 0),
-    least squares on log L. Intervals: bootstrap over points."""
+    least squares on log L. Intervals: bootstrap over points; with `reps` (per point, the
+    losses of its seeds, whose mean is L) over points, then seeds within each point."""
     x = check_positive(name, x, 4 if irreducible else 3)
     L = check_positive("loss", L, 4 if irreducible else 3)
     lx, ll = np.log(x), np.log(L)
@@ -122,7 +125,9 @@ def fit_power_law(x, L, irreducible: bool = True, n_boot: int = 200, level: floa
         idx = rng.integers(0, x.size, x.size)
         if np.unique(lx[idx]).size < 3:
             continue
-        boots.append(_power_law_once(lx[idx], ll[idx], irreducible,
+        lb = (ll[idx] if reps is None
+              else np.log(replicates.resampled_means(rng, reps, idx)))
+        boots.append(_power_law_once(lx[idx], lb, irreducible,
                                      p if irreducible and np.isfinite(p[2]) else None))
     B = np.asarray(boots).reshape(-1, 3) if boots else None
     A, alpha, E = np.exp(p[0]), p[1], np.exp(p[2])
@@ -160,6 +165,7 @@ class FamilyFit(Record):
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     approach1: Optional[Approach1Fit] = None
     tuning: Optional[Record] = None  # jaxlm.scaling.tuning.Tuning: hp axes, best per (N, D)
+    seed_noise: Optional[replicates.SeedNoise] = None  # replicate seeds: loss across seeds
 
     def _items(self) -> list[tuple[str, Any]]:
         items = [("n_points", self.n_points), ("skipped", self.skipped),
@@ -168,11 +174,13 @@ class FamilyFit(Record):
         items += [("approach2", self.approach2)] if self.approach2 is not None else []
         items += [("approach3", self.approach3), ("predictions", self.predictions)]
         items += [("tuning", self.tuning)] if self.tuning is not None else []
+        items += [("seed_noise", self.seed_noise)] if self.seed_noise is not None else []
         return items + ([("holdout", self.holdout)] if self.holdout is not None else [])
 
 
 def _approach2_for_family(N, D, C, L, budget, approach2: str, budget_rtol: float, n_boot: int,
-                          level: float, seed: int) -> tuple[Optional[Approach2Fit], str]:
+                          level: float, seed: int,
+                          cells=None) -> tuple[Optional[Approach2Fit], str]:
     """fit_all's Approach 2: (the fit, None) or (None, why it was skipped)."""
     labels = isoflop_budgets(C, budget_rtol, budget)
     ok = np.zeros(N.size, bool)
@@ -184,14 +192,15 @@ def _approach2_for_family(N, D, C, L, budget, approach2: str, budget_rtol: float
         ok |= m & tight & (np.unique(np.round(np.log(N[m]), 6)).size >= 3)
     n_ok = np.unique(labels[ok]).size
     if approach2 == "yes":
-        return fit_approach2(N, D, C, L, budget_rtol, budget, n_boot, level, seed), None
+        return fit_approach2(N, D, C, L, budget_rtol, budget, n_boot, level, seed,
+                             cells=cells), None
     if n_ok < 2:
         return None, (f"{n_ok} IsoFLOP budget(s) with at least 3 sizes and one compute budget "
                       "(need 2): not an IsoFLOP sweep")
     try:
         fit2 = fit_approach2(N[ok], D[ok], C[ok], L[ok], budget_rtol,
                              None if budget is None else np.asarray(budget)[ok], n_boot, level,
-                             seed)
+                             seed, cells=None if cells is None else cells[ok])
     except JaxlmError as e:
         return None, str(e)
     dropped = np.unique(labels).size - n_ok
@@ -201,37 +210,54 @@ def _approach2_for_family(N, D, C, L, budget, approach2: str, budget_rtol: float
     return fit2, None
 
 
-@one_blas_thread
-def fit_all(N, D, C, L, budget=None, irreducible: bool = True, approach2: str = "auto",
-            budget_rtol: float = 0.25, predict_at: Sequence[float] = (), holdout: float = 0.2,
-            n_boot: int = 200, level: float = LEVEL, seed: int = 0,
-            delta: float = 1e-3) -> FamilyFit:
-    """Every fit on one family's runs. N, D, C, L: (n,) arrays (C may be measured FLOPs, which
-    include attention; D = tokens). approach2: "auto" (run on the budgets holding >= 3 sizes when
-    at least two do, else skip with a note), "yes" (every budget must qualify: JaxlmError
-    otherwise) or "no". Sub-fits the data cannot support are reported under `skipped`."""
-    N = check_positive("params", N, 8)
-    D, C, L = (check_positive(n, v, 8) for n, v in (("tokens", D), ("flops", C), ("loss", L)))
-    if approach2 not in ("auto", "yes", "no"):
-        raise JaxlmError(f"approach2 must be auto, yes or no, not {approach2!r}")
-    skipped: dict[str, str] = {}
+def _power_laws(N, D, C, L, cells, skipped: dict, irreducible: bool, n_boot: int,
+                level: float, seed: int) -> dict[str, PowerLawFit]:
+    """L(N) and L(D) (the best point per N, per D) and L(C) (the compute frontier); with
+    replicate cells, over the cells' mean losses, each point resampled over its seeds. A
+    fit's `index` is its rows in the runs (a cell: its first run)."""
+    rows, reps = np.arange(N.size), None
+    if cells is not None:
+        rows = np.asarray([np.flatnonzero(cells == c)[0] for c in np.unique(cells)])
+        reps = [L[cells == c] for c in np.unique(cells)]
+        N, D, C, L = replicates.cell_means(cells, N, D, C, L)
     laws: dict[str, PowerLawFit] = {}
-    points = (("L(N)", N, best_per_group(N, L)), ("L(D)", D, best_per_group(D, L)),
-              ("L(C)", C, compute_frontier(C, L)))
-    for key, x, idx in points:
+    for key, x, idx in (("L(N)", N, best_per_group(N, L)), ("L(D)", D, best_per_group(D, L)),
+                        ("L(C)", C, compute_frontier(C, L))):
         if idx.size < 3:
             skipped[key] = (f"the compute frontier has {idx.size} point(s); need 3"
                             if key == "L(C)" else
                             f"{idx.size} distinct point(s); a power law needs at least 3")
             continue
         fit = fit_power_law(x[idx], L[idx], irreducible=irreducible and idx.size >= 4,
-                            n_boot=n_boot, level=level, seed=seed, name=key[2])
-        laws[key] = dataclasses.replace(fit, index=idx.tolist())
+                            n_boot=n_boot, level=level, seed=seed, name=key[2],
+                            reps=None if reps is None else [reps[i] for i in idx])
+        laws[key] = dataclasses.replace(fit, index=rows[idx].tolist())
+    return laws
 
+
+@one_blas_thread
+def fit_all(N, D, C, L, budget=None, irreducible: bool = True, approach2: str = "auto",
+            budget_rtol: float = 0.25, predict_at: Sequence[float] = (), holdout: float = 0.2,
+            n_boot: int = 200, level: float = LEVEL, seed: int = 0,
+            delta: float = 1e-3, replicate=None) -> FamilyFit:
+    """Every fit on one family's runs. N, D, C, L: (n,) arrays (C may be measured FLOPs, which
+    include attention; D = tokens). approach2: "auto" (run on the budgets holding >= 3 sizes when
+    at least two do, else skip with a note), "yes" (every budget must qualify: JaxlmError
+    otherwise) or "no". Sub-fits the data cannot support are reported under `skipped`.
+    replicate: (n,) seed per run (NaN: unknown); runs of one (N, D) and different seeds are
+    replicates: the power laws fit each (N, D)'s mean loss, every bootstrap resamples (N, D)
+    cells then seeds (jaxlm.scaling.replicates), and the seed noise is reported."""
+    N = check_positive("params", N, 8)
+    D, C, L = (check_positive(n, v, 8) for n, v in (("tokens", D), ("flops", C), ("loss", L)))
+    if approach2 not in ("auto", "yes", "no"):
+        raise JaxlmError(f"approach2 must be auto, yes or no, not {approach2!r}")
+    skipped: dict[str, str] = {}
+    cells = replicates.cells(N, D, replicate)
+    laws = _power_laws(N, D, C, L, cells, skipped, irreducible, n_boot, level, seed)
     fit2 = None
     if approach2 != "no":
         fit2, why = _approach2_for_family(N, D, C, L, budget, approach2, budget_rtol, n_boot,
-                                          level, seed)
+                                          level, seed, cells)
         if why is not None:
             skipped["approach2"] = why
         elif not fit2.fitted:
@@ -244,7 +270,8 @@ def fit_all(N, D, C, L, budget=None, irreducible: bool = True, approach2: str = 
             skipped["approach1"] = f"N_opt(C) not fitted: {fit1.refused}"
     except JaxlmError as e:
         skipped["approach1"] = str(e)
-    fit3 = fit_approach3(N, D, L, delta=delta, n_boot=n_boot, level=level, seed=seed)
+    fit3 = fit_approach3(N, D, L, delta=delta, n_boot=n_boot, level=level, seed=seed,
+                         cells=cells)
     cs = sorted(set([float(C.max()), float(C.max()) * 10, float(C.max()) * 100,
                      *map(float, predict_at)]))
     predictions = {"approach3": predict(fit3, cs, level)}
@@ -261,7 +288,8 @@ def fit_all(N, D, C, L, budget=None, irreducible: bool = True, approach2: str = 
         skipped["holdout"] = "too few runs to hold some out (need 10 left to fit)"
     return FamilyFit(n_points=int(N.size), power_laws=laws, approach3=fit3,
                      predictions=predictions, approach2=fit2, holdout=check, skipped=skipped,
-                     approach1=fit1)
+                     approach1=fit1, seed_noise=None if cells is None else
+                     replicates.seed_noise(N, D, L, cells))
 
 
 def strip_private(obj):

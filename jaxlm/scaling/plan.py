@@ -3,14 +3,11 @@
 - every family in `families` (transformer, lstm) x every size x every token budget (`tokens`)
   or every IsoFLOP budget (`isoflop.budgets`) x every seed;
 - a size is a shape (`n_layers`, `d_model`) or a target non-embedding parameter count
-  (`params`). Transformer heads: n_heads = d_model // head_dim (at least 1; lowered until it
-  divides d_model); the MLP width is the model's own rule (d_ff unset: 4·d_model for gelu).
-  A target is solved over n_layers <= max_layers and d_model a multiple of width_multiple: among
-  the shapes within `tolerance` of the target, the one whose d_model/n_layers is nearest
-  `aspect_ratio`. Parameter counts are exact (jaxlm.flops.param_counts of jax.eval_shape).
-- IsoFLOP: D = C / (6 N) (`flops_rule: 6N`, Chinchilla's convention) or D = C /
-  flops.flops_per_token (`counter`: attention included); train.steps = round(D / (batch·seq_len));
-  members with fewer than `min_steps` steps are left out.
+  (`params`), solved by jaxlm.scaling.grid (also: the tokens-per-parameter window, the batch
+  per budget). Transformer heads: n_heads = d_model // head_dim (at least 1; lowered until it
+  divides d_model). Parameter counts are exact (jaxlm.flops.param_counts of jax.eval_shape).
+- IsoFLOP: D = C / flops.flops_per_token (`flops_rule: counter`, the default: attention
+  included) or C / (6 N) (`6N`, Chinchilla's); train.steps = round(D / (batch·seq_len)).
 - lr and batch size by size: value(N) = value · (N / ref_params)^exponent, clipped to [min, max]
   (value unset: the base config's optim.lr / train.batch_size).
 
@@ -22,15 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import pathlib
 from typing import Any, Optional, Sequence
 
 from jaxlm import config as config_lib
 from jaxlm import flops
 from jaxlm.errors import JaxlmError
+from jaxlm.scaling import grid
+from jaxlm.scaling.grid import Excluded
 from jaxlm.scaling.results import RUNS_DIR  # a member trains in WORKDIR/runs/NAME
-from jaxlm.scaling.spec import FamilySpec, HpPoint, RuleSpec, SizeSpec, SweepSpec, dotlist, hp_grid
+from jaxlm.scaling.spec import FamilySpec, HpPoint, SizeSpec, SweepSpec, dotlist, hp_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +58,8 @@ class Member:
     branch_step: Optional[int] = None  # branch: the trunk checkpoint (step) it starts from
     b2: Optional[float] = None  # optim.b2 from the hp axes (None: the base config's)
     warmup: Optional[int] = None  # optim.warmup_steps
+    # the size's batch rule, when isoflop.batch_for_min_steps lowered `batch` below it
+    batch_rule: Optional[int] = None
 
 
 def _fmt(x: float) -> str:
@@ -95,15 +95,6 @@ def model_param_counts(m: config_lib.ModelConfig) -> tuple[int, int]:
     items = tuple((k, tuple(v) if isinstance(v, list) else v)
                   for k, v in dataclasses.asdict(m).items())
     return _counts(items)
-
-
-def _rule(r: RuleSpec, base: float, n: int) -> float:
-    v = (r.value if r.value is not None else base) * (n / r.ref_params) ** r.exponent
-    if r.min is not None:
-        v = max(v, r.min)
-    if r.max is not None:
-        v = min(v, r.max)
-    return v
 
 
 def _vocab(cfg: config_lib.RunConfig) -> int:
@@ -151,28 +142,11 @@ class _Planner:
         return one + (n_layers - 1) * (two - one)
 
     def solve(self, fam: str, fs: FamilySpec, size: SizeSpec) -> tuple[int, int]:
-        """(n_layers, d_model) for a parameter target (see the module docstring)."""
-        target = float(size.params)
-        wm = fs.width_multiple
-        layers = [size.n_layers] if size.n_layers else range(1, fs.max_layers + 1)
-        cands = []
-        for n_layers in layers:
-            count = lambda k: self.non_embed(fam, fs, size, n_layers, k * wm)  # noqa: E731
-            lo, hi = 1, 1
-            while count(hi) < target and hi < 1 << 12:
-                lo, hi = hi, hi * 2
-            while hi - lo > 1:  # the largest k with count(k) < target is lo (or none)
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
-            for k in {lo, hi}:
-                err = abs(math.log(count(k) / target))
-                cands.append((err, n_layers, k * wm))
-        ok = [c for c in cands if c[0] <= math.log1p(fs.tolerance)]
-        if ok:
-            best = min(ok, key=lambda c: (abs(math.log(c[2] / c[1] / fs.aspect_ratio)), c[0]))
-        else:
-            best = min(cands)
-        return best[1], best[2]
+        """(n_layers, d_model) for a parameter target (jaxlm.scaling.grid.solve_shape)."""
+        return grid.solve_shape(lambda nl, d: self.non_embed(fam, fs, size, nl, d),
+                                float(size.params), fs.width_multiple, fs.aspect_ratio,
+                                fs.max_layers, fs.tolerance, size.n_layers or fs.depth,
+                                fs.fixed_aspect)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,19 +198,29 @@ def _member(p: "_Planner", s: _Size, name: str, c: Optional[float], steps: int, 
 
 
 def _branches(p: "_Planner", spec: SweepSpec, s: _Size, hp: HpPoint, batch: int, lr: float,
-              seed: int) -> list[Member]:
+              seed: int, excluded: list[Excluded]) -> list[Member]:
     """One constant-lr trunk and a cooldown branch per budget (spec key wsd): the branch of T
     steps starts from the trunk's checkpoint at its decay start T - round(f T). The trunk runs
-    to the latest decay start and keeps a checkpoint at every one (train.checkpoint_at)."""
-    w = spec.wsd
+    to the latest decay start and keeps a checkpoint at every one (train.checkpoint_at).
+    With isoflop.batch_for_min_steps the batch is the one the smallest kept budget needs."""
+    w, iso = spec.wsd, spec.isoflop
+    budgets, rule = s.budgets, batch
+    record = excluded if seed == spec.seeds[0] else []  # once for every seed
+    if iso is not None and s.error is None:
+        budgets = [(c, d) for c, d in s.budgets
+                   if not _left_out(s, spec, hp, c, d, None, record)]
+        if iso.batch_for_min_steps and budgets:
+            batch = grid.batch_for_steps(min(d for _, d in budgets), batch, s.seq_len,
+                                         iso.min_steps)
     plan = []  # (C, D, steps T, decay start S)
-    for c, d in s.budgets:
-        steps = max(1, round(d / (batch * s.seq_len)))
-        if c is not None and s.error is None and steps < spec.isoflop.min_steps:
+    for c, d in budgets:
+        steps = grid.steps_for(d, batch, s.seq_len)
+        if c is not None and s.error is None and _left_out(s, spec, hp, c, d, steps, record):
             continue
         plan.append((c, d, steps, steps - round(w.decay_fraction * steps)))
     if not plan:
         return []
+    extra = {"batch_rule": rule} if batch != rule else {}
     starts = [max(S, 1) for *_, S in plan]
     warmup = min(round(hp.warmup_fraction * min(T for _, _, T, _ in plan)), min(starts) - 1)
     at = sorted(set(starts))
@@ -244,7 +228,7 @@ def _branches(p: "_Planner", spec: SweepSpec, s: _Size, hp: HpPoint, batch: int,
                     max(warmup, 0), hp, ("optim.schedule=constant",
                                          f"train.checkpoint_at=[{','.join(map(str, at))}]",
                                          f"train.keep_checkpoints={len(at) + 1}"),
-                    role="trunk")
+                    role="trunk", **extra)
     out = [trunk]
     for c, d, steps, start in plan:
         label = f"C{_fmt(c)}" if c is not None else f"D{_fmt(d)}"
@@ -252,7 +236,7 @@ def _branches(p: "_Planner", spec: SweepSpec, s: _Size, hp: HpPoint, batch: int,
                            max(warmup, 0), hp, ("optim.schedule=wsd",
                                                 f"optim.decay_fraction={w.decay_fraction}",
                                                 f"optim.decay_shape={w.decay_shape}"),
-                           role="branch", after=trunk.name, branch_step=start))
+                           role="branch", after=trunk.name, branch_step=start, **extra))
     return out
 
 
@@ -282,42 +266,75 @@ def _size(p: "_Planner", spec: SweepSpec, fam: str, fs: FamilySpec, size: SizeSp
                  f"{fam}-L{n_layers}-d{d_model}", size.tag, tuple(budgets))
 
 
+def _left_out(s: _Size, spec: SweepSpec, hp: HpPoint, c: float, d: float, steps: Optional[int],
+              excluded: list[Excluded]) -> bool:
+    """Whether the grid rules leave out this (size, budget) (recorded in `excluded`); steps
+    None: check the tokens-per-parameter window only."""
+    why = (grid.window_reason(d, s.params, spec.isoflop.tokens_per_param) if steps is None
+           else grid.steps_reason(steps, spec.isoflop.min_steps))
+    if why is not None:
+        name = f"{s.base_name}-C{_fmt(c)}{hp.suffix}" + (f"-{s.tag}" if s.tag else "")
+        excluded.append(Excluded(name, s.fam, s.params, c, d, why))
+    return why is not None
+
+
+def _plain(p: "_Planner", spec: SweepSpec, s: _Size, hp: HpPoint, c: Optional[float], d: float,
+           rule: int, lr: float, excluded: list[Excluded]) -> list[Member]:
+    """One run per seed of one (size, budget, hp setting), or none when the grid rules leave
+    it out."""
+    iso = spec.isoflop
+    batch = rule
+    if c is not None and s.error is None:
+        if _left_out(s, spec, hp, c, d, None, excluded):
+            return []
+        if iso.batch_for_min_steps:
+            batch = grid.batch_for_steps(d, rule, s.seq_len, iso.min_steps)
+        if _left_out(s, spec, hp, c, d, grid.steps_for(d, batch, s.seq_len), excluded):
+            return []
+    steps = grid.steps_for(d, batch, s.seq_len)
+    warmup = min(round(hp.warmup_fraction * steps), steps - 1)
+    label = f"C{_fmt(c)}" if c is not None else f"D{_fmt(d)}"
+    extra = {"batch_rule": rule} if batch != rule else {}
+    return [_member(p, s, _name(s, label, hp, seed, spec), c, steps, batch, lr, seed, warmup,
+                    hp, **extra) for seed in spec.seeds]
+
+
 def expand(spec: SweepSpec) -> list[Member]:
     """All members of the sweep, in a fixed order: family, size, then budget, hp setting,
     seed; with cooldown branches (spec key wsd): family, size, hp setting, seed, then the
     trunk and its branches by budget."""
+    return expand_grid(spec)[0]
+
+
+def expand_grid(spec: SweepSpec) -> tuple[list[Member], list[Excluded]]:
+    """expand(), and the (size, budget) pairs the grid rules left out, with the reason."""
     p = _Planner(spec)
     members: list[Member] = []
+    excluded: list[Excluded] = []
     for fam, fs in spec.families.items():
         lr_rule, batch_rule = fs.lr or spec.lr, fs.batch_size or spec.batch_size
         for size in fs.sizes:
             s = _size(p, spec, fam, fs, size)
             n = max(s.params, 1)
-            rates = {hp: (max(1, round(_rule(batch_rule, p.base.train.batch_size, n)
+            rates = {hp: (max(1, round(grid.size_rule(batch_rule, p.base.train.batch_size, n)
                                        * hp.batch_scale)),
-                          float(f"{_rule(lr_rule, p.base.optim.lr, n) * hp.lr_scale:.4g}"))
+                          float(f"{grid.size_rule(lr_rule, p.base.optim.lr, n) * hp.lr_scale:.4g}"))
                      for hp in hp_grid(spec)}
             if spec.wsd is not None:
                 for hp, (batch, lr) in rates.items():
                     for seed in spec.seeds:
-                        members += _branches(p, spec, s, hp, batch, lr, seed)
+                        members += _branches(p, spec, s, hp, batch, lr, seed, excluded)
                 continue
             for c, d in s.budgets:
-                for hp, (batch, lr) in rates.items():
-                    steps = max(1, round(d / (batch * s.seq_len)))
-                    if c is not None and s.error is None and steps < spec.isoflop.min_steps:
-                        continue
-                    warmup = min(round(hp.warmup_fraction * steps), steps - 1)
-                    label = f"C{_fmt(c)}" if c is not None else f"D{_fmt(d)}"
-                    members += [_member(p, s, _name(s, label, hp, seed, spec), c, steps, batch,
-                                        lr, seed, warmup, hp) for seed in spec.seeds]
+                for hp, (rule, lr) in rates.items():
+                    members += _plain(p, spec, s, hp, c, d, rule, lr, excluded)
     seen: dict[str, int] = {}
     for m in members:
         if m.name in seen:
             raise JaxlmError(f"two sweep members are both named {m.name}: give one of the "
                              f"sizes a 'tag'")
         seen[m.name] = 1
-    return members
+    return members, excluded
 
 
 def worker_members(members: Sequence[Member], worker: int, num_workers: int) -> list[Member]:
@@ -342,8 +359,8 @@ def member_config(spec: SweepSpec, member: Member,
                                   [*dotlist(spec.base_overrides), *member.overrides, *more])
 
 
-def plan_table(members: Sequence[Member]) -> str:
-    """The dry-run table: one line per member."""
+def plan_table(members: Sequence[Member], excluded: Sequence[Excluded] = ()) -> str:
+    """The dry-run table: one line per member, then those the grid rules left out and why."""
     head = (f"{'name':<34} {'N':>9} {'D':>9} {'C':>9} {'budget':>8} {'steps':>6} "
             f"{'batch':>5} {'lr':>8}")
     lines = [head]
@@ -351,6 +368,8 @@ def plan_table(members: Sequence[Member]) -> str:
         budget = f"{m.budget:.2g}" if m.budget is not None else "-"
         line = (f"{m.name:<34} {m.params:>9,} {m.tokens:>9.3g} {m.flops:>9.3g} {budget:>8} "
                 f"{m.steps:>6} {m.batch:>5} {m.lr:>8.3g}")
+        if m.batch_rule is not None:
+            line += f"  (batch lowered from {m.batch_rule} for isoflop.min_steps)"
         if m.error:
             line += f"  INVALID: {m.error}"
         lines.append(line)
@@ -362,6 +381,7 @@ def plan_table(members: Sequence[Member]) -> str:
         lines.append(f"cooldown branches: {len(trunks)} trunks + {len(branches)} branches train "
                      f"{shared:,} steps; {len(branches)} separate runs would train {alone:,} "
                      f"({1 - shared / max(alone, 1):.0%} saved)")
+    lines += grid.excluded_table(excluded)
     total_c = sum(m.flops for m in members)
     total_d = sum(m.tokens for m in members)
     lines.append(f"{len(members)} members; {total_d:.3g} tokens, {total_c:.3g} FLOPs in all "
@@ -369,5 +389,5 @@ def plan_table(members: Sequence[Member]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Member", "RUNS_DIR", "hp_grid", "expand", "worker_members", "member_config", "plan_table", "n_heads_for",
+__all__ = ["Member", "Excluded", "RUNS_DIR", "hp_grid", "expand", "expand_grid", "worker_members", "member_config", "plan_table", "n_heads_for",
            "model_param_counts"]

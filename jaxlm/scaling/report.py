@@ -29,6 +29,7 @@ from jaxlm.errors import JaxlmError
 from jaxlm.scaling import diagnostics as D
 from jaxlm.scaling import approach1 as A1
 from jaxlm.scaling import fit as F
+from jaxlm.scaling import replicates as R
 from jaxlm.scaling import tuning as T
 from jaxlm.scaling.approach2 import Approach2Fit, fmt_n
 from jaxlm.scaling.records import Estimate
@@ -124,7 +125,8 @@ def fit_runs(data: dict, **kw) -> dict[str, F.FamilyFit]:
     out = {}
     for fam, d in data.items():
         try:
-            fit = F.fit_all(d["N"], d["D"], d["C"], d["L"], budget=d["budget"], **kw)
+            fit = F.fit_all(d["N"], d["D"], d["C"], d["L"], budget=d["budget"],
+                            replicate=d.get("seed"), **kw)
             out[fam] = dataclasses.replace(fit, tuning=d.get("tuning"))
         except JaxlmError as e:
             raise JaxlmError(f"family {fam!r}: {e}" if len(data) > 1 else str(e)) from None
@@ -312,6 +314,7 @@ def _family(fam: str, f: F.FamilyFit, title: str, sfx: str, flagged: Flagged) ->
     L += _side_by_side(f)
     if f.tuning is not None:
         L += T.markdown(f.tuning)
+    L += R.markdown(f.seed_noise) if f.seed_noise is not None else []
     L += _predictions(f)
     if f.holdout is not None:
         h = f.holdout

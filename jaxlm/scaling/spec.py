@@ -56,6 +56,10 @@ class FamilySpec:
     width_multiple: int = 32  # parameter targets: d_model is a multiple of this
     aspect_ratio: float = 32.0  # parameter targets: preferred d_model / n_layers
     max_layers: int = 12  # parameter targets: deepest shape considered
+    # parameter targets: every size of the family has this many layers (only d_model varies)
+    depth: Optional[int] = None
+    # parameter targets: d_model = aspect_ratio * n_layers exactly (rounded to width_multiple)
+    fixed_aspect: bool = False
     tolerance: float = 0.1  # parameter targets: accepted relative error of N
     lr: Optional[RuleSpec] = None  # None: the sweep's lr rule
     batch_size: Optional[RuleSpec] = None  # None: the sweep's batch-size rule
@@ -65,8 +69,12 @@ class FamilySpec:
 @dataclasses.dataclass(frozen=True)
 class IsoFlopSpec:
     budgets: list[float] = dataclasses.field(default_factory=list)  # compute budgets C (FLOPs)
-    flops_rule: str = "6N"  # 6N: D = C/(6N); counter: D = C / flops.flops_per_token
+    flops_rule: str = "counter"  # counter: D = C / flops.flops_per_token (attention); 6N: C/(6N)
     min_steps: int = 20  # members with fewer training steps are left out
+    # [min, max] tokens per non-embedding parameter (D/N): sizes outside are left out per budget
+    tokens_per_param: Optional[list[float]] = None
+    # lower a member's batch (below its batch rule) until it has min_steps steps; recorded
+    batch_for_min_steps: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +252,7 @@ def validate_spec(spec: SweepSpec, source: str = "sweep spec") -> None:
         for name in ("head_dim", "width_multiple", "max_layers", "aspect_ratio", "tolerance"):
             if getattr(fs, name) <= 0:
                 raise bad(f"families.{fam}.{name}", f"must be > 0; got {getattr(fs, name)}")
+        _validate_shape_family(fam, fs, bad)
     if bool(spec.tokens) == (spec.isoflop is not None):
         raise bad("tokens", "or 'isoflop' must be given, exactly one of them")
     if spec.isoflop is not None:
@@ -254,6 +263,12 @@ def validate_spec(spec: SweepSpec, source: str = "sweep spec") -> None:
                       f"got '{spec.isoflop.flops_rule}'")
         if any(c <= 0 for c in spec.isoflop.budgets):
             raise bad("isoflop.budgets", "must all be > 0")
+        if spec.isoflop.min_steps < 1:
+            raise bad("isoflop.min_steps", f"must be >= 1; got {spec.isoflop.min_steps}")
+        window = spec.isoflop.tokens_per_param
+        if window is not None and (len(window) != 2 or not 0 < window[0] < window[1]):
+            raise bad("isoflop.tokens_per_param", f"must be [min, max] with 0 < min < max; got "
+                      f"{list(window)}")
     launch_spec.validate_launcher(spec.launcher, bad)
     if any(d <= 0 for d in spec.tokens):
         raise bad("tokens", "must all be > 0")
@@ -268,6 +283,25 @@ def validate_spec(spec: SweepSpec, source: str = "sweep spec") -> None:
     for key, r in rules:
         if r is not None and ((r.value is not None and r.value <= 0) or r.ref_params <= 0):
             raise bad(key, "needs value > 0 and ref_params > 0")
+
+
+def _validate_shape_family(fam: str, fs: FamilySpec, bad: Any) -> None:
+    """depth and fixed_aspect: one shape rule per family, consistent with its sizes."""
+    key = f"families.{fam}"
+    if fs.depth is not None and fs.fixed_aspect:
+        raise bad(f"{key}.depth", "and fixed_aspect are both given: choose one shape rule")
+    if fs.depth is not None:
+        if fs.depth <= 0:
+            raise bad(f"{key}.depth", f"must be > 0; got {fs.depth}")
+        for i, s in enumerate(fs.sizes):
+            if s.n_layers is not None and s.n_layers != fs.depth:
+                raise bad(f"{key}.sizes[{i}].n_layers", f"is {s.n_layers} but the family's "
+                          f"depth is {fs.depth}")
+    if fs.fixed_aspect:
+        for i, s in enumerate(fs.sizes):
+            if s.params is not None and s.n_layers is not None:
+                raise bad(f"{key}.sizes[{i}].n_layers", "is given with fixed_aspect: the "
+                          "aspect ratio sets the depth of a parameter target")
 
 
 def _validate_recipes(spec: SweepSpec, bad: Any) -> None:

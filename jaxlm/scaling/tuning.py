@@ -109,6 +109,7 @@ def select(fam: dict) -> None:
     keep = best_per_nd(fam["N"], fam["D"], fam["L"], seed)
     for k in ("N", "D", "C", "L"):
         fam[k] = fam[k][keep]
+    fam["seed"] = seed[keep]  # replicate seeds, for the fits (jaxlm.scaling.replicates)
     fam["names"] = [fam["names"][i] for i in keep]
     if fam["budget"] is not None:
         fam["budget"] = [fam["budget"][i] for i in keep]

@@ -17,7 +17,7 @@ from jaxlm.models import build_model
 from jaxlm.train.loop import train
 
 from helpers import _main, losses
-from hf_helpers import _hf_logits, _tokens, llama_model
+from hf_helpers import _hf_logits, _tokens, llama_model, save_bpe_tokenizer
 
 FINE_TUNE = ["data.seq_len=32", "train.batch_size=4", "train.steps=4", "optim.warmup_steps=1",
              "optim.lr=3e-3", "train.log_every=1", "train.eval_every=0", "train.eval_batches=1",
@@ -29,6 +29,7 @@ def test_llama_convert_fine_tune_and_export(tmp_path, capsys):
     model = llama_model("llama", num_hidden_layers=1)  # GQA, untied; 1 layer: less to compile
     src, run, ft = tmp_path / "llama", tmp_path / "run", tmp_path / "ft"
     model.save_pretrained(src)
+    save_bpe_tokenizer(src)  # a real folder has its tokenizer, which init_from takes along
     code, out, err = _main(capsys, "convert", "--from-hf", str(src), "--to-workdir", str(run))
     assert code == 0, err
     assert "transformer, 1 layers, d_model 64, vocab 300" in out

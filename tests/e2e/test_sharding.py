@@ -3,6 +3,7 @@ device count is fixed when JAX starts) and multi-host training with two real pro
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -29,8 +30,12 @@ def _env(n_devices: int) -> dict:
 @pytest.mark.slow
 def test_multidevice_suite_on_8_fake_devices():
     """Mesh equivalence, exact PartitionSpecs, FSDP shard sizes, grad accumulation, remat, scan."""
+    args = ["tests/multidevice"]
+    if any(importlib.util.find_spec(m) is None for m in ("torch", "transformers")):
+        # the newest-stack CI env has no parity references; the main env runs this file
+        args.append("--ignore=tests/multidevice/test_llama_mesh.py")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/multidevice"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=REPO_ROOT, env=_env(8), capture_output=True, text=True, timeout=900,
     )
     tail = "\n".join(proc.stdout.splitlines()[-60:])

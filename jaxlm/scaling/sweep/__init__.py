@@ -20,8 +20,8 @@ import os
 from typing import Callable, Optional, Sequence
 
 # the names `jaxlm sweep` and the notebooks use, importable from here as before the split
-from jaxlm.scaling.plan import (Member, expand, member_config, model_param_counts, n_heads_for,
-                                plan_table, worker_members)
+from jaxlm.scaling.plan import (Member, expand, expand_grid, member_config, model_param_counts,
+                                n_heads_for, plan_table, worker_members)
 from jaxlm.scaling import results
 from jaxlm.scaling.results import (COLUMNS, RUNS_CSV, RUNS_DIR, append_row, compile_runs,
                                    read_rows, sweep_rows)
@@ -42,7 +42,7 @@ def run_sweep(spec: SweepSpec, members: Sequence[Member], workdir: str | os.Path
 
 
 __all__ = ["run_sweep", "SweepOutcome", "RUNS_DIR", "SweepSpec", "Member", "load_spec",
-           "validate_spec", "write_spec_copy", "expand", "worker_members", "member_config",
+           "validate_spec", "write_spec_copy", "expand", "expand_grid", "worker_members", "member_config",
            "plan_table", "n_heads_for", "model_param_counts", "read_rows", "append_row",
            "COLUMNS", "RUNS_CSV", "sweep_rows", "compile_runs", "Launcher", "LocalLauncher",
            "make_launcher"]

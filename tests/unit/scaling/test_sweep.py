@@ -62,7 +62,7 @@ def test_param_targets_and_isoflop(tmp_path):
         families={"transformer": {"head_dim": 16, "width_multiple": 8, "max_layers": 4,
                                   "sizes": [{"params": 3.0e4}, {"params": 1.2e5, "n_layers": 2}]},
                   "lstm": {"width_multiple": 8, "max_layers": 2, "sizes": [{"params": 5.0e4}]}},
-        isoflop={"budgets": [1.0e10, 3.0e10], "min_steps": 5}))
+        isoflop={"budgets": [1.0e10, 3.0e10], "min_steps": 5, "flops_rule": "6N"}))
     members = sweep.expand(spec)
     targets = {"transformer": [3.0e4, 1.2e5], "lstm": [5.0e4]}
     seen = set()
