@@ -25,7 +25,8 @@ The prior law L(N, D) = E + A/N^alpha + B/D^beta: --law (five constants), else -
 fit.json (Approach 3 of an earlier sweep, per family), else Chinchilla's (Besiroglu et al.
 2024) -- fitted on billion-parameter models, far from CPU-sized ones: prefer an earlier fit.
 Seed noise (standard deviation of log loss across seeds): --sigma, else the replicate seeds of
---runs, else Approach 3's RMSE in --prior fit.json (an upper bound), else 0.01.
+--prior fit.json (its seed_noise), else those of --runs, else Approach 3's RMSE in --prior
+fit.json (an upper bound), else 0.01.
 Wall time: --calibrate trains the smallest and largest member for a few steps (in
 DIR/calibration/); --runs fits it to an earlier sweep's wall times on this device.
 
@@ -83,15 +84,16 @@ def _sigmas(args, families) -> tuple[dict[str, float], dict[str, str]]:
 
     out, why = {}, {}
     seeds = plan_inputs.seed_noise(args.runs) if args.runs else {}
-    rmse = (plan_inputs.fit_rmse(args.prior) if args.prior not in (None, "chinchilla")
-            else {})
+    fitted = (plan_inputs.fit_noise(args.prior) if args.prior not in (None, "chinchilla")
+              else {})
     for f in families:
+        fit_seeds = f in fitted and fitted[f][1].startswith("replicate")
         if args.sigma is not None:
             out[f], why[f] = args.sigma, "--sigma"
-        elif f in seeds:
+        elif fit_seeds or (f in fitted and f not in seeds):
+            out[f], why[f] = fitted[f]
+        elif f in seeds:  # replicate seeds of --runs: better than a fit's RMSE
             out[f], why[f] = seeds[f], f"replicate seeds in {args.runs}"
-        elif f in rmse:
-            out[f], why[f] = rmse[f], f"Approach 3 RMSE in {args.prior} (an upper bound)"
         else:
             out[f], why[f] = planner.DEFAULT_SIGMA, "default"
     return out, why
@@ -112,8 +114,10 @@ def run(args: argparse.Namespace) -> Status:
     members = expand(spec)
     if args.calibrate:  # measured on this device now: wins over an earlier sweep's times
         cal = plan_inputs.calibrate_by_training(spec, members, args.workdir)
+    window = spec.isoflop.tokens_per_param if spec.isoflop is not None else None
     plans = planner.simulate(members, laws, sigmas, draws=args.draws, n_boot=args.boot,
-                             seed=args.seed, target_budget=args.target_budget)
+                             seed=args.seed, target_budget=args.target_budget,
+                             **({"tokens_per_param": tuple(window)} if window else {}))
     times = walltime.predict_wall_time(members, cal) if cal is not None else None
     settings = {"config": str(args.config), "draws": args.draws, "boot": args.boot,
                 "seed": args.seed, "sigma_source": sigma_src}

@@ -91,12 +91,20 @@ def seed_noise(path: str) -> dict[str, float]:
             for f, v in ss.items()}
 
 
-def fit_rmse(arg: str) -> dict[str, float]:
-    """Per family: Approach 3's RMSE of log loss in a fit.json (seed noise plus misfit: an
-    upper bound on the seed noise)."""
+def fit_noise(arg: str) -> dict[str, tuple[float, str]]:
+    """Per family, (sigma, where from) in a fit.json: its replicate seeds' pooled std of log
+    loss (`seed_noise.pooled_rel_std`), else Approach 3's RMSE of log loss (seed noise plus
+    misfit: an upper bound on the seed noise)."""
     fit = json.loads(pathlib.Path(arg).read_text())
-    return {f: float(v["approach3"]["rmse_log_loss"]) for f, v in fit["families"].items()
-            if "approach3" in v}
+    out = {}
+    for f, v in fit["families"].items():
+        sn = (v.get("seed_noise") or {}).get("pooled_rel_std")
+        if sn is not None:
+            out[f] = (float(sn), f"replicate seeds in {arg}")
+        elif (v.get("approach3") or {}).get("rmse_log_loss") is not None:
+            out[f] = (float(v["approach3"]["rmse_log_loss"]),
+                      f"Approach 3 RMSE in {arg} (an upper bound)")
+    return out
 
 
 def calibration_from_runs(path: str) -> dict[str, Calibration]:
@@ -158,5 +166,5 @@ def calibrate_by_training(spec: SweepSpec, members: Sequence[Member], workdir: s
     return out
 
 
-__all__ = ["parse_law", "load_prior", "seed_noise", "fit_rmse", "calibration_from_runs",
+__all__ = ["parse_law", "load_prior", "seed_noise", "fit_noise", "calibration_from_runs",
            "calibrate_by_training"]

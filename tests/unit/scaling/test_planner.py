@@ -150,6 +150,21 @@ def test_plan_command_writes_plan_json_and_md(tmp_path, capsys):
     assert "predicted wall time" in capsys.readouterr().out
 
 
+def test_plan_takes_the_law_and_seed_noise_of_an_earlier_fit(tmp_path):
+    const = {"E": 1.5, "A": 300.0, "B": 900.0, "alpha": 0.3, "beta": 0.32}
+    fam = {"approach3": {**{k: {"value": v} for k, v in const.items()}, "rmse_log_loss": 0.2},
+           "seed_noise": {"pooled_rel_std": 0.037}}
+    (tmp_path / "fit.json").write_text(json.dumps({"families": {"transformer": fam}}))
+    out = tmp_path / "w"
+    assert cli.main(["plan", "--config", str(_spec(tmp_path)), "--workdir", str(out),
+                     "--prior", str(tmp_path / "fit.json"), "--draws", "2", "--boot", "0"]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    got = plan["families"]["transformer"]
+    assert got["sigma"] == 0.037 and "replicate seeds" in plan["settings"]["sigma_source"][
+        "transformer"]
+    assert {k: got["law"][k] for k in const} == const
+
+
 @pytest.mark.parametrize("flags, named", [
     (["--law", "1,2,3"], "--law"),
     (["--prior", "missing.json"], "missing.json"),
