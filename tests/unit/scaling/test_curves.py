@@ -83,17 +83,17 @@ def _fake_sweep(root, noise=0.003, seed=1):
     """A sweep directory as `jaxlm sweep` leaves it, written directly (no training): per size
     a result record and a run directory with config.yaml and a metrics.jsonl eval curve."""
     rng = np.random.default_rng(seed)
+    steps = np.round(TOKENS / TPS).astype(int)  # the same for every size
+    cfg = to_yaml(load_config(overrides=[
+        "model.n_layers=1", "model.d_model=16", "model.n_heads=2", "model.max_seq_len=16",
+        "data.seq_len=16", "model.vocab_size=64", "train.batch_size=4",
+        f"train.steps={steps[-1]}", "optim.schedule=constant"]))
     for i, n in enumerate(SIZES):
-        steps = np.round(TOKENS / TPS).astype(int)
-        cfg = load_config(overrides=["model.n_layers=1", "model.d_model=16", "model.n_heads=2",
-                                     "model.max_seq_len=16", "data.seq_len=16",
-                                     "model.vocab_size=64", "train.batch_size=4",
-                                     f"train.steps={steps[-1]}", "optim.schedule=constant"])
         fpt = 6 * n + 6 * 1 * 16 * 16  # jaxlm.flops.flops_per_token of this config
         L = law3(n, TOKENS, **LAW) * np.exp(rng.normal(0, noise, TOKENS.size))
         run = root / RUNS_DIR / f"m{i}"
         run.mkdir(parents=True)
-        (run / "config.yaml").write_text(to_yaml(cfg))
+        (run / "config.yaml").write_text(cfg)
         recs = _evals(steps[:-1], L[:-1]) + [{"event": "final", "step": int(steps[-1]),
                                               "eval_loss": float(L[-1]), "eval_batches": 2}]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
@@ -127,3 +127,22 @@ def test_cli_fit_reads_a_sweep_directory_with_eval_curves(tmp_path, capsys):
                  "--holdout", "0", "--no-curves"]) == 0
     fam = json.loads((out / "fit.json").read_text())["families"]["transformer"]
     assert "approach1" not in fam and "at least 3 sizes" in fam["skipped"]["approach1"]
+
+
+def test_cli_curves_bad_overshoot_and_an_unreadable_run_config(tmp_path, capsys):
+    assert main(["fit", "--input", str(tmp_path), "--output", str(tmp_path / "fit"),
+                 "--curve-overshoot", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["jaxlm: error: --curve-overshoot must be >= 1, not 0.5"]
+    from jaxlm.scaling import report, sweep_curves
+
+    sweep = tmp_path / "sweep"
+    _fake_sweep(sweep)
+    (sweep / RUNS_DIR / "m3" / "config.yaml").write_text("model: [not, a, mapping\n")
+    (sweep / RUNS_DIR / "m4" / "metrics.jsonl").unlink()  # no curve, no warning
+    from jaxlm.scaling.results import compile_runs
+
+    data = report.read_runs(compile_runs(sweep))
+    warned = []
+    assert sweep_curves.attach(sweep, data, warn=warned.append) == (11 * 29, 11)
+    assert len(warned) == 1 and "m3" in warned[0] and warned[0].startswith("jaxlm: warning")
