@@ -1,8 +1,9 @@
 """Reading a sweep's eval curves for Approach 1 (the I/O edge of jaxlm.scaling.curves).
 
 For each run the fit uses (report.read_runs: status ok, not a trunk, the best of its (N, D)),
-DIR/runs/NAME's config.yaml (jaxlm.rundir.saved_config) gives the schedule, train.steps, tokens per step and the model for
-jaxlm.flops, and its metrics.jsonl the evals; jaxlm.scaling.curves decides which count.
+DIR/runs/NAME's config.yaml (jaxlm.rundir.saved_config) gives the schedule, train.steps, tokens
+per step and the model for jaxlm.flops, and its metrics.jsonl the evals;
+jaxlm.scaling.curves decides which count.
 """
 
 from __future__ import annotations
