@@ -77,6 +77,10 @@ def test_approach1_recovers_a_law_from_eval_curves():
     assert f.a.interval[0] < A_TRUE < f.a.interval[1]
     assert all(p.from_curve for p in f.points if p.bracketed)
     assert len(f.curves) == 13 and f.curves[0].used == 29
+    # the same law as runs at 4 token budgets per size, no curves: no point rests on one
+    n, d = np.repeat(SIZES, 4), np.tile(TOKENS[::8], SIZES.size)
+    g = fit_approach1(n, d, 6 * n * d, law3(n, d, **LAW), n_boot=0, curves=K.gather([]))
+    assert g.fitted and g.n_curve_points == 0 and not any(p.from_curve for p in g.points)
 
 
 def _fake_sweep(root, noise=0.003, seed=1):
