@@ -27,7 +27,8 @@ input columns (CSV header, case-insensitive):
   role             optional; trunk rows (wsd trunks, constant lr) are left out
 
 fits: Kaplan power laws L(N), L(D), compute frontier L(C); Chinchilla Approach 1 (envelope
-of each size's loss curve, e.g. cooldown branches), Approach 2 (IsoFLOP
+of each size's loss curve: cooldown branches, runs at several D and, with a sweep directory as
+--input, the runs' periodic evals (metrics.jsonl; --no-curves: not those)), Approach 2 (IsoFLOP
 parabolas) and Approach 3 (L = E + A/N^alpha + B/D^beta, Huber loss, L-BFGS from a grid);
 bootstrap intervals; N_opt, D_opt and loss predicted for --predict budgets.
 
@@ -67,6 +68,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="fit L(N), L(D), L(C) as pure power laws (no irreducible term E)")
     p.add_argument("--holdout", type=float, default=0.2, help="fraction of highest-compute "
                    "runs held out to test Approach 3's extrapolation (default 0.2; 0 = none)")
+    p.add_argument("--no-curves", action="store_true", help="with a sweep directory as --input: "
+                   "do not give Approach 1 the runs' periodic evals (metrics.jsonl), only their "
+                   "final losses")
+    p.add_argument("--curve-overshoot", type=float, default=1.25, metavar="R",
+                   help="a cosine/linear run's periodic eval at step s counts for Approach 1 when "
+                   "train.steps <= R * s (default 1.25, Chinchilla's cycle-length tolerance; "
+                   "constant-lr runs: every eval; wsd runs: none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--strict", action="store_true", help="exit with status 4 (outputs still "
                    "written) when the fit has warning-level diagnostics, one line each on "
@@ -81,10 +89,13 @@ def run(args: argparse.Namespace) -> Status:
         raise JaxlmError(f"--bootstrap must be >= 0, not {args.bootstrap}")
     if not 0 <= args.holdout < 0.9:
         raise JaxlmError(f"--holdout must be in [0, 0.9), not {args.holdout}")
+    if not args.curve_overshoot >= 1:
+        raise JaxlmError(f"--curve-overshoot must be >= 1, not {args.curve_overshoot}")
     from jaxlm.scaling import diagnostics, report
 
     t0 = time.perf_counter()
-    if os.path.isdir(args.input):  # a sweep directory: its members' records, as runs.csv
+    sweep_dir = args.input if os.path.isdir(args.input) else None
+    if sweep_dir is not None:  # a sweep directory: its members' records, as runs.csv
         from jaxlm.scaling import results
 
         if results.read_records(args.input):
@@ -92,9 +103,19 @@ def run(args: argparse.Namespace) -> Status:
         else:  # an older sweep: rows appended to runs.csv
             args.input = os.path.join(args.input, results.RUNS_CSV)
     data = report.read_runs(args.input)
+    curves = sweep_dir is not None and not args.no_curves
+    if curves:
+        from jaxlm.scaling import sweep_curves
+
+        n, k = sweep_curves.attach(sweep_dir, data, args.curve_overshoot,
+                                   warn=lambda m: print(m, file=sys.stderr))
+        print(f"Approach 1: {n} point(s) from the periodic evals of {k} run(s) (metrics.jsonl)"
+              + ("" if n or not k else "; none counts (constant lr: every eval; cosine, linear: "
+                 "the last 20%; wsd: none)"))
     settings = {"approach2": args.approach2, "budget_rtol": args.budget_rtol,
                 "irreducible": not args.no_irreducible, "holdout": args.holdout,
-                "seed": args.seed, "huber_delta": 1e-3}
+                "seed": args.seed, "huber_delta": 1e-3, "curves": curves,
+                "curve_overshoot": args.curve_overshoot if curves else None}
     fits = report.fit_runs(data, irreducible=not args.no_irreducible, approach2=args.approach2,
                            budget_rtol=args.budget_rtol, predict_at=args.predict,
                            holdout=args.holdout, n_boot=args.bootstrap, level=args.level,

@@ -10,6 +10,9 @@ minimum counts only when it is bracketed (a competing size on each side of the w
 N_opt = k C^a and D_opt = k_D C^b by log-log regression over the bracketed budgets (fewer
 than 3 budgets or 2 distinct winners: not fitted, `refused` says why). Intervals: a bootstrap
 resampling each size's points.
+
+`curves` (jaxlm.scaling.curves) adds points from runs' periodic evals to the runs' final
+losses; each grid point says whether its envelope value rests on such a point (`from_curve`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from jaxlm.errors import JaxlmError
+from jaxlm.scaling.curves import CurveRun, Curves
 from jaxlm.scaling.records import Estimate, Prediction, Record
 from jaxlm.scaling.stats import (LEVEL, check_positive, estimate, group_by_tolerance, interval,
                                  one_blas_thread, safe_exp)
@@ -35,6 +39,7 @@ class EnvelopePoint(Record):
     loss: float
     n_sizes: int  # sizes whose points span C
     bracketed: bool  # a competing size on each side of N_opt
+    from_curve: bool = False  # the winner's envelope there rests on a periodic eval
 
     def _items(self) -> list[tuple[str, Any]]:
         return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
@@ -56,6 +61,9 @@ class Approach1Fit(Record):
     n_points: int  # (N, D, L) points the envelopes were made of
     boot: Optional[np.ndarray] = dataclasses.field(default=None, compare=False, repr=False)
     refused: Optional[str] = None
+    n_curve_points: int = 0  # of n_points, from periodic evals (jaxlm.scaling.curves)
+    curves: tuple[CurveRun, ...] = ()  # the runs whose eval curves gave them
+    overshoot: Optional[float] = None  # the curves' rule for decaying schedules
 
     @property
     def fitted(self) -> bool:
@@ -71,12 +79,15 @@ class Approach1Fit(Record):
         items += [(k, getattr(self, k)) for k in ("a", "k", "b", "k_D")
                   if getattr(self, k) is not None]
         items += [("refused", self.refused)] if self.refused else []
+        if self.curves:
+            items += [("n_curve_points", self.n_curve_points), ("curve_overshoot", self.overshoot),
+                      ("curves", list(self.curves))]
         return items + [("points", list(self.points))]
 
 
-def _curves(N, D, C, L) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
+def _curves(N, D, C, L, src) -> list[tuple[float, float, np.ndarray, np.ndarray, np.ndarray]]:
     """Per size with points at 2 or more C: (N, FLOPs per token, log C sorted, log of the
-    running-minimum loss)."""
+    running-minimum loss, whether that minimum is a curve point (src: (n,) bool))."""
     out = []
     labels = group_by_tolerance(N, 0.01)
     for g in np.unique(labels):
@@ -84,25 +95,36 @@ def _curves(N, D, C, L) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
         if np.unique(C[m]).size < 2:  # one point is no curve: it spans no range of C
             continue
         order = np.argsort(C[m], kind="stable")
-        lc, ll = np.log(C[m][order]), np.minimum.accumulate(np.log(L[m][order]))
+        lc, raw = np.log(C[m][order]), np.log(L[m][order])
+        ll = np.minimum.accumulate(raw)
+        at = np.maximum.accumulate(np.where(raw <= ll, np.arange(raw.size), 0))  # argmin so far
         keep = np.concatenate([np.diff(lc) > 0, [True]])  # equal C: the last (lowest) loss
         out.append((float(np.exp(np.mean(np.log(N[m])))), float(np.median(C[m] / D[m])),
-                    lc[keep], ll[keep]))
+                    lc[keep], ll[keep], src[m][order][at][keep]))
     return sorted(out, key=lambda s: s[0])
+
+
+def _rests_on(lc: float, xc: np.ndarray, fc: np.ndarray) -> bool:
+    """Whether the envelope at log C = lc (interpolated between its neighbours in xc) rests on
+    a curve point."""
+    j = min(int(np.searchsorted(xc, lc - 1e-9)), xc.size - 1)
+    if abs(xc[j] - lc) <= 1e-9 or j == 0:
+        return bool(fc[j])
+    return bool(fc[j - 1] or fc[j])
 
 
 def _envelope(curves, grid: np.ndarray) -> list[EnvelopePoint]:
     points = []
     for lc in np.log(grid):
-        cands = [(n, fpt, float(np.interp(lc, xc, yl))) for n, fpt, xc, yl in curves
-                 if xc[0] - 1e-9 <= lc <= xc[-1] + 1e-9]
+        cands = [(n, fpt, float(np.interp(lc, xc, yl)), _rests_on(lc, xc, fc))
+                 for n, fpt, xc, yl, fc in curves if xc[0] - 1e-9 <= lc <= xc[-1] + 1e-9]
         if len(cands) < 2:
             continue
         j = int(np.argmin([c[2] for c in cands]))
-        n, fpt, ll = cands[j]
+        n, fpt, ll, fc = cands[j]
         points.append(EnvelopePoint(C=float(np.exp(lc)), N_opt=n, D_opt=float(np.exp(lc) / fpt),
                                     loss=float(np.exp(ll)), n_sizes=len(cands),
-                                    bracketed=0 < j < len(cands) - 1))
+                                    bracketed=0 < j < len(cands) - 1, from_curve=fc))
     return points
 
 
@@ -121,17 +143,24 @@ def _regress(points: list[EnvelopePoint]) -> tuple[Optional[np.ndarray], Optiona
 
 @one_blas_thread
 def fit_approach1(N, D, C, L, n_grid: int = 32, n_boot: int = 200, level: float = LEVEL,
-                  seed: int = 0) -> Approach1Fit:
+                  seed: int = 0, curves: Optional[Curves] = None) -> Approach1Fit:
     """Approach 1 on points (N, D, C, L), (n,) arrays, several per size (see the module
-    docstring); n_grid budgets log-spaced over the sampled C."""
+    docstring), and the points of `curves` (periodic evals); n_grid budgets log-spaced over the
+    sampled C."""
     N, D = check_positive("params", N, 4), check_positive("tokens", D, 4)
     C, L = check_positive("flops", C, 4), check_positive("loss", L, 4)
-    curves = _curves(N, D, C, L)
-    if len(curves) < 3:
+    src = np.zeros(N.size, bool)
+    if curves is not None and curves.n_points:
+        N, D, C, L = (np.concatenate([a, check_positive(k, b, 1)]) for a, b, k in
+                      ((N, curves.N, "params"), (D, curves.D, "tokens"), (C, curves.C, "flops"),
+                       (L, curves.L, "loss")))
+        src = np.concatenate([src, np.ones(curves.n_points, bool)])
+    per_size = _curves(N, D, C, L, src)
+    if len(per_size) < 3:
         raise JaxlmError(f"Approach 1 needs at least 3 sizes with points at 2 or more token "
-                         f"budgets (a curve each); got {len(curves)}")
+                         f"budgets (a curve each); got {len(per_size)}")
     grid = np.geomspace(C.min(), C.max(), n_grid)
-    points = _envelope(curves, grid)
+    points = _envelope(per_size, grid)
     p, refused = _regress(points)
     labels = group_by_tolerance(N, 0.01)
     rng = np.random.default_rng(seed)
@@ -139,11 +168,13 @@ def fit_approach1(N, D, C, L, n_grid: int = 32, n_boot: int = 200, level: float 
     for _ in range(n_boot if p is not None else 0):
         idx = np.concatenate([rng.choice(np.flatnonzero(labels == g), (labels == g).sum())
                               for g in np.unique(labels)])
-        q, _ = _regress(_envelope(_curves(N[idx], D[idx], C[idx], L[idx]), grid))
+        q, _ = _regress(_envelope(_curves(N[idx], D[idx], C[idx], L[idx], src[idx]), grid))
         if q is not None:
             boots.append(q)
     B = np.asarray(boots) if boots else None
-    common = dict(points=tuple(points), n_sizes=len(curves), n_points=int(N.size))
+    common = dict(points=tuple(points), n_sizes=len(per_size), n_points=int(N.size),
+                  n_curve_points=int(src.sum()), curves=() if curves is None else curves.runs,
+                  overshoot=None if curves is None else curves.overshoot)
     if p is None:
         return Approach1Fit(a=None, k=None, b=None, k_D=None, refused=refused, **common)
     col = (lambda j, f=lambda x: x: None if B is None else f(B[:, j]))  # noqa: E731
@@ -179,10 +210,35 @@ def markdown(a1: Approach1Fit) -> list[str]:
                   f"b = {_fmt(a1.b)}.")
     else:
         L[-1] += f" **Not fitted**: {a1.refused}."
-    L += ["", "| C | sizes competing | N_opt | D_opt | loss | used |", "|---|---|---|---|---|---|"]
+    L += _curve_lines(a1)
+    L += ["", "| C | sizes competing | N_opt | D_opt | loss | from | used |",
+          "|---|---|---|---|---|---|---|"]
     L += [f"| {p.C:.3g} | {p.n_sizes} | {p.N_opt:.3g} | {p.D_opt:.3g} | {p.loss:.4f} | "
+          f"{'eval curve' if p.from_curve else 'final loss'} | "
           f"{'yes' if p.bracketed else 'no: not bracketed'} |" for p in a1.points]
     return L + [""]
+
+
+def _curve_lines(a1: Approach1Fit) -> list[str]:
+    """What the periodic evals gave, and the caveat of the rule that chose them."""
+    if not a1.curves:
+        return []
+    runs = [r for r in a1.curves if r.used]
+    L = ["", f"{a1.n_curve_points} of the {a1.n_points} points are periodic evals (metrics.jsonl) "
+         f"of {len(runs)} of the {len(a1.curves)} runs read, the rest final losses (runs.csv). "
+         "Used: every eval of a constant-lr run (the run up to that step is a shorter "
+         "constant-lr run); of a cosine or linear run only evals at steps s with train.steps <= "
+         f"{a1.overshoot:g} s (the lr had nearly decayed; such a point lies slightly above the "
+         "loss of a run whose cycle ends at s, Chinchilla's 25% cycle-length tolerance); none of "
+         "a wsd run (use its cooldown branches). The `from` column says which kind of point each "
+         "budget's winner rests on."]
+    differ = [r.name for r in runs if r.final_eval_batches is not None
+              and r.eval_batches is not None and r.eval_batches != r.final_eval_batches]
+    if differ:
+        L += ["", f"Note: {len(differ)} run(s) (e.g. {differ[0]}) evaluated periodically on "
+              "fewer batches than at the end (train.eval_batches vs final_eval_batches): their "
+              "curve points are noisier and may differ from final losses by the eval subset."]
+    return L
 
 
 def _fmt(e: Estimate) -> str:

@@ -239,14 +239,15 @@ def _power_laws(N, D, C, L, cells, skipped: dict, irreducible: bool, n_boot: int
 def fit_all(N, D, C, L, budget=None, irreducible: bool = True, approach2: str = "auto",
             budget_rtol: float = 0.25, predict_at: Sequence[float] = (), holdout: float = 0.2,
             n_boot: int = 200, level: float = LEVEL, seed: int = 0,
-            delta: float = 1e-3, replicate=None) -> FamilyFit:
+            delta: float = 1e-3, replicate=None, curves=None) -> FamilyFit:
     """Every fit on one family's runs. N, D, C, L: (n,) arrays (C may be measured FLOPs, which
     include attention; D = tokens). approach2: "auto" (run on the budgets holding >= 3 sizes when
     at least two do, else skip with a note), "yes" (every budget must qualify: JaxlmError
     otherwise) or "no". Sub-fits the data cannot support are reported under `skipped`.
     replicate: (n,) seed per run (NaN: unknown); runs of one (N, D) and different seeds are
     replicates: the power laws fit each (N, D)'s mean loss, every bootstrap resamples (N, D)
-    cells then seeds (jaxlm.scaling.replicates), and the seed noise is reported."""
+    cells then seeds (jaxlm.scaling.replicates), and the seed noise is reported.
+    curves: a jaxlm.scaling.curves.Curves, periodic evals given to Approach 1 only."""
     N = check_positive("params", N, 8)
     D, C, L = (check_positive(n, v, 8) for n, v in (("tokens", D), ("flops", C), ("loss", L)))
     if approach2 not in ("auto", "yes", "no"):
@@ -265,7 +266,7 @@ def fit_all(N, D, C, L, budget=None, irreducible: bool = True, approach2: str = 
 
     fit1 = None
     try:
-        fit1 = fit_approach1(N, D, C, L, n_boot=n_boot, level=level, seed=seed)
+        fit1 = fit_approach1(N, D, C, L, n_boot=n_boot, level=level, seed=seed, curves=curves)
         if not fit1.fitted:
             skipped["approach1"] = f"N_opt(C) not fitted: {fit1.refused}"
     except JaxlmError as e:

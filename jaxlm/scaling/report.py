@@ -126,7 +126,7 @@ def fit_runs(data: dict, **kw) -> dict[str, F.FamilyFit]:
     for fam, d in data.items():
         try:
             fit = F.fit_all(d["N"], d["D"], d["C"], d["L"], budget=d["budget"],
-                            replicate=d.get("seed"), **kw)
+                            replicate=d.get("seed"), curves=d.get("curves"), **kw)
             out[fam] = dataclasses.replace(fit, tuning=d.get("tuning"))
         except JaxlmError as e:
             raise JaxlmError(f"family {fam!r}: {e}" if len(data) > 1 else str(e)) from None
