@@ -58,8 +58,11 @@ class _TextView(Sequence[str]):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i):  # type: ignore[override]
-        value = self.source[i][self.key]
+    def __getitem__(self, i: int) -> str:  # type: ignore[override]
+        n = len(self)
+        if not -n <= i < n:  # IndexError ends `for doc in ...`; the tfds source raises ValueError
+            raise IndexError(f"document {i} of {n}")
+        value = self.source[i % n][self.key]
         return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 

@@ -6,12 +6,25 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pathlib
 import shutil
 import socket
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
+
+from jaxlm import config as config_lib
+from jaxlm import sharding
+from jaxlm.config import load_config
+from jaxlm.data import pipeline
+from jaxlm.data.hosts import InputShard
+from jaxlm.data.source import load_run_data
+from jaxlm.data.tokenizers import ByteTokenizer
+from jaxlm.train.setup import assemble
+from jaxlm.train.state import init_state
 
 from helpers import REPO_ROOT, TINY, _fail_msg, _step_records
 from helpers import losses as step_losses
@@ -129,17 +142,55 @@ def test_two_processes_reproduce_one(tmp_path, single_process_runs, mesh_name, m
     assert _ckpts(workdir) == ["3", "6"]
 
 
+# ---------------------------------------------------------------------------------------------
+# data.input=per_host (the default) in two processes: resume, and the single-process reference
+
+# small row-shuffle windows: the position inside the first (default, 1024-row) window is the
+# same number on both hosts, and would not tell their positions apart. Dropout on: its masks
+# follow a row's place in the global batch (and must resume), so the rows of each host's shard
+# must land where its devices sit, not just somewhere in the batch. Checkpoints by time are
+# due at every log step.
+PER_HOST = ["train.log_every=2", "train.checkpoint_every_minutes=1e-9",
+            "train.keep_checkpoints=10", "data.shuffle_window=2", "model.dropout=0.1"]
+
+
+@pytest.fixture(scope="module")
+def short_docs(tmp_path_factory, synthetic_docs) -> list[str]:
+    """Overrides for a corpus of 600 one-line documents (~45 bytes, shorter than a row), so
+    that a host's position (the next document of its shard, the offset into its current one)
+    differs from the other host's in what it reads. With the stdlib's long documents both hosts
+    are still at the same offset into their first document after a few steps, and a host that
+    resumed from the other's position (a bug) read the very tokens its own gives: the resume
+    check passed under that mutation, and fails under it with these. Prepared here, once, so
+    the two processes do not both prepare it."""
+    from jaxlm.data.corpora import load_corpus
+
+    root = tmp_path_factory.mktemp("short_docs")
+    path = root / "docs.jsonl"
+    lines = [line for doc in synthetic_docs for line in doc.splitlines()]
+    path.write_text("".join(json.dumps({"text": line}) + "\n" for line in lines),
+                    encoding="utf-8")
+    overrides = [f"data.corpus={path}", f"data.cache_dir={root / 'cache'}"]
+    load_corpus(str(path), cache_dir=str(root / "cache"))
+    return overrides
+
+
+@pytest.fixture(scope="module")
+def per_host_run(tmp_path_factory, short_docs) -> tuple[pathlib.Path, dict[int, float]]:
+    """A finished two-process run with data.input=per_host (the default): its run directory
+    (read-only: copy it to change it) and its losses by step."""
+    workdir = tmp_path_factory.mktemp("per_host") / "run"
+    _two_processes(workdir, *short_docs, *PER_HOST)
+    return workdir, step_losses(workdir)
+
+
 @pytest.mark.slow
-def test_two_processes_per_host_input_resume_exactly(tmp_path, single_process_runs):
+def test_two_processes_per_host_input_resume_exactly(tmp_path, per_host_run, short_docs):
     """data.input=per_host (the default): each process packs its own half of the documents;
     both positions are checkpointed, and a resume on two hosts continues exactly. Checkpoints
     by time are taken at the same steps by both processes (a due time at every log step)."""
     workdir = tmp_path / "run"
-    # small row-shuffle windows: the position inside the first (default, 1024-row) window is
-    # the same number on both hosts, and would not tell their positions apart
-    timed = ["train.log_every=2", "train.checkpoint_every_minutes=1e-9",
-             "train.keep_checkpoints=10", "data.shuffle_window=2"]
-    _two_processes(workdir, *timed)
+    shutil.copytree(per_host_run[0], workdir)
     header = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[0])
     assert header["data_input"] == "per_host" and header["input_shards"] == 2
     # by time at log steps 2 and 4, by count at 3 and the last step: all written by both
@@ -147,15 +198,60 @@ def test_two_processes_per_host_input_resume_exactly(tmp_path, single_process_ru
     # both hosts' positions, gathered into the data item process 0 wrote (Orbax's JSON file)
     position = json.loads((workdir / "checkpoints" / "3" / "data" / "metadata").read_text())
     assert position["input_shards"] == 2 and position["states"][0] != position["states"][1]
-    uninterrupted = step_losses(workdir)
+    uninterrupted = per_host_run[1]
     assert sorted(uninterrupted) == [2, 3, 4, 6]  # log steps and the eval step
-    # other documents in each row than the global stream of one host gives
-    one_host = step_losses(single_process_runs["data"])
-    assert [uninterrupted[s] for s in (2, 4)] != pytest.approx([one_host[s] for s in (2, 4)],
-                                                               abs=1e-3)
 
     for step in ("4", "6"):  # back to step 3, then the same command again
         shutil.rmtree(workdir / "checkpoints" / step)
-    outs = _two_processes(workdir, *timed)
+    outs = _two_processes(workdir, *short_docs, *PER_HOST)
     assert "resuming" in outs[0][2] + outs[0][1]
     assert step_losses(workdir) == pytest.approx(uninterrupted, abs=1e-6)
+
+
+def _hosts_feed(texts, tokenizer, *, hosts: int, global_batch: int, **kwargs):
+    """The (global_batch, seq_len) batches that `hosts` processes feed a per-host run, built in
+    one process: one `pipeline.train_iterator` per input shard, each shard's rows placed where
+    its process's devices sit. In the two-process run each process has 2 devices and
+    `jax.make_mesh` lays the data axis out process by process, so process p holds rows
+    [p*n, (p+1)*n) of each global batch (`sharding.local_rows`) and reads the shard
+    `InputShard.of_rows` gives those rows. (Dropout makes the placement matter: swapping the
+    two shards' rows changes the losses by ~1e-3.)"""
+    n = global_batch // hosts
+    rows = [slice(p * n, (p + 1) * n) for p in range(hosts)]
+    shards = [pipeline.train_iterator(texts, tokenizer, global_batch=global_batch,
+                                      shard=InputShard.of_rows(r, global_batch), **kwargs)
+              for r in rows]
+    while True:
+        batch = {}
+        for r, part in zip(rows, (next(it) for it in shards)):
+            for k, v in part.items():
+                batch.setdefault(k, np.zeros((global_batch,) + v.shape[1:], v.dtype))[r] = v
+        yield batch
+
+
+@pytest.mark.slow
+def test_two_processes_per_host_input_equal_single_process_reference(per_host_run, short_docs):
+    """The per-host run of two processes trains on exactly the global batches that its two
+    input shards give when built in one process and placed row by row (`_hosts_feed`): the
+    same losses from the train step on one device as from the run on 2 x 2 devices."""
+    cfg = load_config(None, [*MH, *short_docs, *PER_HOST])
+    d, t = cfg.data, cfg.train
+    tokenizer = ByteTokenizer()  # the runs' default tokenizer
+    cfg = config_lib.replace(cfg, **{"model.vocab_size": tokenizer.vocab_size})
+    mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
+    asm = assemble(cfg, mesh, tokenizer)
+    state, _ = init_state(asm.model, asm.optimizer, seed=t.seed, seq_len=d.seq_len, mesh=mesh)
+    texts = load_run_data(d, "clm", None).corpus.train
+    stream = dict(seq_len=d.seq_len, global_batch=t.batch_size, seed=d.seed,
+                  shuffle_window=d.shuffle_window)
+    feed = _hosts_feed(texts, tokenizer, hosts=2, **stream)
+    reference = {}
+    for step in range(1, t.steps + 1):
+        batch = next(feed)
+        if step == 1:  # not the one stream a single host reads (data.input=global)
+            one_stream = next(pipeline.train_iterator(texts, tokenizer, **stream))
+            assert not np.array_equal(batch["inputs"], one_stream["inputs"])
+        state, metrics = asm.train_step(state, sharding.put_batch(mesh, batch, t.batch_size))
+        reference[step] = float(metrics["loss"])
+    per_host = per_host_run[1]
+    assert per_host == pytest.approx({s: reference[s] for s in per_host}, abs=1e-5)

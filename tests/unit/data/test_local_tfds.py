@@ -48,6 +48,9 @@ def test_local_directory_round_trip(tmp_path):
     assert all(isinstance(d, str) for d in docs)
     assert sorted(docs) == sorted(DOCS.values())  # exact, non-ASCII and \r\n included
     assert "should be skipped" not in docs
+    # a Sequence: iterates (to the end, not into the data source's ValueError), negative indices
+    assert list(c.train) + list(c.eval) == docs
+    assert c.train[-1] == c.train[len(c.train) - 1]
 
 
 def test_local_directory_split_follows_path_hash(tmp_path):
