@@ -303,14 +303,18 @@ def save_hf_gpt2(config: ModelConfig, params: Any, path: str | pathlib.Path, *,
     """Writes `config.json` + `model.safetensors` that `GPT2LMHeadModel.from_pretrained(path)`
     loads (no PyTorch needed to write them). eos_token_id: the tokenizer's EOS, for HF's
     generate (default: GPT-2's 50256)."""
+    return write_hf_folder(path, config_to_hf(config, eos_token_id), params_to_hf(config, params))
+
+
+def write_hf_folder(path: str | pathlib.Path, hf_config: dict,
+                    tensors: dict[str, np.ndarray]) -> pathlib.Path:
+    """Writes `config.json` + `model.safetensors` (what save_pretrained writes) into `path`."""
     from safetensors.numpy import save_file
 
-    hf = config_to_hf(config, eos_token_id)
-    tensors = params_to_hf(config, params)
     folder = pathlib.Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_JSON).write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+        (folder / CONFIG_JSON).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         save_file(tensors, str(folder / SAFETENSORS), metadata={"format": "pt"})
         # safetensors creates its file 0600; give it the mode every other file here gets (umask)
         (folder / SAFETENSORS).chmod((folder / CONFIG_JSON).stat().st_mode & 0o777)

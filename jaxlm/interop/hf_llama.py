@@ -25,7 +25,6 @@ x * rsqrt(mean(x^2) + eps) * weight in both; grouped-query head j serves query h
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Any, Optional
 
@@ -35,7 +34,7 @@ import numpy as np
 
 from jaxlm.config import ModelConfig
 from jaxlm.errors import JaxlmError
-from jaxlm.interop.hf_gpt2 import CONFIG_JSON, SAFETENSORS, read_hf_config, read_tensors
+from jaxlm.interop.hf_gpt2 import CONFIG_JSON, read_hf_config, read_tensors, write_hf_folder
 from jaxlm.models.transformer import mlp_width, stack_layers, unstack_layers
 
 MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
@@ -265,16 +264,5 @@ def save_hf_llama(config: ModelConfig, params: Any, path: str | pathlib.Path, *,
                   eos_token_id: Optional[int] = None) -> pathlib.Path:
     """Writes `config.json` + `model.safetensors` that `AutoModelForCausalLM.from_pretrained`
     loads as LlamaForCausalLM (Qwen2ForCausalLM for a model with q/k/v-only biases)."""
-    from safetensors.numpy import save_file
-
-    hf = config_to_hf_llama(config, eos_token_id)
-    tensors = params_to_hf_llama(config, params)
-    folder = pathlib.Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_JSON).write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
-        save_file(tensors, str(folder / SAFETENSORS), metadata={"format": "pt"})
-        (folder / SAFETENSORS).chmod((folder / CONFIG_JSON).stat().st_mode & 0o777)
-    except OSError as e:
-        raise JaxlmError(f"cannot write {folder}: {e.strerror}") from None
-    return folder
+    return write_hf_folder(path, config_to_hf_llama(config, eos_token_id),
+                           params_to_hf_llama(config, params))
