@@ -19,12 +19,13 @@ Undecodable bytes are replaced with U+FFFD, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import pathlib
 import sysconfig
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from jaxlm.errors import JaxlmError
 
@@ -165,6 +166,25 @@ def _corpus_key(train: Sequence[pathlib.Path], val: Sequence[pathlib.Path], sing
     return "c" + h.hexdigest()[:16]
 
 
+
+@contextlib.contextmanager
+def _held(lock_path: pathlib.Path) -> Iterator[None]:
+    """An exclusive lock on `lock_path` for the block (waits for another holder); without one
+    where the filesystem refuses locks."""
+    import fcntl
+
+    try:
+        f = open(lock_path, "a")
+    except OSError:
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+
 def local_corpus(spec: str, validation_fraction: float, cache_dir: Optional[str],
                  text_key: str = "text") -> Corpus:
     """The files at `spec` (see the module docstring); a `.jsonl` file's documents are its
@@ -181,18 +201,23 @@ def local_corpus(spec: str, validation_fraction: float, cache_dir: Optional[str]
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise JaxlmError(f"data.cache_dir: cannot create {data_dir}: {e.strerror}") from None
-    builder = local_tfds.LocalTextCorpus(
+    key = _corpus_key(train, val, single, text_key)
+    make = lambda: local_tfds.LocalTextCorpus(  # noqa: E731
         train_files=[str(p) for p in train], validation_files=[str(p) for p in val],
-        single_file_validation=single, text_key=text_key,
-        key=_corpus_key(train, val, single, text_key), data_dir=str(data_dir),
-    )
+        single_file_validation=single, text_key=text_key, key=key, data_dir=str(data_dir))
+    builder = make()
     if not builder.is_prepared():
-        import tensorflow_datasets as tfds
+        # Two runs starting on one new corpus (a sweep's members, a multi-process run on one
+        # host) would both write its folder; the second waits for the first, then reads it.
+        with _held(data_dir / f".{key}.lock"):
+            builder = make()
+            if not builder.is_prepared():
+                import tensorflow_datasets as tfds
 
-        print(f"jaxlm: preparing {len(files)} local file(s) as ArrayRecord in {builder.data_dir} "
-              "(once)", flush=True)
-        tfds.display_progress_bar(False)
-        builder.download_and_prepare()
+                print(f"jaxlm: preparing {len(files)} local file(s) as ArrayRecord in "
+                      f"{builder.data_dir} (once)", flush=True)
+                tfds.display_progress_bar(False)
+                builder.download_and_prepare()
     corpus = Corpus(
         f"local:{spec}",
         _TextView(builder.as_data_source(split="train"), "text"),

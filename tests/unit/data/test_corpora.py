@@ -189,3 +189,27 @@ def test_tfds_unprepared_dataset_says_how_to_prepare_it(tmp_path):
     assert f"tfds build lm1b --file_format=array_record --data_dir={empty}" in msg
     assert "data.tfds_download=true" in msg and "\n" not in msg
     assert not empty.exists() or not any(empty.rglob("*.array_record*"))
+
+
+def test_two_processes_prepare_one_new_corpus_together(tmp_path):
+    """Two runs starting at once on a new local corpus (a sweep's members on Ray, two runs on a
+    fresh machine) both read it: the second waits for the first's preparation instead of
+    failing on the folder it is writing (tfds raised FileExistsError)."""
+    import subprocess
+    import sys
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(40):
+        (texts / f"doc{i:02d}.txt").write_text(f"document {i}\n" * (i + 1))
+    code = ("import sys; from jaxlm.data.corpora import load_corpus; "
+            "c = load_corpus(sys.argv[1], validation_fraction=0.1, cache_dir=sys.argv[2]); "
+            "print(len(c.train), len(c.eval))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(texts), str(tmp_path / "cache")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    counts = [out.split()[-2:] for out, _ in outs]
+    assert counts[0] == counts[1] and sum(map(int, counts[0])) == 40, counts
