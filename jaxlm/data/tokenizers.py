@@ -305,11 +305,12 @@ def _configured(d: Any, train_texts: Sequence[str], log: Callable[[str], None],
 
 def select_tokenizer(d: Any, train_texts: Sequence[str], workdir: pathlib.Path,
                      init_from: Optional[str], log: Callable[[str], None],
-                     show: bool = False) -> Tokenizer:
+                     show: bool = False, source_key: str = "train.init_from") -> Tokenizer:
     """The tokenizer of a run (`d`: its DataConfig): the run directory's own when resuming, the
     one the `init_from` weights were made with (a configured `hf` or SentencePiece model must
     agree with it; weights without one need `data.tokenizer=hf`), else byte-level, a Hugging
-    Face or SentencePiece model, or one trained on `train_texts`."""
+    Face or SentencePiece model, or one trained on `train_texts`. `source_key` is the config key
+    that named `init_from` (a branch's trunk comes from train.branch_from), for the errors."""
     if tokenizer_meta_path(workdir) is not None:
         return load_tokenizer(workdir)
     if not init_from:
@@ -318,39 +319,39 @@ def select_tokenizer(d: Any, train_texts: Sequence[str], workdir: pathlib.Path,
     given = d.tokenizer == "hf" and d.hf_tokenizer or d.tokenizer == "sentencepiece" and d.sp_model
     if own is None and not given:
         raise JaxlmError(
-            f"train.init_from={init_from} has no tokenizer, and its token ids mean nothing to "
+            f"{source_key}={init_from} has no tokenizer, and its token ids mean nothing to "
             f"data.tokenizer={d.tokenizer}: give the one its weights were made with, "
             "data.tokenizer=hf data.hf_tokenizer=DIR (a folder with tokenizer.json, or "
             "vocab.json + merges.txt)")
     if own is None:
         mine = _configured(d, train_texts, log, show)
-        _check_fits(mine, init_from, f"data.hf_tokenizer={d.hf_tokenizer}"
+        _check_fits(mine, init_from, source_key, f"data.hf_tokenizer={d.hf_tokenizer}"
                     if d.tokenizer == "hf" else f"data.sp_model={d.sp_model}")
         return mine
     if given:
         mine = _configured(d, train_texts, log, show)
         if not same_tokenizer(mine, own):
             what = d.hf_tokenizer if d.tokenizer == "hf" else d.sp_model
-            raise JaxlmError(f"train.init_from={init_from}: its tokenizer ({own.vocab_size} "
+            raise JaxlmError(f"{source_key}={init_from}: its tokenizer ({own.vocab_size} "
                              f"tokens) differs from the configured {what} ({mine.vocab_size} "
                              "tokens): the weights' token ids would mean other text; drop the "
                              "tokenizer setting to use the weights' own")
     return own  # fine-tuning: the token ids the weights were made with
 
 
-def _check_fits(tok: Tokenizer, source: str, what: str) -> None:
+def _check_fits(tok: Tokenizer, source: str, source_key: str, what: str) -> None:
     """Refuses a tokenizer that cannot belong to the Hugging Face weights in `source` (their
     config.json's vocab_size); other sources are checked against model.vocab_size later."""
     from jaxlm.data.hf_tokenizer import vocab_mismatch
 
     try:
-        vocab = json.loads((pathlib.Path(source).expanduser() / "config.json").read_text())
-        vocab = int(vocab["vocab_size"])
+        config = json.loads((pathlib.Path(source).expanduser() / "config.json").read_text())
+        vocab = int(config["vocab_size"])
     except (OSError, ValueError, KeyError, TypeError):
         return
     why = vocab_mismatch(vocab, tok)
     if why is not None:
-        raise JaxlmError(f"{what} does not fit the weights of train.init_from={source}: {why}")
+        raise JaxlmError(f"{what} does not fit the weights of {source_key}={source}: {why}")
 
 
 def _train_sp(d: Any, train_texts: Sequence[str], log: Callable[[str], None],

@@ -73,7 +73,8 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool)
     data = load_run_data(d, cfg.model.objective, cfg.model.num_labels)
     # a branch's token ids are its trunk's
     source = str(branch.parse(t.branch_from)[0]) if t.branch_from else t.init_from
-    tokenizer = select_tokenizer(d, data.corpus.train, workdir, source, log, show)
+    tokenizer = select_tokenizer(d, data.corpus.train, workdir, source, log, show,
+                                 "train.branch_from" if t.branch_from else "train.init_from")
     if cfg.model.vocab_size is None:
         cfg = config_lib.replace(cfg, **{"model.vocab_size": tokenizer.vocab_size})
     elif cfg.model.vocab_size < tokenizer.vocab_size:

@@ -100,11 +100,20 @@ def test_old_metadata_name_is_read_and_replaced_on_write(tmp_path):
     assert isinstance(load_tokenizer(tmp_path), ByteTokenizer)
 
 
-def _select(tmp_path, init_from, **data):
+def _select(tmp_path, init_from, source_key="train.init_from", **data):
     d = dataclasses.replace(DataConfig(), **data)
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    return select_tokenizer(d, ["text"], work, init_from, log=lambda m: None)
+    return select_tokenizer(d, ["text"], work, init_from, log=lambda m: None,
+                            source_key=source_key)
+
+
+def test_errors_name_the_key_that_gave_the_weights(tmp_path):
+    """A branch's trunk comes from train.branch_from: its errors name that key, not init_from."""
+    trunk = tmp_path / "trunk"
+    trunk.mkdir()
+    with pytest.raises(JaxlmError, match=r"^train.branch_from=\S*trunk has no tokenizer"):
+        _select(tmp_path, str(trunk), source_key="train.branch_from")
 
 
 def test_init_from_takes_the_weights_tokenizer_and_refuses_a_mismatch(hf_tok, tmp_path):
