@@ -11,7 +11,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any, Optional, Sequence, Union
 
-from jaxlm.data.hf_tokenizer import HFTokenizer, has_hf_tokenizer, vocab_mismatch
+from jaxlm.data.hf_tokenizer import load_for_model
 from jaxlm.errors import JaxlmError
 from jaxlm.generate import DEFAULT_MAX_NEW_TOKENS, check_generative, generate
 from jaxlm.interop.hf import load_hf
@@ -72,13 +72,10 @@ class TextGenerator:
             return cls.from_workdir(folder, step=step)
         model_cfg, params = load_hf(folder)
         where = pathlib.Path(tokenizer).expanduser() if tokenizer is not None else folder
-        if not has_hf_tokenizer(where):
+        tok = load_for_model(where, model_cfg.vocab_size, path)
+        if tok is None:
             raise JaxlmError(f"{where} has no tokenizer (tokenizer.json, or vocab.json + "
                              "merges.txt): pass tokenizer=DIR, the folder of the model's one")
-        tok = HFTokenizer.load(where)
-        why = vocab_mismatch(model_cfg.vocab_size, tok)
-        if why is not None:
-            raise JaxlmError(f"the tokenizer in {where} does not fit the model in {path}: {why}")
         return cls(model_cfg, params, tok)
 
     def prompt_ids(self, text: str) -> list[int]:

@@ -202,3 +202,16 @@ def vocab_mismatch(model_vocab: int, tok: Any) -> Optional[str]:
         return (f"the model's vocabulary ({model_vocab}) is far larger than the tokenizer's "
                 f"{n} tokens: they were not made together")
     return None
+
+
+def load_for_model(where: str | pathlib.Path, model_vocab: int,
+                   model_dir: str | pathlib.Path) -> Optional[HFTokenizer]:
+    """The tokenizer in folder `where` for the model in `model_dir` with `model_vocab`
+    embeddings; None when `where` holds none. One that cannot belong to the model is refused."""
+    if not has_hf_tokenizer(where):
+        return None
+    tok = HFTokenizer.load(where)
+    why = vocab_mismatch(model_vocab, tok)
+    if why is not None:
+        raise JaxlmError(f"the tokenizer in {where} does not fit the model in {model_dir}: {why}")
+    return tok

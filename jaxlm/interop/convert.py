@@ -10,7 +10,7 @@ import pathlib
 from typing import Callable, Optional
 
 from jaxlm.config import ModelConfig, RunConfig, replace
-from jaxlm.data.hf_tokenizer import HFTokenizer, has_hf_tokenizer, vocab_mismatch
+from jaxlm.data.hf_tokenizer import HFTokenizer, has_hf_tokenizer, load_for_model
 from jaxlm.data.tokenizers import Tokenizer
 from jaxlm.data.word_vocab import VOCAB_HINT, WordTokenizer
 from jaxlm.errors import JaxlmError
@@ -59,13 +59,7 @@ def hf_folder_tokenizer(hf_dir: str | pathlib.Path, vocab_size: int,
     if tokenizer is not None and not has_hf_tokenizer(tokenizer):
         raise JaxlmError(f"--tokenizer {tokenizer} holds no Hugging Face tokenizer "
                          "(tokenizer.json, or vocab.json + merges.txt)")
-    if not has_hf_tokenizer(where):
-        return None
-    tok = HFTokenizer.load(where)
-    why = vocab_mismatch(vocab_size, tok)
-    if why is not None:
-        raise JaxlmError(f"the tokenizer in {where} does not fit the model in {hf_dir}: {why}")
-    return tok
+    return load_for_model(where, vocab_size, hf_dir)
 
 
 def hf_to_run(hf_dir: str | pathlib.Path, workdir: str | pathlib.Path, *,
