@@ -18,7 +18,11 @@ input columns (CSV header, case-insensitive):
   params           non-embedding parameter count N (required)
   loss             final loss in nats/token (required)
   tokens, flops    training tokens D and/or FLOPs C (one is enough: C = 6 N D)
-  family           optional; each family is fitted on its own and the families compared
+  family           optional; each family is fitted on its own and the families compared:
+                   differences against the first family with bootstrap intervals (frontier
+                   gap, exponents, N_opt ratio; docs/compare.md)
+  corpus, tokenizer, seq_len, flops_rule  optional (jaxlm sweep writes them); families that
+                   differ in one get a warning: their comparison is not fair
   budget           optional IsoFLOP budget label (else budgets are found by grouping flops)
   status           optional; rows whose status is not ok/finished/done are ignored
   name / run       optional run name
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> Status:
         raise JaxlmError(f"--holdout must be in [0, 0.9), not {args.holdout}")
     if not args.curve_overshoot >= 1:
         raise JaxlmError(f"--curve-overshoot must be >= 1, not {args.curve_overshoot}")
-    from jaxlm.scaling import diagnostics, report
+    from jaxlm.scaling import compare, diagnostics, report
 
     t0 = time.perf_counter()
     sweep_dir = args.input if os.path.isdir(args.input) else None
@@ -120,8 +124,12 @@ def run(args: argparse.Namespace) -> Status:
                            budget_rtol=args.budget_rtol, predict_at=args.predict,
                            holdout=args.holdout, n_boot=args.bootstrap, level=args.level,
                            seed=args.seed)
+    diags = diagnostics.diagnose(fits)
+    comp = (compare.compare_runs(fits, data, args.level, args.seed, diags) if len(fits) > 1
+            else None)
     written = report.write_outputs(fits, data, args.output, source=str(args.input),
-                                   level=args.level, n_boot=args.bootstrap, inputs=settings)
+                                   level=args.level, n_boot=args.bootstrap, inputs=settings,
+                                   comparison=comp)
     for fam, f in fits.items():
         a3 = f["approach3"]
         front = f.get("L(C)", {}).get("alpha", {}).get("value")
@@ -134,9 +142,11 @@ def run(args: argparse.Namespace) -> Status:
         if fitted:
             print(f"{fam}: N_opt ~ C^a, " + ", ".join(f"Approach {i} a={a:.3f}"
                                                        for i, a in fitted))
+    for d in comp.differences if comp is not None else []:
+        print(compare.sentence(d))
     print(f"wrote {', '.join(p.name for p in written)} to {args.output} "
           f"in {time.perf_counter() - t0:.1f}s")
-    diags = diagnostics.diagnose(fits)
+    diags += comp.conditions if comp is not None else []
     warned = diagnostics.warnings(diags)
     if diags:
         print(f"{len(warned)} warning(s), {len(diags) - len(warned)} note(s) on numbers the runs "

@@ -221,6 +221,9 @@ def _optimal_nd(theta: np.ndarray, C: np.ndarray):
     return np.exp(lN), np.exp(lD), loss
 
 
+optimal_nd = _optimal_nd  # public: (K, 5) thetas, (m,) budgets -> N_opt, D_opt, loss (K, m)
+
+
 def predict(fit3: Approach3Fit, C, level: float = LEVEL) -> Prediction:
     """N_opt, D_opt and the loss at the compute-optimal allocation for each budget C (FLOPs,
     C = 6 N D), with bootstrap intervals when the fit has them."""

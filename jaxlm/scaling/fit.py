@@ -56,6 +56,8 @@ class PowerLawFit(Record):
     residuals_log_loss: list[float]
     rmse_log_loss: float
     index: Optional[list[int]] = None  # the rows of a family's runs fitted (set by fit_all)
+    # bootstrap samples (n_boot, 3) of (log A, alpha, log E) (log E = -inf: no E); not JSON
+    boot: Optional[np.ndarray] = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def n_points(self) -> int:
@@ -139,7 +141,7 @@ def fit_power_law(x, L, irreducible: bool = True, n_boot: int = 200, level: floa
         x_c=estimate(A ** (1 / alpha), None if B is None else safe_exp(B[:, 0] / B[:, 1]), level),
         E=estimate(E, None if B is None else safe_exp(B[:, 2]), level) if irreducible else None,
         x=x.tolist(), loss=L.tolist(), residuals_log_loss=(ll - pred).tolist(),
-        rmse_log_loss=float(np.sqrt(np.mean((ll - pred) ** 2))))
+        rmse_log_loss=float(np.sqrt(np.mean((ll - pred) ** 2))), boot=B)
 
 
 def power_law_eval(fit: PowerLawFit, x) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 
 from jaxlm.errors import JaxlmError
+from jaxlm.scaling import compare as K
 from jaxlm.scaling import diagnostics as D
 from jaxlm.scaling import approach1 as A1
 from jaxlm.scaling import fit as F
@@ -102,7 +103,10 @@ def read_runs(path) -> dict:
         c = 6 * n * d if c is None else c
         fam = (r.get("family") or "").strip() or "all"
         f = fams.setdefault(fam, {"N": [], "D": [], "C": [], "L": [], "names": [], "budget": [],
-                                  "hp": {c: [] for c in (*T.HP_COLUMNS, "seed")}})
+                                  "hp": {c: [] for c in (*T.HP_COLUMNS, "seed")},
+                                  "conditions": {c: set() for c in K.CONDITION_COLUMNS}})
+        for col in K.CONDITION_COLUMNS:  # data, tokenizer, ...: the families must share them
+            f["conditions"][col].add((r.get(col) or "").strip())
         for col in (*T.HP_COLUMNS, "seed"):
             v = (r.get(col) or "").strip()
             f["hp"][col].append(_num(r, col, lineno) if v else float("nan"))
@@ -153,8 +157,7 @@ def _fmt_at(values: list, intervals: Optional[list], j: int) -> str:
 
 
 def _law_alpha(f: F.FamilyFit, key: str) -> Optional[Estimate]:
-    law = f.power_laws.get(key)
-    return None if law is None else law.alpha
+    return f.power_laws[key].alpha if key in f.power_laws else None
 
 
 Flagged = set[tuple[str, str]]
@@ -176,13 +179,13 @@ def _mark(text: str, fam: str, what: str, flagged: Flagged) -> str:
 
 
 def _a2_cell(f: F.FamilyFit) -> str:
-    if f.approach2 is None:
-        return "–"
-    return _fmt(f.approach2.a) if f.approach2.fitted else "not fitted"
+    return "–" if f.approach2 is None else (_fmt(f.approach2.a) if f.approach2.fitted
+                                            else "not fitted")
 
 
-def _comparison(fits: dict[str, F.FamilyFit], flagged: Flagged) -> list[str]:
-    """The families side by side."""
+def _comparison(fits: dict[str, F.FamilyFit], flagged: Flagged,
+                comp: Optional[K.Comparison]) -> list[str]:
+    """The families side by side, then their differences (jaxlm.scaling.compare)."""
     fams = list(fits)
     L = ["## Families compared", "",
          "| | " + " | ".join(fams) + " |", "|---" * (len(fams) + 1) + "|"]
@@ -199,7 +202,8 @@ def _comparison(fits: dict[str, F.FamilyFit], flagged: Flagged) -> list[str]:
     for name, what, fn in rows:
         cells = [_mark(fn(fits[x]), x, what, flagged) for x in fams]
         L.append(f"| {name} | " + " | ".join(cells) + " |")
-    return L + ["", "![loss vs compute](loss_vs_compute.png)", ""]
+    L += [""] + (K.markdown(comp) if comp is not None else [])
+    return L + ["![loss vs compute](loss_vs_compute.png)", ""]
 
 
 def _diagnostics(diags: list, fams: list[str]) -> list[str]:
@@ -329,7 +333,7 @@ def _family(fam: str, f: F.FamilyFit, title: str, sfx: str, flagged: Flagged) ->
 
 
 def markdown(fits: dict[str, F.FamilyFit], source: str, level: float, n_boot: int,
-             diags: Optional[list] = None) -> str:
+             diags: Optional[list] = None, comparison: Optional[K.Comparison] = None) -> str:
     """report.md: the diagnostics first, then the families compared and each family's fits."""
     diags = D.diagnose(fits) if diags is None else diags
     flagged = _flagged(diags)
@@ -338,10 +342,10 @@ def markdown(fits: dict[str, F.FamilyFit], source: str, level: float, n_boot: in
          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Intervals: {pct} "
          f"percentile bootstrap ({n_boot} resamples). N = non-embedding parameters, D = tokens, "
          "C = training FLOPs.", ""]
-    L += _diagnostics(diags, list(fits))
     one = len(fits) == 1
+    L += _diagnostics(diags, list(fits) + ([] if one else ["comparison"]))
     if not one:
-        L += _comparison(fits, flagged)
+        L += _comparison(fits, flagged, comparison)
     for fam, f in fits.items():
         L += _family(fam, f, "## Fits" if one else f"## {fam}", "" if one else f"_{_slug(fam)}",
                      flagged)
@@ -351,9 +355,10 @@ def markdown(fits: dict[str, F.FamilyFit], source: str, level: float, n_boot: in
 
 
 def write_outputs(fits: dict[str, F.FamilyFit], data: dict, outdir, source: str = "runs.csv",
-                  level: float = F.LEVEL, n_boot: int = 0, inputs: Optional[dict] = None) -> list:
-    """Write fit.json (its "diagnostics" first), report.md and the PNGs into outdir; returns
-    the written paths."""
+                  level: float = F.LEVEL, n_boot: int = 0, inputs: Optional[dict] = None,
+                  comparison: Optional[K.Comparison] = None) -> list:
+    """Write fit.json (its "diagnostics" first; with >= 2 families a "comparison"), report.md
+    and the PNGs into outdir; returns the written paths."""
     from jaxlm.scaling import plots
 
     out = pathlib.Path(outdir)
@@ -363,9 +368,14 @@ def write_outputs(fits: dict[str, F.FamilyFit], data: dict, outdir, source: str 
         raise JaxlmError(f"cannot create output directory {out}: {e.strerror}") from None
     written = []
     diags = D.diagnose(fits)
+    if comparison is None and len(fits) > 1:
+        comparison = K.compare_runs(fits, data, level, (inputs or {}).get("seed", 0), diags)
+    diags += comparison.conditions if comparison is not None else []
     doc = {"source": source, "interval_level": level, "bootstrap_resamples": n_boot,
            "settings": inputs or {}, "diagnostics": F.strip_private(diags),
            "families": F.strip_private(fits)}
+    if comparison is not None:
+        doc["comparison"] = comparison.to_json()
     p = out / "fit.json"
     tmp = p.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
@@ -381,7 +391,7 @@ def write_outputs(fits: dict[str, F.FamilyFit], data: dict, outdir, source: str 
             plots.isoflop_curves(f.approach2, out / name, "" if len(fits) == 1 else fam,
                                  D.plot_notes(diags, fam, "approach2"))
             written.append(out / name)
-    (out / "report.md").write_text(markdown(fits, source, level, n_boot, diags),
+    (out / "report.md").write_text(markdown(fits, source, level, n_boot, diags, comparison),
                                    encoding="utf-8")
     written.append(out / "report.md")
     return written

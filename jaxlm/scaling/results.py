@@ -32,7 +32,12 @@ RUNS_DIR = "runs"  # DIR/runs/NAME: a member's run directory
 RECORD_SUFFIX = ".result.json"  # DIR/runs/NAME.result.json: its result record
 COLUMNS = ("name", "family", "status", "params", "params_total", "tokens", "flops", "budget",
            "train_loss", "loss", "eval_bpb", "wall_time", "lr", "batch", "steps", "seed",
-           "n_layers", "d_model", "seq_len", "role", "b2", "warmup", "error")
+           "n_layers", "d_model", "seq_len", "role", "b2", "warmup", "error", "corpus",
+           "tokenizer", "flops_rule")
+# the conditions a comparison of families needs to be fair (jaxlm.scaling.compare): absent from
+# the rows of older sweeps, which stay readable
+CONDITION_COLUMNS = ("corpus", "tokenizer", "flops_rule")
+REQUIRED = tuple(c for c in COLUMNS if c not in CONDITION_COLUMNS)
 
 
 def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
@@ -84,7 +89,7 @@ def read_rows(path: str | os.PathLike) -> dict[str, dict[str, str]]:
         text = text[:text.rfind("\n") + 1]  # the unterminated last row
     rows = csv.DictReader(io.StringIO(text, newline=""))
     return {r["name"]: r for r in rows
-            if r.get("name") and all(r.get(k) is not None for k in COLUMNS)}
+            if r.get("name") and all(r.get(k) is not None for k in REQUIRED)}
 
 
 def member_row(m: Member, status: str, **extra: Any) -> dict[str, Any]:
@@ -97,6 +102,16 @@ def member_row(m: Member, status: str, **extra: Any) -> dict[str, Any]:
            "warmup": m.warmup}
     row.update(extra)
     return row
+
+
+def conditions(cfg: Any, spec: Any) -> dict[str, str]:
+    """A member's conditions for its row: corpus, tokenizer (with its model file or vocabulary
+    size) and the FLOP rule that sized its tokens (a token grid: the counter's flops)."""
+    d = cfg.data
+    tok = {"hf": f"hf:{d.hf_tokenizer}", "byte": "byte",
+           "sentencepiece": f"sentencepiece:{d.sp_model or d.sp_vocab_size}"}
+    return {"corpus": d.corpus, "tokenizer": tok.get(d.tokenizer, d.tokenizer),
+            "flops_rule": "counter" if spec.isoflop is None else spec.isoflop.flops_rule}
 
 
 def fmt_loss(x: Optional[float]) -> Optional[str]:
@@ -174,5 +189,5 @@ def compile_runs(workdir: str | os.PathLike, order: Iterable[str] = ()) -> epath
 
 
 __all__ = ["RUNS_CSV", "RUNS_DIR", "RECORD_SUFFIX", "COLUMNS", "append_row", "read_rows",
-           "member_row", "fmt_loss", "record_path", "write_record", "read_record",
+           "member_row", "conditions", "CONDITION_COLUMNS", "fmt_loss", "record_path", "write_record", "read_record",
            "read_records", "sweep_rows", "compile_runs"]

@@ -208,6 +208,11 @@ def _check_overrides(spec: SweepSpec, source: str) -> None:
     for key, overrides in groups:
         if overrides:
             config_lib.check_overrides(dotlist(overrides), f"sweep spec {source}, key '{key}'")
+        data = [k for k in _flatten(overrides) if k.startswith("data.")]
+        if data and key != "base_overrides":  # families are compared on the same data
+            raise JaxlmError(f"sweep spec key '{key}.{data[0]}': every member trains on the "
+                             "same data, tokenizer and seq_len (families and sizes are compared "
+                             f"on them); set data keys in base_overrides (in {source})")
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:

@@ -19,7 +19,7 @@ from jaxlm import flops
 from jaxlm.errors import JaxlmError
 from jaxlm.scaling.launch_spec import ResourceSpec
 from jaxlm.scaling.plan import Member, member_config
-from jaxlm.scaling.results import RUNS_DIR, fmt_loss, member_row, write_record
+from jaxlm.scaling.results import RUNS_DIR, conditions, fmt_loss, member_row, write_record
 from jaxlm.scaling.spec import SweepSpec
 
 
@@ -57,14 +57,15 @@ def run_member(task: Task, train_fn: Optional[Callable] = None) -> dict[str, Any
         from jaxlm.train.loop import train as train_fn
     m = task.member
     run_dir = pathlib.Path(task.workdir) / RUNS_DIR / m.name
-    t0 = time.time()
+    t0, cond = time.time(), {}
     try:
-        result = train_fn(member_config(task.spec, m, task.workdir), run_dir,
-                          quiet=task.quiet)
+        cfg = member_config(task.spec, m, task.workdir)
+        cond = conditions(cfg, task.spec)
+        result = train_fn(cfg, run_dir, quiet=task.quiet)
     except Exception as e:  # noqa: BLE001 - recorded; the sweep goes on
         row = member_row(m, "failed", error=one_line(e), wall_time=f"{time.time() - t0:.1f}")
     else:
-        extra: dict[str, Any] = {"wall_time": f"{result.wall_time:.1f}"}
+        extra: dict[str, Any] = {"wall_time": f"{result.wall_time:.1f}", **cond}
         if result.params is not None:
             total, n = flops.param_counts(result.params)
             extra.update(params=n, params_total=total)

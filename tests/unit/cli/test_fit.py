@@ -93,7 +93,11 @@ def test_cli_accepts_a_csv_with_a_byte_order_mark(tmp_path, capsys):
 
 
 def test_cli_writes_fit_json_report_and_plots(tmp_path, capsys):
-    path = write_csv(tmp_path / "runs.csv", runs_rows())
+    rows = runs_rows()
+    for r in rows:  # the lstm trained with another tokenizer: an unfair comparison
+        r.update(corpus="stdlib", seq_len=64, flops_rule="counter",
+                 tokenizer="byte" if r["family"] == "transformer" else "hf:/tok")
+    path = write_csv(tmp_path / "runs.csv", rows)
     out = tmp_path / "fit"
     assert main(["fit", "--input", path, "--output", str(out), "--bootstrap", "20",
                  "--predict", "1e21"]) == 0
@@ -111,7 +115,24 @@ def test_cli_writes_fit_json_report_and_plots(tmp_path, capsys):
     assert 1e21 in fam["predictions"]["approach3"]["C"]
     report = (out / "report.md").read_text()
     assert "Families compared" in report and "frontier exponent" in report
-    assert "Approach 3" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "Approach 3" in stdout
+    # the families compared: differences against the first, with intervals, in fit.json and
+    # in words; the mismatched tokenizer is a warning
+    comp = doc["comparison"]
+    assert comp["reference"] == "transformer" and comp["families"] == ["transformer", "lstm"]
+    assert [d["quantity"] for d in comp["differences"]] == [
+        "frontier_gap", "alpha_C", "frontier_gap.approach3", "approach3.a", "approach2.a",
+        "N_opt_ratio.approach3", "N_opt_ratio.approach2"]
+    gap = comp["differences"][0]
+    assert gap["family"] == "lstm" and len(gap["estimate"]["interval"]) == 2
+    assert gap["C"] == pytest.approx(1.05e19)
+    unfair = [d for d in doc["diagnostics"] if d["code"] == "conditions_differ"]
+    assert [(d["family"], d["what"], d["severity"]) for d in unfair] == [
+        ("comparison", "families.tokenizer", "warning")]
+    assert "### Differences against transformer" in report
+    assert "- The lstm frontier is " in report and "families.tokenizer" in report
+    assert "The lstm frontier is " in stdout
 
 
 @pytest.mark.parametrize("second", ["tokens", "flops"])
@@ -142,7 +163,7 @@ def test_cli_strict_on_the_old_demo_sweep_exits_4_with_one_line_per_diagnostic(t
     assert code == EXIT_FLAGGED == 4, cap.err
     doc = json.loads((out / "fit.json").read_text())
     assert list(doc) == ["source", "interval_level", "bootstrap_resamples", "settings",
-                         "diagnostics", "families"]
+                         "diagnostics", "families", "comparison"]
     lines = cap.err.splitlines()
     assert len(lines) == len(doc["diagnostics"]) > 0
     assert all(ln.startswith(("jaxlm: warning: ", "jaxlm: info: ")) for ln in lines), lines

@@ -24,6 +24,26 @@ def test_rows_round_trip_and_the_last_row_per_name_wins(tmp_path):
     assert list(rows["b"]) == list(COLUMNS)
 
 
+def test_rows_of_older_sweeps_without_the_condition_columns_are_read(tmp_path):
+    import csv
+    import types
+
+    from jaxlm.config import load_config
+    from jaxlm.scaling.results import CONDITION_COLUMNS, REQUIRED, conditions
+
+    path = tmp_path / "runs.csv"
+    with open(path, "w", newline="") as f:  # runs.csv as sweeps wrote it before those columns
+        w = csv.DictWriter(f, fieldnames=REQUIRED, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerow({k: "" for k in REQUIRED} | _row("old"))
+    assert set(read_rows(path)) == {"old"}
+    assert set(CONDITION_COLUMNS) <= set(COLUMNS)
+    cfg = load_config(None, ["data.tokenizer=sentencepiece", "data.sp_vocab_size=512"])
+    iso = types.SimpleNamespace(isoflop=types.SimpleNamespace(flops_rule="6N"))
+    assert conditions(cfg, iso) == {"corpus": "stdlib", "tokenizer": "sentencepiece:512",
+                                    "flops_rule": "6N"}
+
+
 def test_a_truncated_last_row_is_not_a_finished_member(tmp_path):
     path = tmp_path / "runs.csv"
     append_row(path, _row("a"))

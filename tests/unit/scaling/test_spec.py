@@ -55,6 +55,23 @@ def test_bad_override_names_the_spec_file_and_key(tmp_path, changes, spec_key, c
     assert "command-line" not in msg
 
 
+@pytest.mark.parametrize("changes, key", [
+    ({"families": {"lstm": {"overrides": {"data": {"tokenizer": "sentencepiece"}},
+                            "sizes": [{"n_layers": 1, "d_model": 8}]}}},
+     "families.lstm.overrides.data.tokenizer"),
+    ({"families": {"lstm": {"sizes": [{"n_layers": 1, "d_model": 8,
+                                       "overrides": {"data.seq_len": 8}}]}}},
+     "families.lstm.sizes[0].overrides.data.seq_len"),
+])
+def test_data_keys_outside_base_overrides_are_a_spec_error(tmp_path, changes, key):
+    """A family (or size) on other data, tokenizer or seq_len would make the comparison of
+    families unfair (issue 15.4)."""
+    path = tiny_spec(tmp_path, **changes)
+    msg = _error(path)
+    assert msg.startswith(f"sweep spec key '{key}': every member trains on the same data"), msg
+    assert str(path) in msg
+
+
 def test_overrides_as_nested_or_dotted_keys(tmp_path):
     spec = spec_lib.load_spec(tiny_spec(tmp_path, base_overrides={
         "train": {"log_every": 3}, "train.debug_nan_steps": [2, 4], "data.corpus": "2024-01-01"}))

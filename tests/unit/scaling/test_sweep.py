@@ -179,6 +179,9 @@ def test_failed_and_preempted_members_with_a_fake_trainer(tmp_path):
     assert got[order[0]]["error"] == "RuntimeError: out of memory"
     assert got[order[3]]["status"] == "preempted"
     assert [got[n]["status"] for n in order[1:3]] == ["ok", "ok"]
+    # what a fair comparison of families needs: the member's data, tokenizer and FLOP rule
+    assert [got[order[1]][k] for k in ("corpus", "tokenizer", "flops_rule")] == [
+        "stdlib", "byte", "counter"]
     assert set(order[4:]).isdisjoint(got)  # the sweep stopped at the preempted member
     # re-run: the preempted member and the rest run; ok and failed ones do not
     out = sweep.run_sweep(spec, members, tmp_path / "w", train_fn=lambda c, w, quiet:
