@@ -12,6 +12,13 @@ os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+# What a jaxlm command adds to XLA_FLAGS before JAX starts (GPU flags, ignored on CPU), added
+# once for the session: JAX's compilation-cache key hashes XLA_FLAGS, and without this the
+# in-process runs (JAX already started: nothing added) and the `python train.py` runs, Ray workers
+# and notebooks (flags added) compiled the same step under two keys, never sharing an entry.
+from jaxlm import xla_flags  # noqa: E402 (no JAX: `import jaxlm` leaves the environment alone)
+
+xla_flags.apply_defaults()
 # The same tiny models are compiled over and over, in-process and by every `python train.py` the
 # tests start: one persistent compilation cache for the session (inherited by those processes)
 # turns the repeats into loads. Fresh per session, removed at its end (pytest_unconfigure).

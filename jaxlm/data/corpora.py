@@ -82,12 +82,16 @@ def _split_paths(paths: Sequence[pathlib.Path], root: pathlib.Path, fraction: fl
 
 
 def stdlib_files() -> tuple[pathlib.Path, list[pathlib.Path]]:
+    """The standard library's .py files, sorted. The skipped folders are pruned while walking,
+    not filtered afterwards: an installed site-packages under the stdlib folder (pyenv, a
+    system Python) holds tens of thousands of entries, which took seconds per run to list."""
     root = pathlib.Path(sysconfig.get_paths()["stdlib"])
     skip = {"site-packages", "dist-packages", "__pycache__"}
-    files = sorted(
-        p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts)
-    )
-    return root, files
+    files = []
+    for folder, dirs, names in os.walk(root):  # like rglob: symlinked folders not entered
+        dirs[:] = [d for d in dirs if d not in skip]
+        files += [pathlib.Path(folder, n) for n in names if n.endswith(".py")]
+    return root, sorted(files)
 
 
 def stdlib_corpus(validation_fraction: float) -> Corpus:

@@ -46,18 +46,23 @@ def _final(workdir: pathlib.Path) -> dict:
     return [r for r in recs if r.get("event") == "final"][-1]
 
 
+# the eval perplexity is ~32 from step 20 on (150 steps: 27; the bound below is 40), and the
+# classifier fine-tuned from it learns as well from either
+MLM_STEPS = 60
+
+
 @pytest.fixture(scope="module")
 def mlm_run(tmp_path_factory):
     wd = tmp_path_factory.mktemp("mlm") / "run"
     _cli("train", "--workdir", str(wd), "--quiet", "model.objective=mlm", *MODEL,
-         "train.steps=150", "optim.lr=3e-3", "optim.warmup_steps=10", "train.eval_every=0",
+         f"train.steps={MLM_STEPS}", "optim.lr=3e-3", "optim.warmup_steps=10", "train.eval_every=0",
          "train.final_eval_batches=10", "train.checkpoint_every=0")
     return wd
 
 
 def test_mlm_run_learns(mlm_run, cls_run_and_mlm_eval):
     final = _final(mlm_run)
-    # 150 steps of a tiny byte-level encoder on Python source learn little beyond byte frequencies:
+    # 60 steps of a tiny byte-level encoder on Python source learn little beyond byte frequencies:
     # the commonest masked byte (a space) is about a quarter to a third of the targets, and
     # eval_accuracy_baseline says so beside the accuracy
     assert 0.15 < final["eval_accuracy_baseline"] < 0.5, final
@@ -66,7 +71,7 @@ def test_mlm_run_learns(mlm_run, cls_run_and_mlm_eval):
     samples = mlm_run / "samples.txt"
     assert not samples.exists() or samples.read_text() == ""  # an encoder does not sample
     out = json.loads(_ok(cls_run_and_mlm_eval[2]).stdout)
-    assert out["objective"] == "mlm" and out["step"] == 150
+    assert out["objective"] == "mlm" and out["step"] == MLM_STEPS
     assert out["eval_accuracy"] == pytest.approx(final["eval_accuracy"], abs=1e-6)
     assert out["eval_accuracy_baseline"] == pytest.approx(final["eval_accuracy_baseline"], abs=1e-6)
     assert out["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-5)

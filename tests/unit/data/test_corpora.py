@@ -44,6 +44,14 @@ def test_stdlib_split_disjoint_nonempty(stdlib_pair):
     assert not any("site-packages" in p.parts for p in files)
 
 
+def test_stdlib_files_are_the_rglob_listing():
+    """The pruned walk lists exactly what filtering pathlib's rglob lists (the slow way)."""
+    root, files = stdlib_files()
+    skip = {"site-packages", "dist-packages", "__pycache__"}
+    assert files == sorted(p for p in root.rglob("*.py")
+                           if not skip.intersection(p.relative_to(root).parts))
+
+
 def test_stdlib_docs_are_text(stdlib_pair):
     c, _ = stdlib_pair
     root, _ = stdlib_files()
