@@ -55,7 +55,8 @@ SHORT = {"not_bracketed": "minimum not bracketed", "approach2_refused": "not fit
          "interval_spans_zero": "interval spans zero",
          "interval_spans_orders": "interval spans orders of magnitude",
          "negative_exponent": "negative exponent", "exponent_out_of_range": "outside (0, 1)",
-         "a_disagree": "Approaches 2 and 3 disagree on a"}
+         "a_disagree": "Approaches 2 and 3 disagree on a",
+         "holdout_outside": "held-out run outside the prediction band"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +219,20 @@ def family_diagnostics(fam: str, f: FamilyFit) -> list[Diagnostic]:
                                   "loss does not fall with it", {"value": getattr(a3, key).value}))
     for key in ("E", "A", "B", "alpha", "beta", "a", "b"):
         out += _interval_flags(fam, f"approach3.{key}", getattr(a3, key))
-    return out + _a_disagree(fam, f)
+    return out + _a_disagree(fam, f) + _holdout_runs(fam, f)
+
+
+def _holdout_runs(fam: str, f: FamilyFit) -> list[Diagnostic]:
+    """Held-out runs (role holdout) whose measured loss lies outside Approach 3's band."""
+    h = f.holdout_runs
+    if h is None:
+        return []
+    return [Diagnostic("holdout_outside", WARNING, fam, "approach3.holdout_runs",
+                       f"the held-out run {name} measured {h.loss[j]:.4g}, Approach 3 predicted "
+                       f"{h.predicted[j]:.4g} ({h.relative_error[j] * 100:+.2f}%), outside its "
+                       f"band [{h.band[j][0]:.4g}, {h.band[j][1]:.4g}]: the law does not "
+                       "extrapolate to it", {"run": name, "relative_error": h.relative_error[j]})
+            for j, name in enumerate(h.names) if h.outside[j]]
 
 
 def diagnose(fits: Mapping[str, FamilyFit]) -> list[Diagnostic]:

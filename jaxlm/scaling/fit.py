@@ -168,6 +168,7 @@ class FamilyFit(Record):
     approach1: Optional[Approach1Fit] = None
     tuning: Optional[Record] = None  # jaxlm.scaling.tuning.Tuning: hp axes, best per (N, D)
     seed_noise: Optional[replicates.SeedNoise] = None  # replicate seeds: loss across seeds
+    holdout_runs: Optional[Record] = None  # holdout_runs.HoldoutRuns: role-holdout rows predicted
 
     def _items(self) -> list[tuple[str, Any]]:
         items = [("n_points", self.n_points), ("skipped", self.skipped),
@@ -177,7 +178,8 @@ class FamilyFit(Record):
         items += [("approach3", self.approach3), ("predictions", self.predictions)]
         items += [("tuning", self.tuning)] if self.tuning is not None else []
         items += [("seed_noise", self.seed_noise)] if self.seed_noise is not None else []
-        return items + ([("holdout", self.holdout)] if self.holdout is not None else [])
+        items += [("holdout", self.holdout)] if self.holdout is not None else []
+        return items + ([("holdout_runs", self.holdout_runs)] if self.holdout_runs else [])
 
 
 def _approach2_for_family(N, D, C, L, budget, approach2: str, budget_rtol: float, n_boot: int,

@@ -54,7 +54,7 @@ class Member:
     # a member that must have finished ok before this one starts (a cooldown branch starts
     # from its trunk's checkpoint); every launcher honours it
     after: Optional[str] = None
-    role: str = ""  # "trunk" | "branch" (cooldown branches, spec key wsd) | "" (a plain run)
+    role: str = ""  # "trunk" | "branch" (spec key wsd) | "holdout" (spec key holdout) | ""
     branch_step: Optional[int] = None  # branch: the trunk checkpoint (step) it starts from
     b2: Optional[float] = None  # optim.b2 from the hp axes (None: the base config's)
     warmup: Optional[int] = None  # optim.warmup_steps
@@ -302,7 +302,7 @@ def _plain(p: "_Planner", spec: SweepSpec, s: _Size, hp: HpPoint, c: Optional[fl
 def expand(spec: SweepSpec) -> list[Member]:
     """All members of the sweep, in a fixed order: family, size, then budget, hp setting,
     seed; with cooldown branches (spec key wsd): family, size, hp setting, seed, then the
-    trunk and its branches by budget."""
+    trunk and its branches by budget; the held-out members (spec key holdout) last."""
     return expand_grid(spec)[0]
 
 
@@ -328,6 +328,8 @@ def expand_grid(spec: SweepSpec) -> tuple[list[Member], list[Excluded]]:
             for c, d in s.budgets:
                 for hp, (rule, lr) in rates.items():
                     members += _plain(p, spec, s, hp, c, d, rule, lr, excluded)
+    from jaxlm.scaling.holdout_plan import holdout_members  # last; it builds on this module
+    members += holdout_members(p, spec)
     seen: dict[str, int] = {}
     for m in members:
         if m.name in seen:

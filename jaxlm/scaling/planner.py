@@ -125,7 +125,7 @@ class FamilyPlan:
 
 
 def _grid(members: Sequence[Member]):
-    ok = [m for m in members if m.error is None and m.role != "trunk"]
+    ok = [m for m in members if m.error is None and m.role not in ("trunk", "holdout")]
     N = np.array([m.params for m in ok], np.float64)
     D = np.array([m.tokens for m in ok], np.float64)
     C = np.array([m.flops for m in ok], np.float64)

@@ -30,6 +30,7 @@ from jaxlm.scaling import compare as K
 from jaxlm.scaling import diagnostics as D
 from jaxlm.scaling import approach1 as A1
 from jaxlm.scaling import fit as F
+from jaxlm.scaling import holdout_runs as H
 from jaxlm.scaling import replicates as R
 from jaxlm.scaling import tuning as T
 from jaxlm.scaling.approach2 import Approach2Fit, fmt_n
@@ -80,6 +81,7 @@ def read_runs(path) -> dict:
         raise JaxlmError(f"{path}: missing column(s) {', '.join(missing)} (have: "
                          f"{', '.join(cols)})")
     fams: dict = {}
+    held: dict = {}  # role holdout: left out of every fit, predicted (holdout_runs)
     last = {}  # a resumed sweep may append a run twice: its last usable row counts
     for r, lineno in rows:
         if (r.get("status") or "").strip().lower() in OK_STATUS and (r.get("name") or "").strip():
@@ -102,6 +104,9 @@ def read_runs(path) -> dict:
         d = c / (6 * n) if d is None else d
         c = 6 * n * d if c is None else c
         fam = (r.get("family") or "").strip() or "all"
+        if H.is_holdout_row(r):
+            H.add(held, fam, name or f"row{lineno}", n, d, c, loss)
+            continue
         f = fams.setdefault(fam, {"N": [], "D": [], "C": [], "L": [], "names": [], "budget": [],
                                   "hp": {c: [] for c in (*T.HP_COLUMNS, "seed")},
                                   "conditions": {c: set() for c in K.CONDITION_COLUMNS}})
@@ -113,6 +118,7 @@ def read_runs(path) -> dict:
         f["N"].append(n), f["D"].append(d), f["C"].append(c), f["L"].append(loss)
         f["names"].append((r.get("name") or r.get("run") or f"row{lineno}").strip())
         f["budget"].append((r.get("budget") or "").strip())
+    H.attach(fams, held, str(path))
     if not fams:
         raise JaxlmError(f"{path}: no usable rows (rows whose status is not ok/finished/done "
                          "are ignored)")
@@ -131,7 +137,8 @@ def fit_runs(data: dict, **kw) -> dict[str, F.FamilyFit]:
         try:
             fit = F.fit_all(d["N"], d["D"], d["C"], d["L"], budget=d["budget"],
                             replicate=d.get("seed"), curves=d.get("curves"), **kw)
-            out[fam] = dataclasses.replace(fit, tuning=d.get("tuning"))
+            held = H.predict_runs(fit.approach3, d.get("holdout_runs"), kw.get("level", F.LEVEL))
+            out[fam] = dataclasses.replace(fit, tuning=d.get("tuning"), holdout_runs=held)
         except JaxlmError as e:
             raise JaxlmError(f"family {fam!r}: {e}" if len(data) > 1 else str(e)) from None
     return out
@@ -327,6 +334,8 @@ def _family(fam: str, f: F.FamilyFit, title: str, sfx: str, flagged: Flagged) ->
               f"Approach 3 fitted on the {h.n_train} lowest-compute runs predicts the "
               f"{len(err)} highest-compute ones with mean |relative error| "
               f"{err.mean() * 100:.2f}% (max {err.max() * 100:.2f}%)."]
+    if f.holdout_runs is not None:
+        L += [""] + H.markdown(f.holdout_runs)
     if f.skipped:
         L += ["", "Not fitted: " + "; ".join(f"{k}: {v}" for k, v in f.skipped.items()) + "."]
     return L + [""]

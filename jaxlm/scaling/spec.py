@@ -99,6 +99,19 @@ class HpSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class HoldoutSpec:
+    """A held-out member (spec key holdout): trained after every other member at an IsoFLOP
+    budget above the fitted ones, tagged role=holdout in runs.csv, left out of every fit and
+    predicted by Approach 3 (jaxlm.scaling.holdout_runs)."""
+
+    family: str = ""
+    budget: float = 0.0  # compute budget C (FLOPs), above every isoflop.budgets entry
+    n_layers: Optional[int] = None  # a shape (with d_model), or a params target
+    d_model: Optional[int] = None
+    params: Optional[float] = None  # target non-embedding parameter count (family's shape rule)
+
+
+@dataclasses.dataclass(frozen=True)
 class SweepSpec:
     base_config: Optional[str] = None  # a run config (relative to the spec's folder); None: defaults
     base_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -112,6 +125,7 @@ class SweepSpec:
     wsd: Optional[WsdSpec] = None  # cooldown branches instead of one run per budget
     hp: HpSpec = dataclasses.field(default_factory=HpSpec)  # hyperparameter axes
     launcher: LauncherSpec = dataclasses.field(default_factory=LauncherSpec)  # launch_spec
+    holdout: list[HoldoutSpec] = dataclasses.field(default_factory=list)  # trained last, not fitted
 
 
 def _spec_error(e: oc_errors.OmegaConfBaseException, source: str) -> JaxlmError:
@@ -124,7 +138,7 @@ def _spec_error(e: oc_errors.OmegaConfBaseException, source: str) -> JaxlmError:
 
 _NESTED = {("SweepSpec", "families"): ("dict", FamilySpec), ("SweepSpec", "isoflop"): IsoFlopSpec,
            ("SweepSpec", "lr"): RuleSpec, ("SweepSpec", "wsd"): WsdSpec,
-           ("SweepSpec", "hp"): HpSpec, ("SweepSpec", "batch_size"): RuleSpec,
+           ("SweepSpec", "hp"): HpSpec, ("SweepSpec", "holdout"): ("list", HoldoutSpec), ("SweepSpec", "batch_size"): RuleSpec,
            ("FamilySpec", "sizes"): ("list", SizeSpec), ("FamilySpec", "lr"): RuleSpec,
            ("FamilySpec", "batch_size"): RuleSpec, ("SweepSpec", "launcher"): LauncherSpec,
            **launch_spec.NESTED}
@@ -282,6 +296,7 @@ def validate_spec(spec: SweepSpec, source: str = "sweep spec") -> None:
     if not 0 <= spec.warmup_fraction < 1:
         raise bad("warmup_fraction", f"must be in [0, 1); got {spec.warmup_fraction}")
     _validate_recipes(spec, bad)
+    _validate_holdout(spec, bad)
     rules = [("lr", spec.lr), ("batch_size", spec.batch_size)]
     rules += [(f"families.{f}.{n}", getattr(fs, n)) for f, fs in spec.families.items()
               for n in ("lr", "batch_size")]
@@ -307,6 +322,29 @@ def _validate_shape_family(fam: str, fs: FamilySpec, bad: Any) -> None:
             if s.params is not None and s.n_layers is not None:
                 raise bad(f"{key}.sizes[{i}].n_layers", "is given with fixed_aspect: the "
                           "aspect ratio sets the depth of a parameter target")
+
+
+def _validate_holdout(spec: SweepSpec, bad: Any) -> None:
+    """holdout: IsoFLOP sweeps only, a family of the spec, a budget above the fitted ones."""
+    for i, h in enumerate(spec.holdout):
+        k = f"holdout[{i}]"
+        if spec.isoflop is None or spec.wsd is not None:
+            raise bad("holdout", "needs an isoflop sweep without wsd branches")
+        if h.family not in spec.families:
+            raise bad(f"{k}.family", f"is '{h.family}'; choose one of the spec's families: "
+                      f"{', '.join(spec.families)}")
+        top = max(spec.isoflop.budgets)
+        if not h.budget > top:
+            raise bad(f"{k}.budget", f"is {h.budget:g}; a held-out run must lie above the fitted "
+                      f"budgets (largest isoflop.budgets: {top:g})")
+        if (h.params is None) == (h.d_model is None and h.n_layers is None):
+            raise bad(k, "needs n_layers and d_model, or params (not both)")
+        if h.params is None and (h.n_layers is None or h.d_model is None):
+            raise bad(k, "needs both n_layers and d_model")
+        for name in ("n_layers", "d_model", "params"):
+            v = getattr(h, name)
+            if v is not None and v <= 0:
+                raise bad(f"{k}.{name}", f"must be > 0; got {v}")
 
 
 def _validate_recipes(spec: SweepSpec, bad: Any) -> None:
@@ -360,5 +398,5 @@ def write_spec_copy(spec: SweepSpec, workdir: str | os.PathLike) -> None:
         path.write_text(OmegaConf.to_yaml(OmegaConf.structured(spec)))
 
 
-__all__ = ["SizeSpec", "RuleSpec", "WsdSpec", "HpSpec", "HpPoint", "hp_grid", "FamilySpec", "IsoFlopSpec", "SweepSpec", "FAMILIES",
+__all__ = ["HoldoutSpec", "SizeSpec", "RuleSpec", "WsdSpec", "HpSpec", "HpPoint", "hp_grid", "FamilySpec", "IsoFlopSpec", "SweepSpec", "FAMILIES",
            "FLOPS_RULES", "dotlist", "load_spec", "validate_spec", "write_spec_copy"]

@@ -1,5 +1,6 @@
 """The sweep driver: hands members to a launcher as its slots free up, largest first (by
-planned FLOPs), each once the member it names in `after` has finished ok; counts attempts;
+planned FLOPs), each once the member it names in `after` has finished ok (a held-out member,
+role holdout: once every other member of its queue has ended); counts attempts;
 keeps one progress bar; compiles runs.csv from the members' records at the end.
 
 What a member's attempt can end in, and what the driver does:
@@ -58,6 +59,9 @@ class _Driver:
     # -------------------------------------------------------------- what may start
     def _after_state(self, m: Member) -> Optional[str]:
         """None: m may start; 'wait'; or why it cannot run (its predecessor failed)."""
+        if m.role == "holdout" and any(x.role != "holdout" for x in
+                                       [*self.queue, *self.running.values()]):
+            return "wait"  # a held-out member trains after every other one
         a = m.after
         if a is None or a in self.ok:
             return None
@@ -178,7 +182,8 @@ def drive(spec: SweepSpec, members: Sequence[Member], workdir: str | os.PathLike
                 spec.launcher.retries if retries is None else retries, quiet_runs, log, bar)
     d.out.skipped = skipped
     d.ok = {n for n, r in done.items() if r.get("status") == "ok"}
-    d.queue = sorted(todo, key=lambda m: -m.flops)  # largest first (stable among equals)
+    # largest first (stable among equals); held-out members last
+    d.queue = sorted(todo, key=lambda m: (m.role == "holdout", -m.flops))
     try:
         with StopSignals(log=log) as stop:
             while d.queue or d.running:

@@ -19,5 +19,6 @@ def test_dry_run_prints_the_plan(repo_root, tmp_path, capsys):
     assert cli.main(["sweep", "--config", str(repo_root / "configs/sweeps/cpu_demo.yaml"),
                      "--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "transformer-L" in out and "lstm-L" in out and "-C1e11" in out
+    assert "transformer-L" in out and "lstm-L" in out and "-C2.5e11" in out
+    assert out.count("-C3e12-holdout") == 2  # one held-out member per family
     assert "members;" in out and not (tmp_path / "w").exists()
