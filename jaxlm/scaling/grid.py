@@ -8,14 +8,15 @@ window, the per-budget batch size, and the record of members a rule left out.
   shapes then grow along one line instead of jumping between depths.
 - IsoFLOP members whose D/N lies outside `isoflop.tokens_per_param` are left out, as are those
   with fewer than `min_steps` steps; with `isoflop.batch_for_min_steps` a member's batch is the
-  largest one <= its batch rule that still gives min_steps steps.
+  largest one <= its batch rule that still gives min_steps steps, and as many more eval
+  batches as keep its evals on the same held-out sequences.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from jaxlm.scaling.spec import RuleSpec
 
@@ -90,6 +91,19 @@ def batch_for_steps(tokens: float, batch: int, seq_len: int, min_steps: int) -> 
     return b if steps_for(tokens, b, seq_len) >= min_steps else batch
 
 
+def same_eval_tokens(t: Any, rule: Optional[int], batch: int) -> list[str]:
+    """Overrides for a member whose batch was lowered from its `rule` (`t`: the base
+    TrainConfig). Evals count batches of the train batch, so such a member gets proportionally
+    more eval batches: every member of a sweep is scored on the same held-out sequences (the
+    first rule x batches of the ordered eval split; a batch that does not divide that count sees
+    at most batch - 1 more)."""
+    if rule is None or rule == batch:
+        return []
+    return [f"train.{k}={-(-n * rule // batch)}" for k, n in
+            (("eval_batches", t.eval_batches), ("final_eval_batches", t.final_eval_batches))
+            if n > 0]
+
+
 def window_reason(tokens: float, params: int, window: Optional[Sequence[float]]) -> Optional[str]:
     """Why D/N lies outside the tokens-per-parameter window (None: inside, or no window)."""
     if window is None or params <= 0:
@@ -118,5 +132,5 @@ def excluded_table(excluded: Sequence[Excluded]) -> list[str]:
     return lines
 
 
-__all__ = ["Excluded", "solve_shape", "size_rule", "steps_for", "batch_for_steps", "window_reason",
+__all__ = ["Excluded", "solve_shape", "size_rule", "steps_for", "batch_for_steps", "same_eval_tokens", "window_reason",
            "steps_reason", "excluded_table"]

@@ -180,7 +180,8 @@ def _member(p: "_Planner", s: _Size, name: str, c: Optional[float], steps: int, 
     """A member and its overrides, validated as a run config (an invalid one: `error`)."""
     ov = (*s.shape, f"train.steps={steps}", f"train.batch_size={batch}", f"optim.lr={lr}",
           f"optim.warmup_steps={warmup}", f"train.seed={seed}",
-          *([f"optim.b2={hp.b2}"] if hp.b2 is not None else []), *more, *s.extra)
+          *([f"optim.b2={hp.b2}"] if hp.b2 is not None else []),
+          *grid.same_eval_tokens(p.base.train, fields.get("batch_rule"), batch), *more, *s.extra)
     err = s.error
     if err is None:
         check = ([f"train.branch_from={RUNS_DIR}/{fields['after']}@{fields['branch_step']}"]

@@ -224,9 +224,8 @@ def _check_overrides(spec: SweepSpec, source: str) -> None:
             config_lib.check_overrides(dotlist(overrides), f"sweep spec {source}, key '{key}'")
         data = [k for k in _flatten(overrides) if k.startswith("data.")]
         if data and key != "base_overrides":  # families are compared on the same data
-            raise JaxlmError(f"sweep spec key '{key}.{data[0]}': every member trains on the "
-                             "same data, tokenizer and seq_len (families and sizes are compared "
-                             f"on them); set data keys in base_overrides (in {source})")
+            raise JaxlmError(f"sweep spec key '{key}.{data[0]}': every member trains on the same "
+                             f"data, tokenizer and seq_len; set data keys in base_overrides (in {source})")
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
@@ -341,8 +340,7 @@ def _validate_holdout(spec: SweepSpec, bad: Any) -> None:
             raise bad(k, "needs n_layers and d_model, or params (not both)")
         if h.params is None and (h.n_layers is None or h.d_model is None):
             raise bad(k, "needs both n_layers and d_model")
-        for name in ("n_layers", "d_model", "params"):
-            v = getattr(h, name)
+        for name, v in (("n_layers", h.n_layers), ("d_model", h.d_model), ("params", h.params)):
             if v is not None and v <= 0:
                 raise bad(f"{k}.{name}", f"must be > 0; got {v}")
 

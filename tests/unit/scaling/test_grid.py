@@ -78,6 +78,26 @@ def test_batch_is_lowered_per_budget_to_reach_min_steps(tmp_path):
     assert len(plain) < len(members) and all("isoflop.min_steps" in e.reason for e in out)
 
 
+def test_a_lowered_batch_is_evaluated_on_the_same_sequences(tmp_path):
+    """Evals count batches of the train batch: without more eval batches, a member whose
+    batch was lowered would be scored on fewer (and other) held-out tokens than its budget's
+    other members, which made the CPU demo's IsoFLOP profiles jump between neighbours."""
+    members, _ = _expand(tmp_path, min_steps=200, batch_for_min_steps=True)
+    spec = sweep.load_spec(tiny_spec(tmp_path))  # its base config: the members' base
+    train = {m.name: sweep.member_config(spec, m).train for m in members}
+    kept = [m for m in members if m.batch_rule is None]
+    lowered = [m for m in members if m.batch_rule is not None]
+    assert kept and lowered
+    base = train[kept[0].name]  # the rule's batch: the base config's eval batches
+    assert base.eval_batches > 1 and base.final_eval_batches >= 1
+    for m in lowered:
+        t, sequences = train[m.name], m.batch_rule * base.final_eval_batches
+        assert 0 <= t.final_eval_batches * m.batch - sequences < m.batch
+        assert 0 <= t.eval_batches * m.batch - m.batch_rule * base.eval_batches < m.batch
+    assert grid.same_eval_tokens(type(base)(final_eval_batches=0, eval_batches=3), 8, 3) == [
+        "train.eval_batches=8"]  # 0 (the whole split) stays the whole split
+
+
 def test_batch_for_steps_rule():
     assert grid.batch_for_steps(16 * 8 * 100, 8, 16, 50) == 8  # already enough steps
     assert grid.batch_for_steps(16 * 8 * 100, 8, 16, 200) == 4
