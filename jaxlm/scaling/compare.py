@@ -232,10 +232,11 @@ def _pair(ref: str, fam: str, fa: FamilyFit, fb: FamilyFit, C_ref: Optional[floa
     out = []
 
     def add(q: str, scale: str, why: Optional[str], fn) -> None:
-        if why is not None:
-            out.append(Difference(q, ref, fam, scale, reason=why))
-        else:
-            out.append(Difference(q, ref, fam, scale, **fn()))
+        got = {} if why is not None else fn()
+        if why is None and not np.isfinite(got["estimate"].value):  # a degenerate fit
+            why = "not identified: its point estimate is not finite"
+        out.append(Difference(q, ref, fam, scale, reason=why) if why is not None
+                   else Difference(q, ref, fam, scale, **got))
 
     front = "L(C)" in fa.power_laws and "L(C)" in fb.power_laws
     no_front = (None if front else "not identified: " + "; ".join(
@@ -244,12 +245,12 @@ def _pair(ref: str, fam: str, fa: FamilyFit, fb: FamilyFit, C_ref: Optional[floa
     no_c = "not identified: the families' compute ranges do not overlap"
     cs = (None if C_ref is None or not front else
           np.asarray([C_ref, *_budgets_between(fa, fb, C_ref)]))
-    add("frontier_gap", "relative", no_front or (no_c if C_ref is None else None),
+    flagged_c = _refusal(_flags(ref, diags, ["L(C)."]) + _flags(fam, diags, ["L(C)."]))
+    add("frontier_gap", "relative", no_front or (no_c if C_ref is None else None) or flagged_c,
         lambda: frontier_gap(frontier_logs(fa.power_laws["L(C)"], cs),
                              frontier_logs(fb.power_laws["L(C)"], cs), cs, rng, level))
     law = (lambda f: f.power_laws["L(C)"])
-    add("alpha_C", "difference",
-        no_front or _refusal(_flags(ref, diags, ["L(C)."]) + _flags(fam, diags, ["L(C)."])),
+    add("alpha_C", "difference", no_front or flagged_c,
         lambda: scalar_difference(law(fa).alpha.value, law(fb).alpha.value,
                                   None if law(fa).boot is None else law(fa).boot[:, 1],
                                   None if law(fb).boot is None else law(fb).boot[:, 1], rng,

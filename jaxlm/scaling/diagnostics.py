@@ -41,6 +41,7 @@ from jaxlm.scaling.fit import FamilyFit
 from jaxlm.scaling.records import Estimate, Record
 
 WARNING, INFO = "warning", "info"
+MAX_FRONTIER_EXPONENT = 5.0  # published L(C) exponents are ~0.05-0.6
 MIN_PROFILE_SIZES = 5
 E_AT_BOUND = 1e-3  # relative to the lowest loss fitted
 # an interval whose ends differ by this many orders of magnitude does not determine its quantity:
@@ -208,6 +209,12 @@ def family_diagnostics(fam: str, f: FamilyFit) -> list[Diagnostic]:
                                   {"value": law.alpha.value}))
         out += _interval_flags(fam, f"{key}.alpha", law.alpha,
                                INFO if isoflop and key in ("L(N)", "L(D)") else WARNING)
+        if key == "L(C)" and law.alpha.value > MAX_FRONTIER_EXPONENT:
+            out.append(Diagnostic("exponent_out_of_range", WARNING, fam, "L(C).alpha",
+                                  f"L(C).alpha = {_g(law.alpha.value)}: no compute frontier falls "
+                                  f"this steeply (> {MAX_FRONTIER_EXPONENT}); the fit is "
+                                  "degenerate (its E at the lowest loss?)",
+                                  {"value": law.alpha.value}))
     if f.approach2 is not None:
         out += _budgets(fam, f.approach2)
     a3 = f.approach3

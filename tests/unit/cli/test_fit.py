@@ -10,7 +10,7 @@ from helpers import REPO_ROOT
 from jaxlm.cli import EXIT_FLAGGED, main
 from scaling_helpers import isoflop_grid, random_constants, write_csv
 
-DEMO_CSV = REPO_ROOT / "benchmarks" / "cpu_demo" / "runs.csv"  # the old demo sweep (issue 15)
+DEMO_CSV = REPO_ROOT / "tests" / "data" / "old_cpu_demo_runs.csv"  # the old demo sweep (issue 15)
 
 
 def runs_rows(seed=0, families=("transformer", "lstm")):

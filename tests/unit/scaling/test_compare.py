@@ -165,3 +165,32 @@ def test_families_trained_under_different_data_get_a_warning(tmp_path):
     assert [(d.code, d.severity) for d in unknown] == [("conditions_unknown", "info")]
     rule = K.conditions_check({"t": {"flops_rule": {"6N"}}, "l": {"flops_rule": {"counter"}}})
     assert rule[0].code == "conditions_differ" and rule[0].what == "families.flops_rule"
+
+
+def test_a_degenerate_frontier_is_flagged_and_its_gap_refused(three_families, monkeypatch):
+    """The first redesigned CPU demo's Transformer frontier fitted alpha_C = 2095 with a narrow
+    interval (E on the lowest loss): no interval flag fired and the gap's point estimate was NaN
+    yet called significant. Now L(C).alpha > 5 is a warning and the gap is refused."""
+    import dataclasses
+
+    from jaxlm.scaling import diagnostics
+    from jaxlm.scaling.records import Estimate
+
+    ref = three_families["ref"]
+    law = ref.power_laws["L(C)"]
+    steep = dataclasses.replace(law, alpha=Estimate(2095.0, (1520.0, 4280.0)))
+    fits = {"ref": ref, "flat": dataclasses.replace(
+        three_families["higher"], power_laws={**ref.power_laws, "L(C)": steep})}
+    diags = diagnostics.diagnose(fits)
+    assert any(d.code == "exponent_out_of_range" and d.what == "L(C).alpha"
+               and d.family == "flat" and d.severity == diagnostics.WARNING for d in diags)
+    assert not any(d.what == "L(C).alpha" and d.family == "ref" for d in diags)
+    got = {d.quantity: d for d in K.compare(fits, seed=0).differences}
+    for q in ("frontier_gap", "alpha_C"):
+        assert not got[q].identified and "flat: L(C).alpha = 2.1e+03" in got[q].reason, got[q]
+    # a difference whose point estimate is not finite is never reported as a result
+    monkeypatch.setattr(K, "frontier_gap", lambda *a, **k: {"estimate": Estimate(float("nan")),
+                                                             "n_draws": 0})
+    gap = {d.quantity: d for d in K.compare({"ref": ref, "higher": three_families["higher"]},
+                                            seed=0).differences}["frontier_gap"]
+    assert not gap.identified and gap.reason.endswith("point estimate is not finite")

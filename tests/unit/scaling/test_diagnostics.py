@@ -1,5 +1,5 @@
 """jaxlm.scaling.diagnostics: every flag fires on a constructed case and stays quiet on a clean
-fit; the old CPU demo sweep (benchmarks/cpu_demo/runs.csv) raises every flag issue 15 lists."""
+fit; the old CPU demo sweep (tests/data/old_cpu_demo_runs.csv, replaced in benchmarks/cpu_demo/) raises every flag issue 15 lists."""
 
 import dataclasses
 
@@ -113,7 +113,7 @@ def test_power_law_e_at_its_bound_is_a_note(clean):
 def demo():
     from jaxlm.scaling import report
 
-    data = report.read_runs(REPO_ROOT / "benchmarks" / "cpu_demo" / "runs.csv")
+    data = report.read_runs(REPO_ROOT / "tests" / "data" / "old_cpu_demo_runs.csv")
     fits = report.fit_runs(data, n_boot=200)
     return fits, D.diagnose(fits)
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # tight_layout o
 def _demo_fits():
     from jaxlm.scaling import report
 
-    data = report.read_runs(REPO_ROOT / "benchmarks" / "cpu_demo" / "runs.csv")
+    data = report.read_runs(REPO_ROOT / "tests" / "data" / "old_cpu_demo_runs.csv")
     return report.fit_runs(data, n_boot=0), data
 
 
