@@ -28,7 +28,7 @@ from jaxlm import sharding
 from jaxlm.config import ATTENTION_IMPLS
 
 IMPLEMENTATIONS = ATTENTION_IMPLS  # defined with the config
-BLOCK_SIZE = 128  # blockwise: query/key block (benchmarks/bench_attention.py)
+BLOCK_SIZE = 64  # blockwise: query/key block (benchmarks/bench_attention.py; 64 beat 128 and 32)
 
 
 def _splash_module():

@@ -57,6 +57,7 @@ def test_attention_resolution_on_cpu_falls_back_loudly():
                   seq_len=64)
     assert attention.resolve("auto", **shapes) == ("xla", None)  # one block: nothing to skip
     assert attention.resolve("auto", **{**shapes, "seq_len": 256}) == ("blockwise", None)
+    assert attention.resolve("auto", **{**shapes, "seq_len": 128}) == ("blockwise", None)  # 2 x 64
     assert attention.resolve("auto", **{**shapes, "seq_len": 256, "causal": False}) == ("xla", None)
     assert attention.resolve("xla", **{**shapes, "seq_len": 256}) == ("xla", None)
     impl, warning = attention.resolve("blockwise", **{**shapes, "causal": False})
