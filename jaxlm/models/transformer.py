@@ -135,7 +135,13 @@ class Transformer(nn.Module):
         x_btd = Norm(c.norm, c.norm_eps, c.use_bias, dtype, pdtype, name="ln_f")(x_btd)
         if c.objective == "classify":
             return self._classify(x_btd, valid_bt, dtype, pdtype)
-        if c.tie_embeddings:
+        if c.tie_embeddings and decode and x_btd.shape[1] == 1:
+            # one new token per row: E (v, d) @ x (d, b) reads the embedding in its own layout.
+            # `embed.attend` (x @ E.T) made XLA's CPU matrix-vector path copy E transposed on
+            # every generated token (2 x 154 MB per token on GPT-2 small).
+            x_bd, e_vd = embed.promote_dtype(x_btd[:, 0], embed.embedding, dtype=embed.dtype)
+            logits_btv = jnp.dot(e_vd, x_bd.T).T[:, None, :]
+        elif c.tie_embeddings:
             logits_btv = embed.attend(x_btd)
         else:
             logits_btv = nn.Dense(
