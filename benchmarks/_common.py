@@ -18,7 +18,10 @@ from jaxlm import xla_flags
 
 from load import LIMIT_CORES, RUN_LIMIT_CORES, LoadMeter
 
-xla_flags.apply_defaults()  # the benchmarks measure jaxlm as its runs are set up (not on import)
+# the benchmarks measure jaxlm as its runs are set up (not on import): the scripts that time
+# training steps get what `jaxlm train` gets on a CPU-only machine, one device per core
+TRAINING_SCRIPTS = ("bench_train.py", "bench_vs_torch.py", "profile_step.py")
+xla_flags.apply_defaults(training=pathlib.Path(sys.argv[0]).name in TRAINING_SCRIPTS)
 
 import jax  # noqa: E402
 
@@ -70,7 +73,8 @@ def attention_impl(cfg: RunConfig) -> str:
 def build(cfg: RunConfig) -> Setup:
     """Model, optimizer, sharded state and the jitted train step, the way the training loop
     builds them (`cfg.model.vocab_size` must be set; attention as `attention_impl` resolves)."""
-    mesh = sharding.make_mesh(cfg.mesh)
+    mesh = sharding.make_mesh(cfg.mesh, sharding.devices_for_batch(
+        cfg.mesh, cfg.train.batch_size // cfg.train.grad_accum))
     impl = attention_impl(cfg)
     model = build_model(cfg.model if impl == "-" else
                         dataclasses.replace(cfg.model, attention_impl=impl))

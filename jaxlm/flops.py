@@ -32,6 +32,7 @@ import tempfile
 import time
 from typing import Any, Optional
 
+import numpy as np
 from flax.traverse_util import flatten_dict
 
 from jaxlm.config import ModelConfig
@@ -114,20 +115,37 @@ def peak_flops(device_kind: str, dtype: str = "bfloat16") -> Optional[float]:
 
 @functools.lru_cache(maxsize=None)
 def matmul_roof(n: int = 1024, repeats: int = 5) -> float:
-    """Measured FLOP/s of the default device on an n x n float32 matmul (best of `repeats`):
-    the CPU's practical peak, so CPU runs have an MFU too. Cached per process; ~0.2 s on CPU."""
+    """Measured FLOP/s of an n x n float32 matmul (best of `repeats`): the CPU's practical peak,
+    so CPU runs have an MFU too. On the single-threaded CPU devices of jaxlm's CPU split, one
+    matmul per device at once (their sum: the cores' roof together). ~0.2 s on CPU."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    mm = jax.jit(lambda x: x @ x)
+    k = _roof_devices()
+    a = jax.random.normal(jax.random.key(0), (k, n, n), jnp.float32)
+    if k > 1:
+        mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:k]), ("devices",))
+        a = jax.device_put(a, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+            "devices")))
+    mm = jax.jit(lambda x: x @ x)  # batched: device i multiplies its own matrix
     mm(a).block_until_ready()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         mm(a).block_until_ready()
         best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best
+    return k * 2.0 * n**3 / best
+
+
+def _roof_devices() -> int:
+    """How many devices the roof runs on at once: the single-threaded CPU devices (one per
+    core at most), else one."""
+    import jax
+
+    if not single_threaded_cpu() or jax.devices()[0].platform != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return max(1, min(jax.device_count(), cores))
 
 
 REMEASURE_ENV = "JAXLM_REMEASURE_ROOF"  # "1": measure the roof again, replace the cached one
@@ -178,8 +196,16 @@ def roof_key(n: int) -> str:
     import jax
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{jax.devices()[0].device_kind} | {cpu_model()} | {cores} cores | "
+    k = _roof_devices()
+    threads = f" | {k} single-threaded devices" if k > 1 else ""
+    return (f"{jax.devices()[0].device_kind} | {cpu_model()} | {cores} cores{threads} | "
             f"jax {jax.__version__} | n={n}")
+
+
+def single_threaded_cpu() -> bool:
+    """Whether each CPU device runs its ops on one thread (XLA_FLAGS, as jaxlm's CPU device
+    split sets it): one device's roof is then one core's."""
+    return "--xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "")
 
 
 def _read_cache(path: pathlib.Path) -> dict:
@@ -244,7 +270,9 @@ def system_peak(devices: list, dtype: str, override: Optional[float] = None) -> 
         roof = machine_roof()
         busy = (f"; other processes kept {roof.others_busy:.1f} cores busy meanwhile, so it is "
                 "low and not cached" if roof.others_busy > LOADED_CORES else "")
-        return roof.flops, f"measured float32 matmul roof of this machine ({roof.measured}{busy})"
+        what = (f"its {_roof_devices()} single-threaded CPU devices at once"
+                if _roof_devices() > 1 else "this machine")
+        return roof.flops, f"measured float32 matmul roof of {what} ({roof.measured}{busy})"
     peak = peak_flops(kind, dtype)
     if peak is None:
         roof = machine_roof()
@@ -259,5 +287,5 @@ def mfu(tokens_per_sec: float, model_flops_token: float, peak: float) -> float:
 
 
 __all__ = ["param_counts", "flops_per_token", "model_flops_per_token", "peak_flops",
-           "matmul_roof", "machine_roof", "roof_cache_path", "Roof", "system_peak", "mfu",
-           "PEAK_FLOPS", "REMEASURE_ENV"]
+           "matmul_roof", "machine_roof", "single_threaded_cpu", "roof_cache_path", "Roof",
+           "system_peak", "mfu", "PEAK_FLOPS", "REMEASURE_ENV"]

@@ -26,6 +26,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxlm.config import DistributedConfig, MeshConfig
+from jaxlm import xla_flags
 from jaxlm.errors import JaxlmError
 
 MESH_AXES = ("data", "fsdp", "context", "tensor")
@@ -113,6 +114,19 @@ def hybrid_device_grid(cfg: MeshConfig, devices: Sequence[Any]) -> np.ndarray:
     except ValueError as e:
         raise JaxlmError(f"cannot lay out the mesh {ici} within slices x {dcn} across "
                          f"{n_slices} slices: {str(e).splitlines()[0]}") from None
+
+
+def devices_for_batch(cfg: MeshConfig, rows: int) -> Optional[list]:
+    """The devices a run's mesh spans: all (None), except on the CPU devices jaxlm split the
+    machine into (`xla_flags.cpu_device_flags`) under the default mesh, where it is the most of
+    them that divide the `rows` of one (micro)batch: a batch of 6 on 4 such devices trains on 3,
+    not an error the user never asked for."""
+    n = xla_flags.auto_cpu_devices()
+    devices = jax.devices()
+    if not n or len(devices) != n or devices[0].platform != "cpu" or cfg != MeshConfig():
+        return None
+    used = max(k for k in range(1, n + 1) if rows % k == 0)
+    return None if used == n else devices[:used]
 
 
 def make_mesh(cfg: MeshConfig, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:

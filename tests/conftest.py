@@ -17,6 +17,9 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # in-process runs (JAX already started: nothing added) and the `python train.py` runs, Ray workers
 # and notebooks (flags added) compiled the same step under two keys, never sharing an entry.
 from jaxlm import xla_flags  # noqa: E402 (no JAX: `import jaxlm` leaves the environment alone)
+# One CPU device, as JAX has it, for the suite and the processes it starts: the tests size their
+# batches freely, and tests/e2e/test_cpu_devices.py checks jaxlm's one-device-per-core default.
+os.environ.setdefault(xla_flags.CPU_DEVICES_ENV, "1")
 
 xla_flags.apply_defaults()
 # The same tiny models are compiled over and over, in-process and by every `python train.py` the

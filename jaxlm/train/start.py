@@ -83,7 +83,8 @@ def open_run(cfg: RunConfig, workdir: pathlib.Path, resuming: bool, quiet: bool)
     if t.branch_from and not resuming:  # refused before anything is built or written
         branch.check_trunk(cfg)
 
-    mesh = sharding.make_mesh(cfg.mesh)
+    mesh = sharding.make_mesh(cfg.mesh, sharding.devices_for_batch(
+        cfg.mesh, t.batch_size // t.grad_accum))
     dp = sharding.data_parallel_size(mesh)
     if t.batch_size % (dp * t.grad_accum):
         accum = f" x train.grad_accum={t.grad_accum} microbatches" if t.grad_accum > 1 else ""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import sharding
+from jaxlm import sharding, xla_flags
 from jaxlm.config import MeshConfig, ModelConfig, OptimConfig
 from jaxlm.models import build_model
 from jaxlm.models.transformer import stack_layers
@@ -36,6 +36,23 @@ MESHES = {
 
 def test_eight_devices():
     assert jax.device_count() == 8
+
+
+def test_cpu_device_split_uses_the_devices_that_divide_the_batch(monkeypatch):
+    """jaxlm's one-device-per-core CPU split (xla_flags) under the default mesh trains on the
+    most devices that divide the (micro)batch; a mesh the user set is theirs."""
+    monkeypatch.setenv(xla_flags.CPU_DEVICES_ADDED_ENV, "8")
+    default = MeshConfig()
+    assert sharding.devices_for_batch(default, 16) is None  # all 8
+    for rows, used in ((6, 6), (3, 3), (7, 7), (9, 3), (1, 1)):
+        assert sharding.devices_for_batch(default, rows) == jax.devices()[:used]
+    mesh = sharding.make_mesh(default, sharding.devices_for_batch(default, 6))
+    assert sharding.data_parallel_size(mesh) == 6
+    assert sharding.devices_for_batch(MeshConfig(data=8), 6) is None
+    monkeypatch.setenv(xla_flags.CPU_DEVICES_ADDED_ENV, "4")  # not the split JAX started with
+    assert sharding.devices_for_batch(default, 6) is None
+    monkeypatch.delenv(xla_flags.CPU_DEVICES_ADDED_ENV)  # the user's own 8 devices
+    assert sharding.devices_for_batch(default, 6) is None
 
 
 def _batches(n: int = STEPS, batch: int = BATCH, seed: int = 0) -> list[dict[str, np.ndarray]]:

@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from jaxlm import xla_flags
+from jaxlm.errors import JaxlmError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,3 +68,52 @@ def test_library_train_sets_the_flags_only_before_jax_starts(monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     assert xla_flags.apply_before_backends() == []
     assert "XLA_FLAGS" not in os.environ
+
+
+# ---------------------------------------------------------------------------------------------
+# one CPU device per core for training
+
+
+def test_cpu_device_split_for_training_only(monkeypatch):
+    monkeypatch.setattr(xla_flags, "usable_cores", lambda: 2)
+    env = {"JAX_PLATFORMS": "cpu"}
+    assert xla_flags.apply_defaults(dict(env)) == [
+        f"--{n}={v}" for n, (v, _) in xla_flags.DEFAULT_FLAGS.items()]  # not training: no split
+    added = xla_flags.apply_defaults(env, training=True)
+    assert added[-2:] == ["--xla_force_host_platform_device_count=2",
+                          "--xla_cpu_multi_thread_eigen=false"]
+    assert xla_flags.auto_cpu_devices(env) == 2  # the mesh may use fewer (sharding)
+    assert xla_flags.apply_defaults(env, training=True) == []  # idempotent
+    # more cores than MAX_AUTO_CPU_DEVICES: capped, and Eigen's threads stay on
+    monkeypatch.setattr(xla_flags, "usable_cores", lambda: 32)
+    assert xla_flags.cpu_device_flags({"JAX_PLATFORMS": "cpu"}) == [
+        f"--xla_force_host_platform_device_count={xla_flags.MAX_AUTO_CPU_DEVICES}"]
+
+
+def test_cpu_device_split_respects_the_user_and_accelerators(monkeypatch):
+    monkeypatch.setattr(xla_flags, "usable_cores", lambda: 4)
+    cpu = {"JAX_PLATFORMS": "cpu"}
+    assert xla_flags.cpu_device_flags({**cpu, "JAXLM_CPU_DEVICES": "1"}) == []
+    assert xla_flags.cpu_device_flags({**cpu, "JAXLM_CPU_DEVICES": "3"}) == [
+        "--xla_force_host_platform_device_count=3"]  # fewer than the cores: threads stay on
+    mine = {**cpu, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    assert xla_flags.apply_defaults(mine, training=True)[-1].startswith("--xla_gpu")
+    assert xla_flags.auto_cpu_devices(mine) == 0
+    assert xla_flags.cpu_device_flags({"JAX_PLATFORMS": "cuda"}) == []
+    assert xla_flags.cpu_device_flags({"JAX_PLATFORMS": "cpu,tpu"}) == []
+    for bad in ("two", "0", "-1"):
+        with pytest.raises(JaxlmError, match=f"JAXLM_CPU_DEVICES='{bad}'"):
+            xla_flags.cpu_device_flags({**cpu, "JAXLM_CPU_DEVICES": bad})
+
+
+def test_cpu_device_split_parses_and_takes_effect():
+    """The split's flags parse with this jaxlib (XLA aborts on an unknown flag) and give JAX the
+    devices."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", JAXLM_CPU_DEVICES="2")
+    code = ("from jaxlm import xla_flags; xla_flags.apply_defaults(training=True); import jax; "
+            "jax.numpy.ones(1).block_until_ready(); print(jax.device_count())")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["2"]
