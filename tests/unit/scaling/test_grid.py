@@ -137,10 +137,6 @@ def test_batch_for_steps_rule():
      r"families.lstm.sizes\[0\].n_layers"),
     ({}, {"tokens_per_param": [20]}, "isoflop.tokens_per_param"),
     ({}, {"tokens_per_param": [50, 5]}, "isoflop.tokens_per_param"),
-    ({"lstm": {"tokens_per_param": [5, 1], "sizes": [{"n_layers": 1, "d_model": 8}]}}, {},
-     "families.lstm.tokens_per_param"),
-    ({"lstm": {"tokens_per_param": [0, 9], "sizes": [{"n_layers": 1, "d_model": 8}]}}, {},
-     "families.lstm.tokens_per_param"),
     ({}, {"min_steps": 0}, "isoflop.min_steps"),
     ({}, {"batch_for_min_steps": "maybe"}, "isoflop.batch_for_min_steps"),
 ])
@@ -153,11 +149,17 @@ def test_grid_spec_errors_name_the_key(tmp_path, families, isoflop, key):
     assert "\n" not in str(e.value)
 
 
-def test_a_family_window_needs_an_isoflop_sweep(tmp_path):
-    path = tiny_spec(tmp_path, families={"lstm": {
-        "tokens_per_param": [1, 9], "sizes": [{"n_layers": 1, "d_model": 8}]}})
+def test_a_family_window_needs_an_isoflop_sweep_and_min_below_max(tmp_path):
+    lstm = {"tokens_per_param": [1, 9], "sizes": [{"n_layers": 1, "d_model": 8}]}
     with pytest.raises(JaxlmError, match="'families.lstm.tokens_per_param' needs an isoflop"):
-        sweep.load_spec(path)
+        sweep.load_spec(tiny_spec(tmp_path, families={"lstm": lstm}))
+    for window in ([5, 1], [0, 9], [3]):
+        path = tiny_spec(tmp_path, tokens=[], isoflop={"budgets": [1e9]},
+                         families={"lstm": {**lstm, "tokens_per_param": window}})
+        with pytest.raises(JaxlmError, match=r"'families.lstm.tokens_per_param' must be \[min, "
+                                             r"max\] with 0 < min < max") as e:
+            sweep.load_spec(path)
+        assert "\n" not in str(e.value)
 
 
 def test_cooldown_branches_honour_the_window_and_the_batch_rule(tmp_path):
