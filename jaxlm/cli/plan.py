@@ -101,7 +101,7 @@ def _sigmas(args, families) -> tuple[dict[str, float], dict[str, str]]:
 
 def run(args: argparse.Namespace) -> Status:
     _check(args)
-    from jaxlm.scaling import plan_inputs, plan_report, planner, walltime
+    from jaxlm.scaling import plan_inputs, plan_report, planner, spec_checks, walltime
     from jaxlm.scaling.plan import expand
     from jaxlm.scaling.spec import load_spec
 
@@ -114,10 +114,10 @@ def run(args: argparse.Namespace) -> Status:
     members = expand(spec)
     if args.calibrate:  # measured on this device now: wins over an earlier sweep's times
         cal = plan_inputs.calibrate_by_training(spec, members, args.workdir)
-    window = spec.isoflop.tokens_per_param if spec.isoflop is not None else None
-    plans = planner.simulate(members, laws, sigmas, draws=args.draws, n_boot=args.boot,
-                             seed=args.seed, target_budget=args.target_budget,
-                             **({"tokens_per_param": tuple(window)} if window else {}))
+    windows = {f: tuple(w) for f in families
+               if (w := spec_checks.family_window(spec, f)[0]) is not None}
+    plans = planner.simulate(members, laws, sigmas, windows, draws=args.draws, n_boot=args.boot,
+                             seed=args.seed, target_budget=args.target_budget)
     times = walltime.predict_wall_time(members, cal) if cal is not None else None
     settings = {"config": str(args.config), "draws": args.draws, "boot": args.boot,
                 "seed": args.seed, "sigma_source": sigma_src}

@@ -6,7 +6,8 @@ window, the per-budget batch size, and the record of members a rule left out.
   d_model / n_layers is nearest `aspect_ratio`. With `fixed_aspect`, d_model = aspect_ratio ·
   n_layers (rounded to width_multiple) and only the depth is chosen, nearest N: a family's
   shapes then grow along one line instead of jumping between depths.
-- IsoFLOP members whose D/N lies outside `isoflop.tokens_per_param` are left out, as are those
+- IsoFLOP members whose D/N lies outside `isoflop.tokens_per_param` (or the family's own
+  `families.F.tokens_per_param`) are left out, as are those
   with fewer than `min_steps` steps; with `isoflop.batch_for_min_steps` a member's batch is the
   largest one <= its batch rule that still gives min_steps steps, and as many more eval
   batches as keep its evals on the same held-out sequences.
@@ -104,15 +105,17 @@ def same_eval_tokens(t: Any, rule: Optional[int], batch: int) -> list[str]:
             if n > 0]
 
 
-def window_reason(tokens: float, params: int, window: Optional[Sequence[float]]) -> Optional[str]:
-    """Why D/N lies outside the tokens-per-parameter window (None: inside, or no window)."""
+def window_reason(tokens: float, params: int, window: Optional[Sequence[float]],
+                  key: str = "isoflop.tokens_per_param") -> Optional[str]:
+    """Why D/N lies outside the tokens-per-parameter window of spec key `key` (None: inside,
+    or no window)."""
     if window is None or params <= 0:
         return None
     ratio = tokens / params
     if ratio < window[0]:
-        return f"D/N = {ratio:.3g} is below isoflop.tokens_per_param min {window[0]:g}"
+        return f"D/N = {ratio:.3g} is below {key} min {window[0]:g}"
     if ratio > window[1]:
-        return f"D/N = {ratio:.3g} is above isoflop.tokens_per_param max {window[1]:g}"
+        return f"D/N = {ratio:.3g} is above {key} max {window[1]:g}"
     return None
 
 

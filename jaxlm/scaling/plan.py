@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 from jaxlm import config as config_lib
 from jaxlm import flops
 from jaxlm.errors import JaxlmError
-from jaxlm.scaling import grid
+from jaxlm.scaling import grid, spec_checks
 from jaxlm.scaling.grid import Excluded
 from jaxlm.scaling.results import RUNS_DIR  # a member trains in WORKDIR/runs/NAME
 from jaxlm.scaling.spec import FamilySpec, HpPoint, SizeSpec, SweepSpec, dotlist, hp_grid
@@ -271,8 +271,8 @@ def _left_out(s: _Size, spec: SweepSpec, hp: HpPoint, c: float, d: float, steps:
               excluded: list[Excluded]) -> bool:
     """Whether the grid rules leave out this (size, budget) (recorded in `excluded`); steps
     None: check the tokens-per-parameter window only."""
-    why = (grid.window_reason(d, s.params, spec.isoflop.tokens_per_param) if steps is None
-           else grid.steps_reason(steps, spec.isoflop.min_steps))
+    why = (grid.window_reason(d, s.params, *spec_checks.family_window(spec, s.fam))
+           if steps is None else grid.steps_reason(steps, spec.isoflop.min_steps))
     if why is not None:
         name = f"{s.base_name}-C{_fmt(c)}{hp.suffix}" + (f"-{s.tag}" if s.tag else "")
         excluded.append(Excluded(name, s.fam, s.params, c, d, why))

@@ -347,10 +347,15 @@ def _flags(ok: Sequence[Member], min_steps: int,
 
 
 def simulate(members: Sequence[Member], laws: dict[str, PriorLaw], sigmas: dict[str, float],
+             windows: Optional[dict[str, tuple[float, float]]] = None,
              **kwargs: Any) -> list[FamilyPlan]:
-    """simulate_family for every family of the members, each with its own law and sigma."""
+    """simulate_family for every family of the members, each with its own law and sigma (and
+    tokens-per-parameter flag window, where `windows` names one)."""
     fams = list(dict.fromkeys(m.family for m in members))
-    return [simulate_family([m for m in members if m.family == f], laws[f], sigmas[f], **kwargs)
+    windows = windows or {}
+    return [simulate_family([m for m in members if m.family == f], laws[f], sigmas[f],
+                            **({"tokens_per_param": windows[f]} if f in windows else {}),
+                            **kwargs)
             for f in fams]
 
 

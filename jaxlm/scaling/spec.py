@@ -22,7 +22,7 @@ from omegaconf import errors as oc_errors
 
 from jaxlm import config as config_lib
 from jaxlm.errors import JaxlmError
-from jaxlm.scaling import launch_spec
+from jaxlm.scaling import launch_spec, spec_checks
 from jaxlm.scaling.launch_spec import LauncherSpec
 
 FAMILIES = config_lib.FAMILIES  # the model families, defined once with the config
@@ -64,6 +64,8 @@ class FamilySpec:
     lr: Optional[RuleSpec] = None  # None: the sweep's lr rule
     batch_size: Optional[RuleSpec] = None  # None: the sweep's batch-size rule
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # run-config keys
+    # isoflop sweeps: this family's [min, max] D/N window (None: isoflop.tokens_per_param)
+    tokens_per_param: Optional[list[float]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,10 +285,6 @@ def validate_spec(spec: SweepSpec, source: str = "sweep spec") -> None:
             raise bad("isoflop.budgets", "must all be > 0")
         if spec.isoflop.min_steps < 1:
             raise bad("isoflop.min_steps", f"must be >= 1; got {spec.isoflop.min_steps}")
-        window = spec.isoflop.tokens_per_param
-        if window is not None and (len(window) != 2 or not 0 < window[0] < window[1]):
-            raise bad("isoflop.tokens_per_param", f"must be [min, max] with 0 < min < max; got "
-                      f"{list(window)}")
     launch_spec.validate_launcher(spec.launcher, bad)
     if any(d <= 0 for d in spec.tokens):
         raise bad("tokens", "must all be > 0")
@@ -294,8 +292,9 @@ def validate_spec(spec: SweepSpec, source: str = "sweep spec") -> None:
         raise bad("seeds", "is empty")
     if not 0 <= spec.warmup_fraction < 1:
         raise bad("warmup_fraction", f"must be in [0, 1); got {spec.warmup_fraction}")
-    _validate_recipes(spec, bad)
-    _validate_holdout(spec, bad)
+    spec_checks.validate_windows(spec, bad)
+    spec_checks.validate_recipes(spec, bad)
+    spec_checks.validate_holdout(spec, bad)
     rules = [("lr", spec.lr), ("batch_size", spec.batch_size)]
     rules += [(f"families.{f}.{n}", getattr(fs, n)) for f, fs in spec.families.items()
               for n in ("lr", "batch_size")]
@@ -321,46 +320,6 @@ def _validate_shape_family(fam: str, fs: FamilySpec, bad: Any) -> None:
             if s.params is not None and s.n_layers is not None:
                 raise bad(f"{key}.sizes[{i}].n_layers", "is given with fixed_aspect: the "
                           "aspect ratio sets the depth of a parameter target")
-
-
-def _validate_holdout(spec: SweepSpec, bad: Any) -> None:
-    """holdout: IsoFLOP sweeps only, a family of the spec, a budget above the fitted ones."""
-    for i, h in enumerate(spec.holdout):
-        k = f"holdout[{i}]"
-        if spec.isoflop is None or spec.wsd is not None:
-            raise bad("holdout", "needs an isoflop sweep without wsd branches")
-        if h.family not in spec.families:
-            raise bad(f"{k}.family", f"is '{h.family}'; choose one of the spec's families: "
-                      f"{', '.join(spec.families)}")
-        top = max(spec.isoflop.budgets)
-        if not h.budget > top:
-            raise bad(f"{k}.budget", f"is {h.budget:g}; a held-out run must lie above the fitted "
-                      f"budgets (largest isoflop.budgets: {top:g})")
-        if (h.params is None) == (h.d_model is None and h.n_layers is None):
-            raise bad(k, "needs n_layers and d_model, or params (not both)")
-        if h.params is None and (h.n_layers is None or h.d_model is None):
-            raise bad(k, "needs both n_layers and d_model")
-        for name, v in (("n_layers", h.n_layers), ("d_model", h.d_model), ("params", h.params)):
-            if v is not None and v <= 0:
-                raise bad(f"{k}.{name}", f"must be > 0; got {v}")
-
-
-def _validate_recipes(spec: SweepSpec, bad: Any) -> None:
-    """The wsd and hp sections."""
-    if spec.wsd is not None:
-        if not 0 < spec.wsd.decay_fraction < 1:
-            raise bad("wsd.decay_fraction", f"must be in (0, 1); got {spec.wsd.decay_fraction}")
-        if spec.wsd.decay_shape not in config_lib.DECAY_SHAPES:
-            raise bad("wsd.decay_shape", f"must be one of {', '.join(config_lib.DECAY_SHAPES)}"
-                      f"; got '{spec.wsd.decay_shape}'")
-    for name in ("lr_scale", "batch_scale", "b2", "warmup_fraction"):
-        values = getattr(spec.hp, name)
-        if len(set(values)) != len(values):
-            raise bad(f"hp.{name}", f"repeats a value: {values}")
-        low, high = (0.0, 1.0) if name in ("b2", "warmup_fraction") else (0.0, float("inf"))
-        for v in values:
-            if not (low < v < high or (name == "warmup_fraction" and v == 0)):
-                raise bad(f"hp.{name}", f"holds {v}; must be in ({low:g}, {high:g})")
 
 
 @dataclasses.dataclass(frozen=True)

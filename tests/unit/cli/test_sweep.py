@@ -19,6 +19,7 @@ def test_dry_run_prints_the_plan(repo_root, tmp_path, capsys):
     assert cli.main(["sweep", "--config", str(repo_root / "configs/sweeps/cpu_demo.yaml"),
                      "--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "transformer-L" in out and "lstm-L" in out and "-C2.5e11" in out
-    assert out.count("-C3e12-holdout") == 2  # one held-out member per family
+    assert "transformer-L" in out and "lstm-L" in out and "-C1.25e11" in out
+    assert out.count("-C1.5e12-holdout") == 2  # one held-out member per family
+    assert "families.lstm.tokens_per_param" in out  # the LSTM's own window leaves sizes out
     assert "members;" in out and not (tmp_path / "w").exists()

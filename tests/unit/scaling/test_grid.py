@@ -45,6 +45,28 @@ def test_tokens_per_param_window_leaves_out_sizes_and_says_why(tmp_path):
     assert excluded[0].name in table and excluded[0].reason in table
 
 
+def test_a_family_window_overrides_the_isoflop_window_for_that_family_only(tmp_path):
+    fams = {"transformer": {"head_dim": 8, "width_multiple": 8, "depth": 1, "sizes": TARGETS},
+            "lstm": {"width_multiple": 8, "depth": 1, "sizes": TARGETS,
+                     "tokens_per_param": [0.5, 20]}}
+    members, excluded = _expand(tmp_path, families=fams, tokens_per_param=[2, 200])
+    for fam, (lo, hi) in (("transformer", (2, 200)), ("lstm", (0.5, 20))):
+        mine = [m for m in members if m.family == fam]
+        assert mine and all(lo <= m.tokens / m.params <= hi for m in mine)
+        out = [e for e in excluded if e.family == fam]
+        assert out and all(e.reason.endswith(f"max {hi:g}") or e.reason.endswith(f"min {lo:g}")
+                           for e in out)
+    reasons = {e.family: e.reason for e in excluded}
+    assert "families.lstm.tokens_per_param" in reasons["lstm"]
+    assert "isoflop.tokens_per_param" in reasons["transformer"]
+    # the wide isoflop window alone keeps LSTM sizes the family window leaves out
+    both, _ = _expand(tmp_path, families={**fams, "lstm": {**fams["lstm"],
+                                                            "tokens_per_param": None}},
+                      tokens_per_param=[2, 200])
+    assert ({m.name for m in both if m.family == "lstm"}
+            != {m.name for m in members if m.family == "lstm"})
+
+
 def test_fixed_depth_family_varies_only_the_width(tmp_path):
     members, _ = _expand(tmp_path, families={"transformer": {
         "head_dim": 8, "width_multiple": 8, "max_layers": 4, "depth": 3, "sizes": TARGETS}})
@@ -125,6 +147,19 @@ def test_grid_spec_errors_name_the_key(tmp_path, families, isoflop, key):
     with pytest.raises(JaxlmError, match=f"'{key}'") as e:
         sweep.load_spec(path)
     assert "\n" not in str(e.value)
+
+
+def test_a_family_window_needs_an_isoflop_sweep_and_min_below_max(tmp_path):
+    lstm = {"tokens_per_param": [1, 9], "sizes": [{"n_layers": 1, "d_model": 8}]}
+    with pytest.raises(JaxlmError, match="'families.lstm.tokens_per_param' needs an isoflop"):
+        sweep.load_spec(tiny_spec(tmp_path, families={"lstm": lstm}))
+    for window in ([5, 1], [0, 9], [3]):
+        path = tiny_spec(tmp_path, tokens=[], isoflop={"budgets": [1e9]},
+                         families={"lstm": {**lstm, "tokens_per_param": window}})
+        with pytest.raises(JaxlmError, match=r"'families.lstm.tokens_per_param' must be \[min, "
+                                             r"max\] with 0 < min < max") as e:
+            sweep.load_spec(path)
+        assert "\n" not in str(e.value)
 
 
 def test_cooldown_branches_honour_the_window_and_the_batch_rule(tmp_path):

@@ -64,6 +64,19 @@ def test_members_with_few_steps_or_extreme_tokens_per_param_are_flagged():
     assert "40 steps" in reasons and "tokens per parameter" in reasons
 
 
+def test_simulate_flags_each_family_against_its_own_window():
+    from dataclasses import replace
+
+    from jaxlm.scaling.planner import simulate
+    ms = members(span=1.5)
+    ms += [replace(m, name="l" + m.name, family="lstm") for m in ms]
+    plans = simulate(ms, {"transformer": LAW, "lstm": LAW}, {"transformer": 0.01, "lstm": 0.01},
+                     {"lstm": (1e-3, 1e6)}, draws=2, n_boot=0, approaches=(3,))
+    flagged = {p.family: " ".join(r for v in p.flags.values() for r in v) for p in plans}
+    assert "tokens per parameter" in flagged["transformer"]  # the default window [1, 1000]
+    assert "tokens per parameter" not in flagged["lstm"]
+
+
 def _actual_widths(ms, sigma, draws, fit):
     N = np.array([m.params for m in ms], float)
     D = np.array([m.tokens for m in ms], float)
