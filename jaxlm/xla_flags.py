@@ -115,7 +115,15 @@ def apply_defaults(environ: "os._Environ[str] | dict[str, str]" = os.environ, *,
              if not _has(current, name)]
     cpu = cpu_device_flags(environ) if training else []
     if cpu:
-        environ[CPU_DEVICES_ADDED_ENV] = cpu[0].split("=")[1]
+        n = cpu[0].split("=")[1]
+        environ[CPU_DEVICES_ADDED_ENV] = n
+        # XLA's CPU client runs each device's part of a step on a pool of max(cores, devices)
+        # threads, and a device waiting in the gradient all-reduce holds its thread: with as many
+        # threads as devices, any other work queued there (a transfer) can leave the all-reduce
+        # short of a participant. Twice the devices keeps threads free (the pool's size is read
+        # from PJRT_NPROC; Eigen's pool, sized alike, is idle with one thread per device).
+        if "PJRT_NPROC" not in environ and "NPROC" not in environ:
+            environ["PJRT_NPROC"] = str(2 * int(n))
     added += cpu
     if added:
         environ["XLA_FLAGS"] = " ".join([current, *added]).strip()

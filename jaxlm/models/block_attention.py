@@ -31,24 +31,29 @@ def _blocks(t: int, block_size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + block_size, t)) for lo in range(0, t, block_size)]
 
 
-def _probs(q_bkgqh: jax.Array, k_bksh: jax.Array, lo: int, scale: np.float32) -> jax.Array:
-    """float32 softmax probabilities (b, k, g, q, s) of queries [lo, lo + q) over keys [0, s)."""
-    q, s = q_bkgqh.shape[3], k_bksh.shape[2]
-    s_bkgqs = jnp.einsum("bkgqh,bksh->bkgqs", q_bkgqh, k_bksh,
-                         preferred_element_type=jnp.float32) * scale
+def _probs(qs_bkgqh: jax.Array, k_bksh: jax.Array, lo: int) -> jax.Array:
+    """float32 softmax probabilities (b, k, g, q, s) of the scaled queries [lo, lo + q) over
+    keys [0, s). The scale is on the queries (h wide), not on the scores (s wide), and the
+    normalization multiplies by 1 / rowsum: fewer passes over the (q, s) block."""
+    q, s = qs_bkgqh.shape[3], k_bksh.shape[2]
+    s_bkgqs = jnp.einsum("bkgqh,bksh->bkgqs", qs_bkgqh, k_bksh, preferred_element_type=jnp.float32)
     causal_qs = np.arange(s)[None, :] <= np.arange(lo, lo + q)[:, None]
     s_bkgqs = jnp.where(causal_qs, s_bkgqs, _MASKED)
     e_bkgqs = jnp.exp(s_bkgqs - jnp.max(s_bkgqs, axis=-1, keepdims=True))
-    return e_bkgqs / jnp.sum(e_bkgqs, axis=-1, keepdims=True)
+    return e_bkgqs * (1.0 / jnp.sum(e_bkgqs, axis=-1, keepdims=True))
+
+
+def _scale(h: int) -> np.float32:
+    return np.float32(1.0 / np.sqrt(h))
 
 
 def _forward(q_bkgth: jax.Array, k_bkth: jax.Array, v_bkth: jax.Array, block_size: int
              ) -> tuple[jax.Array, tuple]:
     t, h = q_bkgth.shape[3], q_bkgth.shape[4]
-    scale = np.float32(1.0 / np.sqrt(h))
+    qs_bkgth = q_bkgth * _scale(h).astype(q_bkgth.dtype)
     outs, probs = [], []
     for lo, hi in _blocks(t, block_size):
-        p_bkgqs = _probs(q_bkgth[:, :, :, lo:hi], k_bkth[:, :, :hi], lo, scale)
+        p_bkgqs = _probs(qs_bkgth[:, :, :, lo:hi], k_bkth[:, :, :hi], lo)
         outs.append(jnp.einsum("bkgqs,bksh->bkgqh", p_bkgqs.astype(v_bkth.dtype),
                                v_bkth[:, :, :hi]))
         probs.append(p_bkgqs)
@@ -66,7 +71,6 @@ def _backward(block_size: int, res: tuple, do_bkgth: jax.Array
               ) -> tuple[jax.Array, jax.Array, jax.Array]:
     q_bkgth, k_bkth, v_bkth, o_bkgth, probs = res
     t, h = q_bkgth.shape[3], q_bkgth.shape[4]
-    scale = np.float32(1.0 / np.sqrt(h))
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     do_bkgth = f32(do_bkgth)
     delta_bkgt1 = jnp.sum(f32(o_bkgth) * do_bkgth, axis=-1, keepdims=True)  # rowsum(dO * O)
@@ -77,14 +81,16 @@ def _backward(block_size: int, res: tuple, do_bkgth: jax.Array
         do_bkgqh = do_bkgth[:, :, :, lo:hi]
         dv_bksh = jnp.einsum("bkgqs,bkgqh->bksh", p_bkgqs, do_bkgqh)
         dp_bkgqs = jnp.einsum("bkgqh,bksh->bkgqs", do_bkgqh, f32(v_bkth[:, :, :hi]))
-        ds_bkgqs = p_bkgqs * (dp_bkgqs - delta_bkgt1[:, :, :, lo:hi]) * scale
+        # dS of the scaled scores; the scale goes on dQ and dK below, (q, h) and (s, h) wide
+        ds_bkgqs = p_bkgqs * (dp_bkgqs - delta_bkgt1[:, :, :, lo:hi])
         dqs.append(jnp.einsum("bkgqs,bksh->bkgqh", ds_bkgqs, f32(k_bkth[:, :, :hi])))
         dk_bksh = jnp.einsum("bkgqs,bkgqh->bksh", ds_bkgqs, f32(q_bkgth[:, :, :, lo:hi]))
         below = ((0, 0), (0, 0), (0, t - hi), (0, 0))  # keys past the block get nothing
         dk_bkth = dk_bkth + jnp.pad(dk_bksh, below)
         dv_bkth = dv_bkth + jnp.pad(dv_bksh, below)
     dq_bkgth = dqs[0] if len(dqs) == 1 else jnp.concatenate(dqs, axis=3)
-    return (dq_bkgth.astype(q_bkgth.dtype), dk_bkth.astype(k_bkth.dtype),
+    scale = _scale(h)
+    return ((dq_bkgth * scale).astype(q_bkgth.dtype), (dk_bkth * scale).astype(k_bkth.dtype),
             dv_bkth.astype(v_bkth.dtype))
 
 

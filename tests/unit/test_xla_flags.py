@@ -83,6 +83,7 @@ def test_cpu_device_split_for_training_only(monkeypatch):
     assert added[-2:] == ["--xla_force_host_platform_device_count=2",
                           "--xla_cpu_multi_thread_eigen=false"]
     assert xla_flags.auto_cpu_devices(env) == 2  # the mesh may use fewer (sharding)
+    assert env["PJRT_NPROC"] == "4"  # client threads to spare beside the devices' all-reduce
     assert xla_flags.apply_defaults(env, training=True) == []  # idempotent
     # more cores than MAX_AUTO_CPU_DEVICES: capped, and Eigen's threads stay on
     monkeypatch.setattr(xla_flags, "usable_cores", lambda: 32)
