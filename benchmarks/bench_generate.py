@@ -3,6 +3,7 @@ side in one process, on a GPT-2-small-shaped model (random weights, the same in 
 
     python benchmarks/bench_generate.py                     # batch 1 and 8, 128 new tokens
     python benchmarks/bench_generate.py --batch 1 --new 64 --layers 2   # a quicker look
+    python benchmarks/bench_generate.py --layers 6 --width 512 --heads 8 --vocab 32000  # another shape
 
 Greedy decoding from a 16-token prompt, a fixed number of new tokens (no EOS stop). Each side
 is warmed up once (jaxlm: compiles; transformers: first-call overheads); then --rounds rounds
@@ -28,6 +29,9 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128, help="new tokens per row")
     ap.add_argument("--prompt", type=int, default=16, help="prompt tokens")
     ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--width", type=int, default=768, help="n_embd (GPT-2 small: 768)")
+    ap.add_argument("--heads", type=int, default=12, help="n_head (GPT-2 small: 12)")
+    ap.add_argument("--vocab", type=int, default=50257, help="vocab_size (GPT-2: 50257)")
     ap.add_argument("--rounds", type=int, default=5, help="alternating timed rounds")
     ap.add_argument("--append", action="store_true", help="append the table to RESULTS.md")
     args = ap.parse_args()
@@ -41,7 +45,8 @@ def main() -> None:
     from jaxlm.models import build_model
 
     torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=args.layers)).eval()
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=args.layers, n_embd=args.width, n_head=args.heads, vocab_size=args.vocab)).eval()
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
@@ -87,7 +92,9 @@ def main() -> None:
                      f"({r['jaxlm_spread'][0]:,.0f}-{r['jaxlm_spread'][1]:,.0f}) | "
                      f"{r['transformers_tokens_per_sec']:,.0f} ({r['transformers_spread'][0]:,.0f}-"
                      f"{r['transformers_spread'][1]:,.0f}) | **{r['ratio']:.2f}x** |")
-    notes = (f"GPT-2-small shape ({args.layers} layers, random weights, the same in both), "
+    shape = ("GPT-2-small shape" if (args.width, args.heads, args.vocab) == (768, 12, 50257)
+             else f"GPT-2 layout, {args.width} wide, {args.heads} heads, vocab {args.vocab}")
+    notes = (f"{shape} ({args.layers} layers, random weights, the same in both), "
              f"greedy, {args.prompt}-token prompt, prefill included; median of {args.rounds} "
              f"alternating rounds; torch {torch.__version__} ({torch.get_num_threads()} threads), "
              f"transformers {transformers.__version__}; {meter.line()}.")
