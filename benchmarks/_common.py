@@ -19,7 +19,8 @@ from jaxlm import xla_flags
 from load import LIMIT_CORES, RUN_LIMIT_CORES, LoadMeter
 
 # the benchmarks measure jaxlm as its runs are set up (not on import): the scripts that time
-# training steps get what `jaxlm train` gets on a CPU-only machine, one device per core
+# training steps get what `jaxlm train` gives a Transformer on a CPU-only machine, one device per
+# core (bench_train runs its LSTM rows with JAXLM_CPU_DEVICES=1, as `jaxlm train` does)
 TRAINING_SCRIPTS = ("bench_train.py", "bench_vs_torch.py", "profile_step.py")
 xla_flags.apply_defaults(training=pathlib.Path(sys.argv[0]).name in TRAINING_SCRIPTS)
 

@@ -151,6 +151,8 @@ def main() -> None:
     for _ in range(args.rounds):  # rounds alternate the configurations (and flag variants)
         for spec, got in zip(specs, results):
             env = dict(os.environ)
+            if spec["family"] != "transformer":  # as jaxlm.train runs it (jaxlm/xla_flags.py)
+                env.setdefault("JAXLM_CPU_DEVICES", "1")
             if spec["xla_flags"]:
                 env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {spec['xla_flags']}".strip()
             with meter.timed():

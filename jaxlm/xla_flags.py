@@ -1,10 +1,12 @@
 """XLA flags jaxlm sets by default (before JAX starts its backends), each with the reason.
 
-`DEFAULT_FLAGS` are GPU flags: XLA ignores them on CPU and TPU. For training on a CPU-only
-machine, jaxlm also splits the CPU into one JAX device per core (`cpu_device_flags`), each
-running its ops on one thread, and trains data-parallel over them: XLA's CPU runtime spreads a
-small op over its threads poorly (the quickstart step kept ~1.2 of 2 cores busy), while one
-device per core keeps every core on its own half of the batch. `JAXLM_CPU_DEVICES` sets the
+`DEFAULT_FLAGS` are GPU flags: XLA ignores them on CPU and TPU. For training a Transformer on a
+CPU-only machine, jaxlm also splits the CPU into one JAX device per core (`cpu_device_flags`),
+each running its ops on one thread, and trains data-parallel over them: XLA's CPU runtime spreads
+a small op over its threads poorly (the quickstart step kept ~1.2 of 2 cores busy), while one
+device per core keeps every core on its own half of the batch (1.20x the tokens/s). An LSTM's
+sequential steps are the opposite case (0.69-0.73x on the split: benchmarks/RESULTS.md), so
+LSTMs, and sweep members (one process trains every family), keep JAX's single CPU device. `JAXLM_CPU_DEVICES` sets the
 count (`auto`, the default: the cores this process may use, at most 8; `1`: JAX's single CPU
 device). A flag already in XLA_FLAGS is left as the user set it, and JAXLM_XLA_DEFAULTS=0 turns
 all of them off. They are set where a jaxlm run
@@ -102,10 +104,16 @@ def auto_cpu_devices(environ: "os._Environ[str] | dict[str, str]" = os.environ) 
     return int(value) if value.isdigit() else 0
 
 
+def keep_one_cpu_device(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> None:
+    """No CPU split for this process unless the user asked for one (`JAXLM_CPU_DEVICES`): for
+    processes that train members of several families (sweeps, the planner's calibration)."""
+    environ.setdefault(CPU_DEVICES_ENV, "1")
+
+
 def apply_defaults(environ: "os._Environ[str] | dict[str, str]" = os.environ, *,
                    training: bool = False) -> list[str]:
     """Adds the DEFAULT_FLAGS that XLA_FLAGS does not already set and, for `training` (a run
-    that trains or evaluates on batches), the CPU device split; returns the flags added.
+    that trains a Transformer), the CPU device split; returns the flags added.
 
     Has effect only before JAX initializes its backends."""
     if environ.get("JAXLM_XLA_DEFAULTS", "1") == "0":
@@ -144,4 +152,5 @@ def apply_before_backends(*, training: bool = False) -> list[str]:
 
 __all__ = ["DEFAULT_FLAGS", "CPU_DEVICES_ENV", "CPU_DEVICES_ADDED_ENV", "MAX_AUTO_CPU_DEVICES",
            "apply_defaults", "apply_before_backends", "cpu_device_count", "cpu_device_flags",
+           "keep_one_cpu_device",
            "auto_cpu_devices", "usable_cores"]

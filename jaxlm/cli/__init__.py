@@ -30,8 +30,6 @@ from jaxlm.train.preemption import EXIT_PREEMPTED
 COMMANDS = (train, generate, convert, eval_cmd, fit, sweep, plan)  # in `jaxlm --help` order
 DEFAULT_COMMAND = train.NAME
 COMPILING = (train.NAME, generate.NAME, eval_cmd.NAME, sweep.NAME, plan.NAME)  # persistent compile cache on
-# runs on batches: on a CPU-only machine, data-parallel over one JAX device per core (xla_flags)
-BATCHED = (train.NAME, eval_cmd.NAME, sweep.NAME, plan.NAME)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -77,8 +75,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    "--version"):
         argv = [DEFAULT_COMMAND, *argv]  # `python train.py key=value` is `jaxlm train key=value`
     args = build_parser().parse_args(argv)  # usage errors: SystemExit(2); --help: SystemExit(0)
-    # a jaxlm command owns its process: before JAX's backends start
-    xla_flags.apply_defaults(training=args.command in BATCHED)
+    # a jaxlm command owns its process: before JAX's backends start (`train` adds the CPU split
+    # for a Transformer itself, once it has read the config)
+    xla_flags.apply_defaults()
     if args.command in COMPILING:
         from jaxlm.cli.process import compilation_cache
 

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from jaxlm.errors import JaxlmError
-from jaxlm import config as config_lib
+from jaxlm import config as config_lib, xla_flags
 from jaxlm.scaling.plan import Member
 from jaxlm.scaling.planner import CHINCHILLA, PriorLaw
 from jaxlm.scaling.walltime import ALL, Calibration, fit_calibration
@@ -132,6 +132,7 @@ def _measure(spec: SweepSpec, m: Member, workdir: str, steps: int) -> tuple[floa
     from jaxlm.train.loop import train
     from jaxlm.train.metrics import load_metrics
 
+    xla_flags.keep_one_cpu_device()  # timed as the sweep trains it (sweep.member)
     cfg = config_lib.load_config(spec.base_config, [
         *dotlist(spec.base_overrides), *m.overrides, f"train.steps={steps}",
         "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=0",

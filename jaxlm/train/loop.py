@@ -81,7 +81,8 @@ def train(cfg: RunConfig, workdir: str | os.PathLike, *, quiet: bool = False,
     step records (loss, learning_rate, tokens_per_sec, mfu, eval_* at eval steps) and the
     final one (`event: final`), e.g. to draw a live loss curve in a notebook."""
     t_start = time.time()
-    xla_flags.apply_before_backends(training=True)  # the run's XLA flags, if JAX has not started
+    # the run's XLA flags (CPU: one device per core for a Transformer), if JAX has not started
+    xla_flags.apply_before_backends(training=cfg.model.family == "transformer")
     with quiet_orbax():  # Orbax's noise off the terminal during the run, not after it
         distributed = sharding.initialize_distributed(cfg.distributed)  # before any device
         workdir = pathlib.Path(workdir)

@@ -15,7 +15,7 @@ import pathlib
 import time
 from typing import Any, Callable, Optional
 
-from jaxlm import flops
+from jaxlm import flops, xla_flags
 from jaxlm.errors import JaxlmError
 from jaxlm.scaling.launch_spec import ResourceSpec
 from jaxlm.scaling.plan import Member, member_config
@@ -51,6 +51,7 @@ def _final_train_loss(run_dir: pathlib.Path) -> Optional[float]:
 
 def run_member(task: Task, train_fn: Optional[Callable] = None) -> dict[str, Any]:
     """Trains `task.member` (or resumes it); writes its record; returns its row."""
+    xla_flags.keep_one_cpu_device()  # a sweep process trains every family: no CPU split
     import jax
 
     if train_fn is None:
