@@ -35,6 +35,7 @@ from typing import Any, Optional
 import numpy as np
 from flax.traverse_util import flatten_dict
 
+from jaxlm import xla_flags
 from jaxlm.config import ModelConfig
 from jaxlm.paths import cpu_model, user_cache_dir
 
@@ -142,10 +143,9 @@ def _roof_devices() -> int:
     core at most), else one."""
     import jax
 
-    if not single_threaded_cpu() or jax.devices()[0].platform != "cpu":
+    if not xla_flags.single_threaded_cpu() or jax.devices()[0].platform != "cpu":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    return max(1, min(jax.device_count(), cores))
+    return max(1, min(jax.device_count(), xla_flags.usable_cores()))
 
 
 REMEASURE_ENV = "JAXLM_REMEASURE_ROOF"  # "1": measure the roof again, replace the cached one
@@ -195,17 +195,11 @@ def roof_key(n: int) -> str:
     jax version and the matmul size."""
     import jax
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     k = _roof_devices()
     threads = f" | {k} single-threaded devices" if k > 1 else ""
-    return (f"{jax.devices()[0].device_kind} | {cpu_model()} | {cores} cores{threads} | "
+    return (f"{jax.devices()[0].device_kind} | {cpu_model()} | {xla_flags.usable_cores()} cores"
+            f"{threads} | "
             f"jax {jax.__version__} | n={n}")
-
-
-def single_threaded_cpu() -> bool:
-    """Whether each CPU device runs its ops on one thread (XLA_FLAGS, as jaxlm's CPU device
-    split sets it): one device's roof is then one core's."""
-    return "--xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "")
 
 
 def _read_cache(path: pathlib.Path) -> dict:
@@ -270,8 +264,8 @@ def system_peak(devices: list, dtype: str, override: Optional[float] = None) -> 
         roof = machine_roof()
         busy = (f"; other processes kept {roof.others_busy:.1f} cores busy meanwhile, so it is "
                 "low and not cached" if roof.others_busy > LOADED_CORES else "")
-        what = (f"its {_roof_devices()} single-threaded CPU devices at once"
-                if _roof_devices() > 1 else "this machine")
+        k = _roof_devices()
+        what = f"its {k} single-threaded CPU devices at once" if k > 1 else "this machine"
         return roof.flops, f"measured float32 matmul roof of {what} ({roof.measured}{busy})"
     peak = peak_flops(kind, dtype)
     if peak is None:
@@ -287,5 +281,5 @@ def mfu(tokens_per_sec: float, model_flops_token: float, peak: float) -> float:
 
 
 __all__ = ["param_counts", "flops_per_token", "model_flops_per_token", "peak_flops",
-           "matmul_roof", "machine_roof", "single_threaded_cpu", "roof_cache_path", "Roof",
+           "matmul_roof", "machine_roof", "roof_cache_path", "Roof",
            "system_peak", "mfu", "PEAK_FLOPS", "REMEASURE_ENV"]

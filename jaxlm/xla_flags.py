@@ -98,6 +98,11 @@ def cpu_device_flags(environ: "os._Environ[str] | dict[str, str]" = os.environ) 
     return flags
 
 
+def single_threaded_cpu(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> bool:
+    """Whether each CPU device runs its ops on one thread (as the CPU split sets XLA_FLAGS)."""
+    return f"--{_EIGEN_THREADS}=false" in environ.get("XLA_FLAGS", "")
+
+
 def auto_cpu_devices(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> int:
     """The CPU device count jaxlm chose for this process (0 when it chose none)."""
     value = environ.get(CPU_DEVICES_ADDED_ENV, "")
@@ -152,5 +157,5 @@ def apply_before_backends(*, training: bool = False) -> list[str]:
 
 __all__ = ["DEFAULT_FLAGS", "CPU_DEVICES_ENV", "CPU_DEVICES_ADDED_ENV", "MAX_AUTO_CPU_DEVICES",
            "apply_defaults", "apply_before_backends", "cpu_device_count", "cpu_device_flags",
-           "keep_one_cpu_device",
+           "keep_one_cpu_device", "single_threaded_cpu",
            "auto_cpu_devices", "usable_cores"]
