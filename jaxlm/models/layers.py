@@ -18,6 +18,7 @@ from jaxlm.config import REMAT_POLICIES
 from jaxlm.models.attention import BLOCK_SIZE, splash_attention
 from jaxlm.models.block_attention import block_causal_attention
 from jaxlm.models.context_attention import context_attention
+from jaxlm.models.matmul import dense_dot_general
 
 Dtype = Any
 
@@ -125,7 +126,8 @@ class Attention(nn.Module):
                 use_bias=self.use_bias or self.qkv_bias,
                 dtype=self.dtype, param_dtype=self.param_dtype,
                 kernel_init=normal(self.init_std, ("embed", head_axis, "head_dim")),
-                bias_init=zeros((head_axis, "head_dim")), name=name,
+                bias_init=zeros((head_axis, "head_dim")), dot_general=dense_dot_general(),
+                name=name,
             )(x_btd)
 
         q_btnh = proj("query", self.n_heads, "heads")
@@ -158,7 +160,7 @@ class Attention(nn.Module):
             features=d, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=normal(self.out_init_std, ("heads", "head_dim", "embed")),
-            bias_init=zeros(("embed",)), name="out",
+            bias_init=zeros(("embed",)), dot_general=dense_dot_general(), name="out",
         )(out_btnh)
 
     def _update_cache(
@@ -197,7 +199,8 @@ class Mlp(nn.Module):
         def dense(name: str, features: int, axes: tuple[str, str], std: float) -> nn.Dense:
             return nn.Dense(
                 features, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                kernel_init=normal(std, axes), bias_init=zeros((axes[1],)), name=name,
+                kernel_init=normal(std, axes), bias_init=zeros((axes[1],)),
+                dot_general=dense_dot_general(), name=name,
             )
 
         if self.kind == "swiglu":

@@ -20,6 +20,7 @@ from jaxlm.config import ModelConfig, is_causal, pooling
 from jaxlm.sharding import constrain
 from jaxlm.models import mup
 from jaxlm.models.layers import REMAT_SAVE, Attention, Mlp, Norm, dtype_of, normal
+from jaxlm.models.matmul import dense_dot_general
 
 
 def mlp_width(cfg: ModelConfig) -> int:
@@ -146,7 +147,8 @@ class Transformer(nn.Module):
         else:
             logits_btv = nn.Dense(
                 c.vocab_size, use_bias=False, dtype=dtype, param_dtype=pdtype,
-                kernel_init=normal(c.init_std, ("embed", "vocab")), name="lm_head",
+                kernel_init=normal(c.init_std, ("embed", "vocab")),
+                dot_general=dense_dot_general(), name="lm_head",
             )(x_btd)
         if c.mup_base_width is not None:  # μP output multiplier 1/width mult
             logits_btv = logits_btv * mup.output_mult(c)
