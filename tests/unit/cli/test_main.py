@@ -30,3 +30,15 @@ def test_train_py_version_imports_no_jax():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                          text=True, check=True).stdout.splitlines()
     assert out[0].startswith("jaxlm ") and out[-1] == "no jax"
+
+
+def test_cli_imports_no_scipy():
+    """Every command's parser is built at start-up; the scaling commands' SciPy (~0.7 s of
+    `python train.py`'s launch) loads only when a fit runs (jaxlm.scaling's lazy exports)."""
+    code = ("import sys, jaxlm.cli, jaxlm.scaling.launch_spec\n"
+            "print('scipy loaded' if 'scipy' in sys.modules else 'no scipy')\n"
+            "from jaxlm.scaling import fit_power_law, fit\n"
+            "print(fit_power_law.__module__, fit.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out == ["no scipy", "jaxlm.scaling.fit jaxlm.scaling.fit"]
