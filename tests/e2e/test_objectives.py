@@ -113,7 +113,9 @@ def test_classifier_learns_and_eval_matches_sklearn(cls_run):
     from jaxlm.eval_run import predict_labels
 
     final = _final(cls_run)
-    assert final["eval_accuracy"] > 0.9 and final["eval_f1"] > 0.9, final
+    # learned: far above the 0.5 of balanced labels. 150 steps do not settle the exact accuracy:
+    # over train.seed 0-3 it spread from 0.82 to 0.93 (and moves that much with float rounding)
+    assert final["eval_accuracy"] > 0.75 and final["eval_f1"] > 0.75, final
     assert final["eval_examples"] == 120
     assert final["eval_accuracy_baseline"] == pytest.approx(0.5, abs=0.1)  # balanced labels
     out = json.loads(_cli("eval", "--workdir", str(cls_run), "--json").stdout)
