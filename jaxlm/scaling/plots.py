@@ -255,7 +255,8 @@ def law_vs_data(fits: dict[str, FamilyFit], data: dict, path,
                 title="L(D): best loss per token budget")
     diags = D.diagnose(fits) if diags is None else diags
     for ax, prefix in zip(axes, ("approach3", "L(N)", "L(D)")):
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[1]:  # a family without that fit draws no labelled line
+            ax.legend(fontsize=7)
         _notes(ax, _family_notes(diags, fits, prefix))
     return _save(fig, path)
 

@@ -34,10 +34,10 @@ COLUMNS = ("name", "family", "status", "params", "params_total", "tokens", "flop
            "train_loss", "loss", "eval_bpb", "wall_time", "lr", "batch", "steps", "seed",
            "n_layers", "d_model", "seq_len", "role", "b2", "warmup", "error", "corpus",
            "tokenizer", "flops_rule")
-# the conditions a comparison of families needs to be fair (jaxlm.scaling.compare): absent from
-# the rows of older sweeps, which stay readable
-CONDITION_COLUMNS = ("corpus", "tokenizer", "flops_rule")
-REQUIRED = tuple(c for c in COLUMNS if c not in CONDITION_COLUMNS)
+# columns the rows of older sweeps lack (they stay readable; their conditions read as unknown in
+# jaxlm.scaling.compare, whose CONDITION_COLUMNS, seq_len included, families must share)
+OPTIONAL_COLUMNS = ("corpus", "tokenizer", "flops_rule")
+REQUIRED = tuple(c for c in COLUMNS if c not in OPTIONAL_COLUMNS)
 
 
 def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
@@ -189,5 +189,5 @@ def compile_runs(workdir: str | os.PathLike, order: Iterable[str] = ()) -> epath
 
 
 __all__ = ["RUNS_CSV", "RUNS_DIR", "RECORD_SUFFIX", "COLUMNS", "append_row", "read_rows",
-           "member_row", "conditions", "CONDITION_COLUMNS", "fmt_loss", "record_path", "write_record", "read_record",
+           "member_row", "conditions", "OPTIONAL_COLUMNS", "fmt_loss", "record_path", "write_record", "read_record",
            "read_records", "sweep_rows", "compile_runs"]

@@ -29,7 +29,8 @@ def test_rows_of_older_sweeps_without_the_condition_columns_are_read(tmp_path):
     import types
 
     from jaxlm.config import load_config
-    from jaxlm.scaling.results import CONDITION_COLUMNS, REQUIRED, conditions
+    from jaxlm.scaling.compare import CONDITION_COLUMNS
+    from jaxlm.scaling.results import OPTIONAL_COLUMNS, REQUIRED, conditions
 
     path = tmp_path / "runs.csv"
     with open(path, "w", newline="") as f:  # runs.csv as sweeps wrote it before those columns
@@ -37,7 +38,7 @@ def test_rows_of_older_sweeps_without_the_condition_columns_are_read(tmp_path):
         w.writeheader()
         w.writerow({k: "" for k in REQUIRED} | _row("old"))
     assert set(read_rows(path)) == {"old"}
-    assert set(CONDITION_COLUMNS) <= set(COLUMNS)
+    assert set(OPTIONAL_COLUMNS) <= set(CONDITION_COLUMNS) <= set(COLUMNS)
     cfg = load_config(None, ["data.tokenizer=sentencepiece", "data.sp_vocab_size=512"])
     iso = types.SimpleNamespace(isoflop=types.SimpleNamespace(flops_rule="6N"))
     assert conditions(cfg, iso) == {"corpus": "stdlib", "tokenizer": "sentencepiece:512",
