@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
 from typing import Any, Callable, Optional
@@ -32,6 +33,25 @@ def grain_state_from_json(state: Any) -> Any:
     if isinstance(state, list):
         return [grain_state_from_json(v) for v in state]
     return state
+
+
+class _UnretrievedFailures(logging.Filter):
+    """Drops asyncio's "Future exception was never retrieved" records (each with a traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exception was never retrieved" not in record.getMessage()
+
+
+_UNRETRIEVED = _UnretrievedFailures()
+
+
+def _quiet_unretrieved_write_failures() -> None:
+    """A checkpoint write that fails (a full disk) fails in several of orbax's asyncio tasks; the
+    one whose error is raised becomes the run's one-line error, and Python logs every other one's
+    traceback when it is garbage-collected. Once the write failed, those say nothing new."""
+    logger = logging.getLogger("asyncio")
+    if _UNRETRIEVED not in logger.filters:
+        logger.addFilter(_UNRETRIEVED)
 
 
 @dataclasses.dataclass
@@ -139,6 +159,7 @@ class Checkpointer:
         return self.step_path(max(done)) if done else None
 
     def _write_error(self, step: Optional[int], e: BaseException) -> JaxlmError:
+        _quiet_unretrieved_write_failures()
         what = f"checkpoint {self.step_path(step)}" if step is not None else "a checkpoint"
         prev = self._newest_other(step)
         kept = (f"the previous checkpoint {prev} is intact; re-run the same command to resume "

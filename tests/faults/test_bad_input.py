@@ -171,14 +171,15 @@ def _cases(base: pathlib.Path, tmp: pathlib.Path) -> dict:
                       ["could not write checkpoint", str(full / "checkpoints" / "6"),
                        "File too large", f"previous checkpoint {full / 'checkpoints' / '3'} "
                        "is intact"], None,
-                      # no compilation cache: its entries would be cut at 64 KiB too
-                      "unset JAX_COMPILATION_CACHE_DIR; ulimit -f 64; "),
+                      # no compilation cache (neither the suite's nor jaxlm's default in the
+                      # user's cache folder): its entries would be cut at 64 KiB too
+                      "unset JAX_COMPILATION_CACHE_DIR; export JAXLM_COMPILATION_CACHE=0; ulimit -f 64; "),
         # metrics.jsonl cannot grow: one line naming it, no half-written record (see below)
         "metrics_disk_full": (["--workdir", str(metrics_full), *TINY, "train.steps=6"], 2,
                               ["could not write", str(metrics_full / "metrics.jsonl"),
                                "File too large", "checkpoints are intact"],
                               metrics_full / "checkpoints" / "3",
-                              "unset JAX_COMPILATION_CACHE_DIR; ulimit -f 64; "),
+                              "unset JAX_COMPILATION_CACHE_DIR; export JAXLM_COMPILATION_CACHE=0; ulimit -f 64; "),
         "damaged_metrics": (["--workdir", str(damaged_metrics), *TINY, "train.steps=3"], 0, [],
                             None, None),
         "undecodable_text": (fresh("e4") + [f"data.corpus={undecodable}",
