@@ -18,7 +18,6 @@ import math
 from typing import Any, Optional, Sequence
 
 import jax
-import numpy as np
 from jax import lax
 
 
@@ -68,7 +67,7 @@ def flat_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any,
     batch_shape: Sequence[int] = lhs.shape[:lhs.ndim - c]
     out_shape: Sequence[int] = rhs.shape[c:]
     k = math.prod(lhs.shape[lhs.ndim - c:])
-    out_2d = matmul_2d(lhs.reshape(int(np.prod(batch_shape, dtype=np.int64)), k),
+    out_2d = matmul_2d(lhs.reshape(math.prod(batch_shape), k),
                        rhs.reshape(k, math.prod(out_shape)))
     return out_2d.reshape(*batch_shape, *out_shape)
 
