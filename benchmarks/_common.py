@@ -11,6 +11,7 @@ import platform
 import resource
 import shlex
 import sys
+import time
 from importlib import metadata
 from typing import Any, Callable, NamedTuple
 
@@ -21,10 +22,11 @@ from load import LIMIT_CORES, RUN_LIMIT_CORES, LoadMeter
 # the benchmarks measure jaxlm as its runs are set up (not on import): the scripts that time
 # training steps get what `jaxlm train` gives a Transformer on a CPU-only machine, one device per
 # core (bench_train runs its LSTM rows with JAXLM_CPU_DEVICES=1, as `jaxlm train` does)
-TRAINING_SCRIPTS = ("bench_train.py", "bench_vs_torch.py", "profile_step.py")
+TRAINING_SCRIPTS = ("bench_train.py", "bench_vs_torch.py", "profile_step.py", "bench_dense.py")
 xla_flags.apply_defaults(training=pathlib.Path(sys.argv[0]).name in TRAINING_SCRIPTS)
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 from jaxlm import config as config_lib, sharding  # noqa: E402
 from jaxlm.config import RunConfig, is_causal  # noqa: E402
@@ -87,6 +89,47 @@ def build(cfg: RunConfig) -> Setup:
     state, _ = init_state(model, optimizer, seed=cfg.train.seed, seq_len=cfg.data.seq_len,
                           mesh=mesh)
     return Setup(model, state, train_step, sharding.batch_sharding(mesh), lr_schedule, mesh)
+
+
+def byte_config(overrides: list[str]) -> RunConfig:
+    """The quickstart config with `overrides`, 100 steps (10 warm-up), byte-token vocabulary."""
+    from jaxlm.data.tokenizers import ByteTokenizer
+
+    cfg = config_lib.load_config(None, ["train.steps=100", "optim.warmup_steps=10", *overrides])
+    return config_lib.replace(cfg, **{"model.vocab_size": ByteTokenizer().vocab_size})
+
+
+def random_batches(cfg: RunConfig, vocab: int, n: int = 2, seed: int = 0) -> list[dict]:
+    """`n` host batches of random tokens for cfg's batch and sequence shape."""
+    b, t = cfg.train.batch_size, cfg.data.seq_len
+    rng = np.random.default_rng(seed)
+    return [{"inputs": rng.integers(0, vocab, (b, t), dtype=np.int32),
+             "targets": rng.integers(0, vocab, (b, t), dtype=np.int32),
+             "mask": np.ones((b, t), bool)} for _ in range(n)]
+
+
+def alternate_steps(setups: dict[str, Setup], data: list[dict], rounds: int, steps: int,
+                    meter: LoadMeter) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Times `steps` train steps per round of each setup, the setups alternating within every
+    round, on the same batches (each step waits for its loss). Returns per setup the seconds per
+    step of each round and every step's loss; the first step (the compile) is untimed."""
+    runs = {}
+    for name, s in setups.items():
+        batches = [jax.device_put(x, s.batch_sharding) for x in data]
+        state, m = s.train_step(s.state, batches[0])  # traced and compiled now
+        float(m["loss"])
+        runs[name] = [s.train_step, state, batches]
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    losses: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            with meter.timed():
+                for i in range(steps):
+                    run[1], m = run[0](run[1], run[2][i % len(data)])
+                    losses[name].append(float(m["loss"]))
+            times[name].append((time.perf_counter() - t0) / steps)
+    return times, losses
 
 
 def versions(*extra: str) -> str:

@@ -36,34 +36,13 @@ def train_step_ab(overrides: list[str], rounds: int, steps: int, meter) -> str:
     """The train step with XLA vs blockwise attention; a Markdown report."""
     import _common
     from jaxlm import config as config_lib
-    from jaxlm.data.tokenizers import ByteTokenizer
 
-    cfg = config_lib.load_config(None, ["train.steps=100", "optim.warmup_steps=10", *overrides])
-    cfg = config_lib.replace(cfg, **{"model.vocab_size": ByteTokenizer().vocab_size})
+    cfg = _common.byte_config(overrides)
     b, t = cfg.train.batch_size, cfg.data.seq_len
-    rng = np.random.default_rng(0)
-    data = [{"inputs": rng.integers(0, 256, (b, t), dtype=np.int32),
-             "targets": rng.integers(0, 256, (b, t), dtype=np.int32),
-             "mask": np.ones((b, t), bool)} for _ in range(2)]
-
-    def setup(impl: str) -> list:
-        s = _common.build(config_lib.replace(cfg, **{"model.attention_impl": impl}))
-        batches = [jax.device_put(x, s.batch_sharding) for x in data]
-        state, m = s.train_step(s.state, batches[0])  # traced and compiled now
-        float(m["loss"])
-        return [s.train_step, state, batches]
-
-    runs = {impl: setup(impl) for impl in ("xla", "blockwise")}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    losses: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            with meter.timed():
-                for i in range(steps):
-                    run[1], m = run[0](run[1], run[2][i % 2])
-                    losses[name].append(float(m["loss"]))
-            times[name].append((time.perf_counter() - t0) / steps)
+    setups = {impl: _common.build(config_lib.replace(cfg, **{"model.attention_impl": impl}))
+              for impl in ("xla", "blockwise")}
+    times, losses = _common.alternate_steps(setups, _common.random_batches(cfg, 256), rounds,
+                                            steps, meter)
     (a, ta), (bname, tb) = times.items()
     med_a, med_b = statistics.median(ta), statistics.median(tb)
     diff = max(abs(x - y) for x, y in zip(*losses.values()))

@@ -19,12 +19,9 @@ import re
 import tempfile
 
 import jax
-import numpy as np
 
 import _common
 from load import LoadMeter
-from jaxlm import config as config_lib
-from jaxlm.data.tokenizers import ByteTokenizer
 
 PARTS = (  # (part, op_name pattern), first match wins
     ("attention projections", r"/attn/(query|key|value|out)/"),
@@ -47,16 +44,11 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="config overrides (default: the quickstart)")
     args = ap.parse_args()
 
-    cfg = config_lib.load_config(None, ["train.steps=100", "optim.warmup_steps=10",
-                                        *args.overrides])
-    vocab = ByteTokenizer().vocab_size
-    cfg = config_lib.replace(cfg, **{"model.vocab_size": vocab})
+    cfg = _common.byte_config(args.overrides)
     setup = _common.build(cfg)
     b, t = cfg.train.batch_size, cfg.data.seq_len
-    rng = np.random.default_rng(0)
-    batch = jax.device_put({"inputs": rng.integers(0, vocab, (b, t), dtype=np.int32),
-                            "targets": rng.integers(0, vocab, (b, t), dtype=np.int32),
-                            "mask": np.ones((b, t), bool)}, setup.batch_sharding)
+    batch = jax.device_put(_common.random_batches(cfg, cfg.model.vocab_size, n=1)[0],
+                           setup.batch_sharding)
     step = setup.train_step.lower(setup.state, batch).compile()
     names = {}  # HLO instruction -> op_name, from the executable that runs
     for line in step.as_text().splitlines():
