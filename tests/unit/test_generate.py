@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 
 import flax.linen as nn
 import jax
@@ -298,3 +299,26 @@ def test_decode_loop_reads_the_tied_embedding_in_place():
     copies = [line for line in hlo.splitlines()
               if embedding in line and (" transpose(" in line or " copy(" in line)]
     assert not copies, copies
+
+
+def test_decode_loop_reads_the_kv_cache_in_place():
+    """No layer's KV cache is copied into another layout inside the compiled loop: with a
+    sequence-major cache, XLA:CPU transposed every layer's whole cache on every token (25 of
+    61 ms per token on GPT-2 small at batch 8)."""
+    from jaxlm import generate as generate_lib
+
+    model, params = _model(GPT2)
+    b, p, n = 2, 16, 4
+    s = p + n - 1  # the cache's length
+    hlo = generate_lib._generate.lower(
+        model, params, jnp.zeros((b, p), jnp.int32), jnp.zeros((b,), jnp.int32),
+        jax.random.PRNGKey(0), jnp.float32(1), jnp.float32(1), jnp.float32(1),
+        max_new_tokens=n, top_k=0, greedy=True, use_top_p=False, eos_id=None, pad_id=0,
+        return_logits=False, use_penalty=False,
+    ).compile().as_text()
+    dims = (b, GPT2.n_heads, s, GPT2.d_model // GPT2.n_heads)  # the cache, (b, k, S, h)
+    assert len(set(dims)) == 4  # distinct, so that a permuted shape is recognisable
+    shapes = {tuple(int(x) for x in m.split(",")) for m in re.findall(r"f32\[([\d,]+)\]", hlo)}
+    assert dims in shapes
+    permuted = [sh for sh in shapes if sh != dims and sorted(sh) == sorted(dims)]
+    assert not permuted, permuted

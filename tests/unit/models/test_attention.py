@@ -52,6 +52,31 @@ def test_splash_matches_xla_in_interpreter(causal, kv_heads):
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.parametrize("t,n,kv_heads", [(1, 4, 4), (1, 4, 2), (5, 4, 1), (5, 6, 3)])
+def test_cached_attention_matches_xla_over_a_sequence_major_cache(t, n, kv_heads):
+    """The decode kernel over a head-major cache (b, k, S, h) equals jax.nn's XLA attention over
+    the same keys sequence-major, with a causal, left-padding mask and grouped-query heads; rows
+    whose mask is empty (queries in the padding) come out finite."""
+    b, s, h = 3, 11, 8
+    q, _, _ = _qkv(b, t, n, kv_heads, h)
+    _, k, v = _qkv(b, s, n, kv_heads, h, seed=1)
+    index = 4  # the t queries sit at cache slots [index, index + t)
+    pad_b = np.array([0, 2, 7])  # left padding per row: its queries' positions go below 0
+    positions_bt = index + np.arange(t)[None, :] - pad_b[:, None]
+    offset_ts = np.arange(s)[None, :] - (index + np.arange(t))[:, None]
+    mask_bts = (offset_ts <= 0) & (offset_ts >= -positions_bt[:, :, None])
+    got = attention.cached_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
+                                     jnp.asarray(mask_bts))
+    want = jax.nn.dot_product_attention(q, k, v, mask=jnp.asarray(mask_bts)[:, None],
+                                        implementation="xla")
+    assert got.shape == (b, t, n, h)
+    seen = mask_bts.any(-1)  # (b, t): the query sees at least one key
+    assert not seen.all()  # the padding case is exercised
+    np.testing.assert_allclose(np.asarray(got)[seen], np.asarray(want)[seen], rtol=1e-5,
+                               atol=1e-5)
+    assert np.isfinite(np.asarray(got)).all()
+
+
 def test_attention_resolution_on_cpu_falls_back_loudly():
     shapes = dict(platform="cpu", dtype="float32", n_heads=4, n_kv_heads=4, head_dim=16,
                   seq_len=64)
