@@ -83,12 +83,15 @@ def test_cpu_device_split_for_training_only(monkeypatch):
     assert added[-2:] == ["--xla_force_host_platform_device_count=2",
                           "--xla_cpu_multi_thread_eigen=false"]
     assert xla_flags.auto_cpu_devices(env) == 2  # the mesh may use fewer (sharding)
-    assert env["PJRT_NPROC"] == "4"  # client threads to spare beside the devices' all-reduce
+    assert env["PJRT_NPROC"] == "2"  # one thread per single-threaded device
     assert xla_flags.apply_defaults(env, training=True) == []  # idempotent
-    # more cores than MAX_AUTO_CPU_DEVICES: capped, and Eigen's threads stay on
+    # more cores than MAX_AUTO_CPU_DEVICES: capped, Eigen's threads stay on, the pool has room
     monkeypatch.setattr(xla_flags, "usable_cores", lambda: 32)
     assert xla_flags.cpu_device_flags({"JAX_PLATFORMS": "cpu"}) == [
         f"--xla_force_host_platform_device_count={xla_flags.MAX_AUTO_CPU_DEVICES}"]
+    env = {"JAX_PLATFORMS": "cpu"}
+    xla_flags.apply_defaults(env, training=True)
+    assert env["PJRT_NPROC"] == str(2 * xla_flags.MAX_AUTO_CPU_DEVICES)
 
 
 def test_cpu_device_split_respects_the_user_and_accelerators(monkeypatch):
