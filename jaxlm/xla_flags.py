@@ -4,16 +4,16 @@
 CPU-only machine, jaxlm also splits the CPU into one JAX device per core (`cpu_device_flags`),
 each running its ops on one thread, and trains data-parallel over them: XLA's CPU runtime spreads
 a small op over its threads poorly (the quickstart step kept ~1.2 of 2 cores busy), while one
-device per core keeps every core on its own half of the batch (1.20x the tokens/s). An LSTM's
-sequential steps are the opposite case (0.69-0.73x on the split: benchmarks/RESULTS.md), so
-LSTMs, and sweep members (one process trains every family), keep JAX's single CPU device. `JAXLM_CPU_DEVICES` sets the
-count (`auto`, the default: the cores this process may use, at most 8; `1`: JAX's single CPU
-device). A flag already in XLA_FLAGS is left as the user set it, and JAXLM_XLA_DEFAULTS=0 turns
-all of them off. They are set where a jaxlm run
-starts, never on import: by the command line (`jaxlm ...`, `python train.py`) before anything
-starts JAX, and by `jaxlm.train` when JAX's backends have not started yet. Every flag here is
-checked to parse with the installed jaxlib by tests/unit/test_xla_flags.py (XLA aborts the
-process on an unknown flag).
+device per core keeps every core on its own half of the batch (1.20x the tokens/s), and XLA's
+CPU client gets one thread per device (PJRT_NPROC). An LSTM's sequential steps are the opposite
+case (0.69-0.73x on the split: benchmarks/RESULTS.md), so LSTMs, and sweep members (one process
+trains every family), keep JAX's single CPU device. `JAXLM_CPU_DEVICES` sets the count (`auto`,
+the default: the cores this process may use, at most 8; `1`: JAX's single CPU device). A flag
+already in XLA_FLAGS is left as the user set it, and JAXLM_XLA_DEFAULTS=0 turns all of them off.
+They are set where a jaxlm run starts, never on import: by the command line (`jaxlm ...`,
+`python train.py`) before anything starts JAX, and by `jaxlm.train` when JAX's backends have not
+started yet. Every flag here is checked to parse with the installed jaxlib by
+tests/unit/test_xla_flags.py (XLA aborts the process on an unknown flag).
 """
 
 from __future__ import annotations

@@ -94,7 +94,8 @@ class Attention(nn.Module):
     (`cached_key`/`cached_value` (b, k, S, h), head-major; `cache_index`): each call writes its
     t tokens at slots [index, index + t) and attends over the whole cache (`cached_attention`).
     A query at slot s with absolute position p sees the slots [s - p, s], so left-padded rows
-    (padding below position 0) ignore their padding. The cache length S is the token length of the `init` call that creates it.
+    (padding below position 0) ignore their padding. The cache length S is the token length of
+    the `init` call that creates it.
     """
 
     n_heads: int
