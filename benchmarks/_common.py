@@ -16,14 +16,18 @@ from importlib import metadata
 from typing import Any, Callable, NamedTuple
 
 from jaxlm import xla_flags
+from jaxlm.cli.process import keep_freed_memory
 
 from load import LIMIT_CORES, RUN_LIMIT_CORES, LoadMeter
 
 # the benchmarks measure jaxlm as its runs are set up (not on import): the scripts that time
 # training steps get what `jaxlm train` gives a Transformer on a CPU-only machine, one device per
-# core (bench_train runs its LSTM rows with JAXLM_CPU_DEVICES=1, as `jaxlm train` does)
+# core (bench_train runs its LSTM rows with JAXLM_CPU_DEVICES=1, as `jaxlm train` does), and
+# every script gets a jaxlm command's malloc settings (a PyTorch baseline in the same process
+# shares them)
 TRAINING_SCRIPTS = ("bench_train.py", "bench_vs_torch.py", "profile_step.py", "bench_dense.py")
 xla_flags.apply_defaults(training=pathlib.Path(sys.argv[0]).name in TRAINING_SCRIPTS)
+keep_freed_memory()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -4,7 +4,7 @@
 CPU-only machine, jaxlm also splits the CPU into one JAX device per core (`cpu_device_flags`),
 each running its ops on one thread, and trains data-parallel over them: XLA's CPU runtime spreads
 a small op over its threads poorly (the quickstart step kept ~1.2 of 2 cores busy), while one
-device per core keeps every core on its own half of the batch (1.20x the tokens/s), and XLA's
+device per core keeps every core on its own half of the batch (1.13x the tokens/s), and XLA's
 CPU client gets one thread per device (PJRT_NPROC). An LSTM's sequential steps are the opposite
 case (0.69-0.73x on the split: benchmarks/RESULTS.md), so LSTMs, and sweep members (one process
 trains every family), keep JAX's single CPU device. `JAXLM_CPU_DEVICES` sets the count (`auto`,
@@ -19,6 +19,7 @@ tests/unit/test_xla_flags.py (XLA aborts the process on an unknown flag).
 from __future__ import annotations
 
 import os
+import sys
 
 DEFAULT_FLAGS: dict[str, tuple[str, str]] = {
     # JAX's GPU performance tips and NVIDIA's JAX-Toolbox images set it: lets the scheduler move
@@ -51,7 +52,7 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _cpu_only(environ: "os._Environ[str] | dict[str, str]") -> bool:
+def cpu_only(environ: "os._Environ[str] | dict[str, str]") -> bool:
     """Whether JAX will run on the CPU: JAX_PLATFORMS says cpu only, or no accelerator plugin
     (CUDA, ROCm, TPU) is installed. Checked without importing JAX or the plugins."""
     platforms = [p.strip() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
@@ -90,7 +91,7 @@ def cpu_device_flags(environ: "os._Environ[str] | dict[str, str]" = os.environ) 
     accelerator). Eigen's intra-op threads stay on when there are fewer devices than cores."""
     n = cpu_device_count(environ)
     current = environ.get("XLA_FLAGS", "")
-    if n <= 1 or _has(current, _DEVICE_COUNT) or not _cpu_only(environ):
+    if n <= 1 or _has(current, _DEVICE_COUNT) or not cpu_only(environ):
         return []
     flags = [f"--{_DEVICE_COUNT}={n}"]
     if n >= usable_cores() and not _has(current, _EIGEN_THREADS):
@@ -146,19 +147,25 @@ def apply_defaults(environ: "os._Environ[str] | dict[str, str]" = os.environ, *,
     return added
 
 
+def backends_started() -> bool:
+    """Whether JAX's backends have started (True when JAX cannot say: then leave them be).
+    Does not import JAX: before `import jax` nothing has started."""
+    xla_bridge = sys.modules.get("jax._src.xla_bridge")
+    if xla_bridge is None:
+        return False
+    try:
+        return bool(xla_bridge.backends_are_initialized())
+    except AttributeError:  # no public way to ask; gone: cannot tell
+        return True
+
+
 def apply_before_backends(*, training: bool = False) -> list[str]:
     """`apply_defaults`, unless JAX's backends have started (the flags would only edit the
     environment then, to no effect). Returns the flags added."""
-    try:
-        from jax._src import xla_bridge  # no public way to ask; absent: leave XLA_FLAGS alone
-
-        started = xla_bridge.backends_are_initialized()
-    except (ImportError, AttributeError):
-        return []
-    return [] if started else apply_defaults(training=training)
+    return [] if backends_started() else apply_defaults(training=training)
 
 
 __all__ = ["DEFAULT_FLAGS", "CPU_DEVICES_ENV", "CPU_DEVICES_ADDED_ENV", "MAX_AUTO_CPU_DEVICES",
-           "apply_defaults", "apply_before_backends", "cpu_device_count", "cpu_device_flags",
-           "keep_one_cpu_device", "single_threaded_cpu",
-           "auto_cpu_devices", "usable_cores"]
+           "apply_defaults", "apply_before_backends", "backends_started", "cpu_device_count",
+           "cpu_device_flags", "keep_one_cpu_device", "single_threaded_cpu",
+           "auto_cpu_devices", "cpu_only", "usable_cores"]

@@ -78,9 +78,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # a jaxlm command owns its process: before JAX's backends start (`train` adds the CPU split
     # for a Transformer itself, once it has read the config)
     xla_flags.apply_defaults()
-    if args.command in COMPILING:
-        from jaxlm.cli.process import compilation_cache
+    from jaxlm.cli.process import compilation_cache, keep_freed_memory
 
+    keep_freed_memory()  # XLA:CPU's per-step buffers reused, not page-faulted in every step
+    if args.command in COMPILING:
         compilation_cache()
     try:
         status = args.func(args)

@@ -3,11 +3,12 @@ of this: `import jaxlm` and its functions leave their host process as they found
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pathlib
-from typing import Optional
+from typing import Callable, Optional
 
-from jaxlm import paths
+from jaxlm import paths, xla_flags
 
 
 def quiet_checkpoints() -> None:
@@ -48,3 +49,43 @@ def compilation_cache() -> Optional[pathlib.Path]:
         # together cost about as much as the train step at startup
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     return path
+
+
+MALLOC_ENV = "JAXLM_MALLOC_TUNING"  # 1 (default) | 0: glibc's malloc as it comes
+# glibc's mallopt parameters (malloc.h) and the values keep_freed_memory sets
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+MALLOPT_SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
+
+
+def _glibc_mallopt() -> Optional[Callable[[int, int], int]]:
+    """glibc's mallopt, or None where the C library is not glibc (macOS, musl)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only
+        return libc.mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+def keep_freed_memory(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> bool:
+    """glibc's malloc set to keep the memory it frees for reuse, for a process whose JAX runs on
+    the CPU: one arena, no mmap for big blocks, no trimming. Returns whether it was set.
+
+    XLA:CPU allocates each execution's temporary buffer (the quickstart train step: 170 MB per
+    device) and frees it afterwards. glibc serves a block that big with mmap (from a worker
+    thread's arena it has no other choice) and unmaps it when freed, so every step faulted all
+    its pages in again: 83k page faults and ~160 ms of kernel time per quickstart step, a
+    quarter of its CPU time (benchmarks/RESULTS.md). Kept in one arena's heap, the block is
+    reused. The process's memory then stays at its peak until it exits.
+
+    Only before JAX starts its backends (a running thread keeps its arena), on glibc, when JAX
+    runs on the CPU only; `JAXLM_MALLOC_TUNING=0` leaves malloc alone."""
+    if environ.get(MALLOC_ENV, "1").strip().lower() in CACHE_OFF:
+        return False
+    if not xla_flags.cpu_only(environ) or xla_flags.backends_started():
+        return False
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        return False
+    return all(mallopt(param, value) == 1 for param, value in MALLOPT_SETTINGS)
+

@@ -70,6 +70,16 @@ def test_library_train_sets_the_flags_only_before_jax_starts(monkeypatch):
     assert "XLA_FLAGS" not in os.environ
 
 
+def test_backends_started_asks_jax_without_importing_it():
+    code = ("import sys; from jaxlm import xla_flags; a = xla_flags.backends_started(); "
+            "b = 'jax' in sys.modules; import jax; c = xla_flags.backends_started(); "
+            "jax.devices(); print(a, b, c, xla_flags.backends_started())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "False", "False", "True"]
+
+
 # ---------------------------------------------------------------------------------------------
 # one CPU device per core for training
 
