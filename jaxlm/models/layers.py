@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from jaxlm import sharding
 from jaxlm.config import REMAT_POLICIES
-from jaxlm.models.attention import BLOCK_SIZE, cached_attention, splash_attention
+from jaxlm.models.attention import block_size, cached_attention, splash_attention
 from jaxlm.models.block_attention import block_causal_attention
 from jaxlm.models.context_attention import context_attention
 from jaxlm.models.matmul import dense_dot_general
@@ -151,7 +151,8 @@ class Attention(nn.Module):
             if impl == "splash":
                 out_btnh = splash_attention(q_btnh, k_btkh, v_btkh, causal=self.causal)
             elif impl == "blockwise" and self.causal:
-                out_btnh = block_causal_attention(q_btnh, k_btkh, v_btkh, block_size=BLOCK_SIZE)
+                out_btnh = block_causal_attention(q_btnh, k_btkh, v_btkh,
+                                                  block_size=block_size(q_btnh.shape[1]))
             else:
                 out_btnh = jax.nn.dot_product_attention(
                     q_btnh, k_btkh, v_btkh, mask=mask, is_causal=self.causal,

@@ -126,6 +126,28 @@ def test_fast_attention_models_match_xla_in_training(impl):
         np.testing.assert_allclose(a, b, atol=2e-6)
 
 
+def test_block_attention_takes_larger_blocks_for_long_sequences(monkeypatch):
+    """64-token blocks up to 1023 tokens, 128 from 1024 on (the block size the layer passes)."""
+    assert [attention.block_size(t) for t in (128, 256, 512, 1023, 1024, 4096)] == [
+        64, 64, 64, 64, 128, 128]
+    from jaxlm.models import layers
+
+    seen = []
+    real = layers.block_causal_attention
+
+    def spy(q, k, v, *, block_size):
+        seen.append((q.shape[1], block_size))
+        return real(q, k, v, block_size=block_size)
+
+    monkeypatch.setattr(layers, "block_causal_attention", spy)
+    for t in (256, 1024):
+        cfg = dataclasses.replace(GPT, max_seq_len=t, n_layers=1, attention_impl="blockwise")
+        model = build_model(cfg)
+        x = jnp.zeros((1, t), jnp.int32)
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    assert seen == [(256, 64), (1024, 128)]
+
+
 def test_attention_resolution_when_the_kernel_does_not_compile():
     """A platform that claims to be a TPU but cannot compile the kernel (this CPU): XLA, and the
     warning names the shapes and the compiler's reason."""
