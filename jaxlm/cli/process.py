@@ -88,4 +88,3 @@ def keep_freed_memory(environ: "os._Environ[str] | dict[str, str]" = os.environ)
     if mallopt is None:
         return False
     return all(mallopt(param, value) == 1 for param, value in MALLOPT_SETTINGS)
-
