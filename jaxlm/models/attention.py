@@ -160,24 +160,29 @@ def resolve(requested: str, *, platform: str, dtype: str, n_heads: int, n_kv_hea
     return want, None
 
 
-def cached_attention(q_btnh: jax.Array, k_bksh: jax.Array, v_bksh: jax.Array,
+def cached_attention(q_btnh: jax.Array, k_xsh: jax.Array, v_xsh: jax.Array,
                      mask_bts: jax.Array) -> jax.Array:
-    """Attention of t new queries over a head-major KV cache (b, k, S, h); (b, t, n, h) out.
+    """Attention of t new queries over a head-major KV cache (b * k, S, h), row x = (batch row
+    x // k, kv head x % k); (b, t, n, h) out.
 
     The cache is head-major because both matmuls then read it in place: with a sequence-major
     cache (b, S, k, h) XLA:CPU copied every layer's whole cache into a transposed layout on
-    every decode step (25 of 61 ms per token at GPT-2-small shape, batch 8)."""
+    every decode step (25 of 61 ms per token at GPT-2-small shape, batch 8). Batch and heads
+    are one axis because a (1, k, S, h) cache reached the matmuls through a bitcast (the batch
+    of one dropped) that XLA fused with the cache update: at batch 1 the update then ran twice
+    and every layer's cache was copied four times per token (3 of 24 ms per token at
+    GPT-2-small shape, 143 cached tokens; benchmarks/bench_generate.py)."""
     b, t, n, h = q_btnh.shape
-    k = k_bksh.shape[1]
+    k = k_xsh.shape[0] // b
     g = n // k  # grouped-query attention: each kv head serves g query heads
-    q_bkqh = q_btnh.reshape(b, t, k, g, h).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, h)
-    s_bkqs = jnp.einsum("bkqh,bksh->bkqs", q_bkqh, k_bksh, preferred_element_type=jnp.float32)
-    s_bkqs = s_bkqs * jnp.float32(1.0 / h ** 0.5)  # scaled after the dot, as jax.nn's XLA path
+    q_xqh = q_btnh.reshape(b, t, k, g, h).transpose(0, 2, 3, 1, 4).reshape(b * k, g * t, h)
+    s_xqs = jnp.einsum("xqh,xsh->xqs", q_xqh, k_xsh, preferred_element_type=jnp.float32)
+    s_bkqs = s_xqs.reshape(b, k, g * t, -1) * jnp.float32(1.0 / h ** 0.5)  # as jax.nn's XLA path
     mask_b1qs = jnp.broadcast_to(mask_bts[:, None, None], (b, 1, g, t, mask_bts.shape[-1]))
     s_bkqs = jnp.where(mask_b1qs.reshape(b, 1, g * t, -1), s_bkqs, jnp.finfo(jnp.float32).min)
-    p_bkqs = jax.nn.softmax(s_bkqs, axis=-1).astype(v_bksh.dtype)
-    out_bkqh = jnp.einsum("bkqs,bksh->bkqh", p_bkqs, v_bksh)
-    return out_bkqh.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+    p_xqs = jax.nn.softmax(s_bkqs, axis=-1).astype(v_xsh.dtype).reshape(b * k, g * t, -1)
+    out_xqh = jnp.einsum("xqs,xsh->xqh", p_xqs, v_xsh)
+    return out_xqh.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
 __all__ = ["IMPLEMENTATIONS", "block_size", "cached_attention", "resolve", "splash_attention"]

@@ -91,7 +91,7 @@ class Attention(nn.Module):
     """Causal multi-head / grouped-query self-attention via jax.nn.dot_product_attention.
 
     With `decode=True` (generation) keys and values go to a preallocated `cache` collection
-    (`cached_key`/`cached_value` (b, k, S, h), head-major; `cache_index`): each call writes its
+    (`cached_key`/`cached_value` (b * k, S, h), head-major; `cache_index`): each call writes its
     t tokens at slots [index, index + t) and attends over the whole cache (`cached_attention`).
     A query at slot s with absolute position p sees the slots [s - p, s], so left-padded rows
     (padding below position 0) ignore their padding. The cache length S is the token length of
@@ -140,8 +140,8 @@ class Attention(nn.Module):
         if self.q_scale != 1.0:  # every kernel then applies its own 1/sqrt(head_dim)
             q_btnh = q_btnh * jnp.asarray(self.q_scale, q_btnh.dtype)
         if self.decode:
-            k_bksh, v_bksh, mask_bts = self._update_cache(k_btkh, v_btkh, positions_bt)
-            out_btnh = cached_attention(q_btnh, k_bksh, v_bksh, mask_bts)
+            k_xsh, v_xsh, mask_bts = self._update_cache(k_btkh, v_btkh, positions_bt)
+            out_btnh = cached_attention(q_btnh, k_xsh, v_xsh, mask_bts)
         elif sharding.length_shards()[1] > 1:  # context parallel: keys/values all-gathered
             out_btnh = context_attention(q_btnh, k_btkh, v_btkh, causal=self.causal,
                                          valid_bt=valid_bt)
@@ -168,20 +168,20 @@ class Attention(nn.Module):
     def _update_cache(
         self, k_btkh: jax.Array, v_btkh: jax.Array, positions_bt: jax.Array
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Writes k, v at the cache index; returns the whole head-major cache (b, k, S, h) and
-        the (b, t, S) mask."""
+        """Writes k, v at the cache index; returns the whole head-major cache (b * k, S, h)
+        (`cached_attention` says why batch and heads share an axis) and the (b, t, S) mask."""
         b, t, k, h = k_btkh.shape
-        cached_k = self.variable("cache", "cached_key", jnp.zeros, (b, k, t, h), k_btkh.dtype)
-        cached_v = self.variable("cache", "cached_value", jnp.zeros, (b, k, t, h), v_btkh.dtype)
+        cached_k = self.variable("cache", "cached_key", jnp.zeros, (b * k, t, h), k_btkh.dtype)
+        cached_v = self.variable("cache", "cached_value", jnp.zeros, (b * k, t, h), v_btkh.dtype)
         index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
         i = index.value
         cached_k.value = jax.lax.dynamic_update_slice(
-            cached_k.value, k_btkh.transpose(0, 2, 1, 3), (0, 0, i, 0))
+            cached_k.value, k_btkh.transpose(0, 2, 1, 3).reshape(b * k, t, h), (0, i, 0))
         cached_v.value = jax.lax.dynamic_update_slice(
-            cached_v.value, v_btkh.transpose(0, 2, 1, 3), (0, 0, i, 0))
+            cached_v.value, v_btkh.transpose(0, 2, 1, 3).reshape(b * k, t, h), (0, i, 0))
         index.value = i + t
         # offset of each key slot from each query slot: causal (<= 0) and not before position 0
-        offset_ts = jnp.arange(cached_k.value.shape[2])[None, :] - (i + jnp.arange(t))[:, None]
+        offset_ts = jnp.arange(cached_k.value.shape[1])[None, :] - (i + jnp.arange(t))[:, None]
         mask_bts = (offset_ts <= 0) & (offset_ts >= -positions_bt[:, :, None])
         return cached_k.value, cached_v.value, mask_bts
 

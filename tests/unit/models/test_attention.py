@@ -54,7 +54,7 @@ def test_splash_matches_xla_in_interpreter(causal, kv_heads):
 
 @pytest.mark.parametrize("t,n,kv_heads", [(1, 4, 4), (1, 4, 2), (5, 4, 1), (5, 6, 3)])
 def test_cached_attention_matches_xla_over_a_sequence_major_cache(t, n, kv_heads):
-    """The decode kernel over a head-major cache (b, k, S, h) equals jax.nn's XLA attention over
+    """The decode kernel over a head-major cache (b * k, S, h) equals jax.nn's XLA attention over
     the same keys sequence-major, with a causal, left-padding mask and grouped-query heads; rows
     whose mask is empty (queries in the padding) come out finite."""
     b, s, h = 3, 11, 8
@@ -65,8 +65,10 @@ def test_cached_attention_matches_xla_over_a_sequence_major_cache(t, n, kv_heads
     positions_bt = index + np.arange(t)[None, :] - pad_b[:, None]
     offset_ts = np.arange(s)[None, :] - (index + np.arange(t))[:, None]
     mask_bts = (offset_ts <= 0) & (offset_ts >= -positions_bt[:, :, None])
-    got = attention.cached_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
-                                     jnp.asarray(mask_bts))
+    def head_major(x_bskh):
+        return x_bskh.transpose(0, 2, 1, 3).reshape(b * kv_heads, s, h)
+
+    got = attention.cached_attention(q, head_major(k), head_major(v), jnp.asarray(mask_bts))
     want = jax.nn.dot_product_attention(q, k, v, mask=jnp.asarray(mask_bts)[:, None],
                                         implementation="xla")
     assert got.shape == (b, t, n, h)
