@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm.errors import JaxlmError
+from jaxlm.models.layers import DECODE_KERNELS
+from jaxlm.models.transformer import Transformer, decode_kernels
 
 PROMPT_BUCKET = 16  # prompt lengths are padded up to a multiple of this (fewer recompiles)
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -88,15 +90,22 @@ def init_cache(model: nn.Module, batch: int, length: int) -> Any:
 
 
 def decode_step(
-    model: nn.Module, params: Any, cache: Any, tokens_bt: jax.Array, positions_bt: jax.Array
+    model: nn.Module, params: Any, cache: Any, tokens_bt: jax.Array, positions_bt: jax.Array,
+    kernels: Optional[dict] = None,
 ) -> tuple[jax.Array, Any]:
     """Feeds tokens (b, t) at absolute positions (b, t) after the cached ones:
-    (logits (b, t, vocab), the updated cache). Negative positions are left padding."""
+    (logits (b, t, vocab), the updated cache). Negative positions are left padding. `kernels`:
+    a Transformer's `decode_kernels(params)`, read for one-row steps (batch 1)."""
+    variables = {"params": params, "cache": cache}
+    if kernels is not None:
+        variables[DECODE_KERNELS] = kernels
     logits, mutated = model.apply(
-        {"params": params, "cache": cache}, tokens_bt, positions_bt=positions_bt, decode=True,
-        mutable=["cache"],
+        variables, tokens_bt, positions_bt=positions_bt, decode=True, mutable=["cache"],
     )
     return logits, mutated["cache"]
+
+
+_decode_kernels = jax.jit(decode_kernels)
 
 
 @partial(jax.jit, static_argnames=(
@@ -104,7 +113,8 @@ def decode_step(
     "return_logits", "use_penalty"))
 def _generate(model, params, prompt_bp, pad_b, rng, temperature, top_p, penalty, *,
               max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
-              eos_id: Optional[int], pad_id: int, return_logits: bool, use_penalty: bool):
+              eos_id: Optional[int], pad_id: int, return_logits: bool, use_penalty: bool,
+              kernels: Optional[dict] = None):
     b, p = prompt_bp.shape
     n = max_new_tokens
     cache = init_cache(model, b, p + n - 1)  # the last new token is never fed back
@@ -146,7 +156,8 @@ def _generate(model, params, prompt_bp, pad_b, rng, temperature, top_p, penalty,
     def body(state):
         i, tok_b, done_b, cache, out_bn, scores_bnv, seen_bv = state
         positions_b1 = (lengths_b + i - 1)[:, None]
-        logits_b1v, cache = decode_step(model, params, cache, tok_b[:, None], positions_b1)
+        logits_b1v, cache = decode_step(model, params, cache, tok_b[:, None], positions_b1,
+                                        kernels)
         logits_bv = logits_b1v[:, 0]
         tok_b, done_b, seen_bv = pick(i, logits_bv, done_b, seen_bv)
         out_bn = jax.lax.dynamic_update_index_in_dim(out_bn, tok_b, i, axis=1)
@@ -265,12 +276,20 @@ def generate(
     for i, r in enumerate(rows):
         prompt[i, p - len(r):] = r
     pad = np.asarray([p - len(r) for r in rows], np.int32)
+    kernels = None
+    if len(rows) == 1 and isinstance(model, Transformer) and jax.default_backend() == "cpu":
+        # Batch 1 on CPU reads the residual projections transposed (layers.DECODE_KERNELS; at
+        # batch 8 that was slower: 159 vs 182 tokens/s on GPT-2 small), copied by a program of
+        # their own: copied inside the decoding program they sat in its temporary buffer and the
+        # loop read them no faster than the kernels themselves (46.0 vs 46.7 tokens/s; as its
+        # inputs, 50.7).
+        kernels = _decode_kernels(params)
     out, done, logits = _generate(
         model, params, jnp.asarray(prompt), jnp.asarray(pad), jax.random.PRNGKey(seed),
         jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), jnp.float32(repetition_penalty),
         max_new_tokens=max_new_tokens, top_k=top_k, greedy=temperature == 0,
         use_top_p=top_p < 1.0, eos_id=eos_id, pad_id=pad_id, return_logits=return_logits,
-        use_penalty=repetition_penalty != 1.0,
+        use_penalty=repetition_penalty != 1.0, kernels=kernels,
     )
     out, done = np.asarray(out), np.asarray(done)
     new = []

@@ -110,6 +110,45 @@ def test_generation_logits_equal_full_forward_for_each_prompt(name):
         assert new == [int(x) for x in want.argmax(-1)]  # greedy
 
 
+@pytest.mark.parametrize("name", ["gpt2", "gpt2-scan", "modern", "modern-scan"])
+def test_batch_one_reads_the_transposed_residual_kernels(name):
+    """A single prompt's one-token steps read attention's `out` and the MLP's `down` kernels
+    from their transposed copies (layers.DECODE_KERNELS, on CPU): the logits still equal a full
+    forward pass, the copies are the kernels transposed (a leading layers axis kept under
+    scan_layers), and zeroed copies change every step after the prefill."""
+    from jaxlm import generate as generate_lib
+
+    model, params = _model(CONFIGS[name])
+    prompt = [5, 6, 7, 8, 9]
+    out = generate(model, params, prompt, max_new_tokens=6, temperature=0.0, return_logits=True)
+    full = _full(model, params, [prompt + out.new_tokens[0]])[0]
+    np.testing.assert_allclose(out.logits[0], full[4:10], atol=1e-5, rtol=0)
+
+    kernels = generate_lib._decode_kernels(params)
+    layers = ["h"] if "h" in params else [f"h_{i}" for i in range(CONFIGS[name].n_layers)]
+    assert sorted(kernels) == sorted(layers)
+    for layer in layers:
+        down = params[layer]["mlp"]["down"]["kernel"]
+        attn_out = params[layer]["attn"]["out"]["kernel"]
+        lead = down.shape[:-2]  # (layers,) under scan_layers
+        np.testing.assert_array_equal(kernels[layer]["mlp"]["down"], np.swapaxes(down, -1, -2))
+        np.testing.assert_array_equal(
+            kernels[layer]["attn"]["out"],
+            np.swapaxes(np.reshape(attn_out, lead + (-1, attn_out.shape[-1])), -1, -2))
+
+    args = (model, params, jnp.asarray([[0] * 11 + prompt], jnp.int32),
+            jnp.asarray([11], jnp.int32), jax.random.PRNGKey(0), jnp.float32(1), jnp.float32(1),
+            jnp.float32(1))
+    kw = dict(max_new_tokens=6, top_k=0, greedy=True, use_top_p=False, eos_id=None, pad_id=0,
+              return_logits=True, use_penalty=False)
+    _, _, right = generate_lib._generate(*args, **kw, kernels=kernels)
+    _, _, zeroed = generate_lib._generate(*args, **kw,
+                                         kernels=jax.tree.map(jnp.zeros_like, kernels))
+    np.testing.assert_allclose(right[0], out.logits[0], atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(zeroed[0, 0], right[0, 0])  # the prefill's logits
+    assert all(np.abs(zeroed[0, i] - right[0, i]).max() > 1e-3 for i in range(1, 6))
+
+
 @pytest.mark.parametrize("name", ["gpt2", "modern", "lstm"])
 def test_batched_prompts_equal_each_prompt_alone(name):
     model, params = _model(CONFIGS[name])
@@ -294,6 +333,7 @@ def test_decode_loop_reads_the_tied_embedding_in_place():
         model, params, jnp.zeros((1, 4), jnp.int32), one, jax.random.PRNGKey(0),
         jnp.float32(1), jnp.float32(1), jnp.float32(1), max_new_tokens=4, top_k=0, greedy=True,
         use_top_p=False, eos_id=None, pad_id=0, return_logits=False, use_penalty=False,
+        kernels=generate_lib._decode_kernels(params),  # as `generate` runs batch 1
     ).compile().as_text()
     embedding = f"f32[{GPT2.d_model},{VOCAB}]"
     copies = [line for line in hlo.splitlines()
@@ -317,6 +357,7 @@ def test_decode_loop_reads_the_kv_cache_in_place(b):
         jax.random.PRNGKey(0), jnp.float32(1), jnp.float32(1), jnp.float32(1),
         max_new_tokens=n, top_k=0, greedy=True, use_top_p=False, eos_id=None, pad_id=0,
         return_logits=False, use_penalty=False,
+        kernels=generate_lib._decode_kernels(params) if b == 1 else None,  # as `generate` runs
     ).compile().as_text()
     k, h = GPT2.n_heads, GPT2.d_model // GPT2.n_heads
     assert len({b * k, s, h}) == 3  # distinct, so that a permuted shape is recognisable
