@@ -171,7 +171,7 @@ def cached_attention(q_btnh: jax.Array, k_xsh: jax.Array, v_xsh: jax.Array,
     are one axis because a (1, k, S, h) cache reached the matmuls through a bitcast (the batch
     of one dropped) that XLA fused with the cache update: at batch 1 the update then ran twice
     and every layer's cache was copied four times per token (3 of 24 ms per token at
-    GPT-2-small shape, 143 cached tokens; benchmarks/bench_generate.py)."""
+    GPT-2-small shape, 143 cached tokens; a jax.profiler trace of the compiled loop)."""
     b, t, n, h = q_btnh.shape
     k = k_xsh.shape[0] // b
     g = n // k  # grouped-query attention: each kv head serves g query heads

@@ -188,15 +188,19 @@ def decode_kernels(params: dict) -> dict:
         return {"attn": {"out": jnp.swapaxes(out_id, -1, -2)},
                 "mlp": {"down": jnp.swapaxes(p["mlp"]["down"]["kernel"], -1, -2)}}
 
-    return {k: block(v) for k, v in params.items()
-            if k == "h" or (k.startswith("h_") and k[2:].isdigit())}
+    return {k: block(v) for k, v in params.items() if k == "h" or _is_layer(k)}
+
+
+def _is_layer(key: str) -> bool:
+    """A per-layer params key: h_0, h_1, ..."""
+    return key.startswith("h_") and key[2:].isdigit()
 
 
 def stack_layers(params: dict, n_layers: int) -> dict:
     """Per-layer params {h_0, ..., h_{L-1}} -> the `scan_layers` layout {h: leaves with a leading
     layers axis}. Works on any tree whose layer subtrees share one structure (e.g. Adam moments)."""
     layers = [params[f"h_{i}"] for i in range(n_layers)]
-    out = {k: v for k, v in params.items() if not (k.startswith("h_") and k[2:].isdigit())}
+    out = {k: v for k, v in params.items() if not _is_layer(k)}
     out["h"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
     return out
 
